@@ -1,0 +1,98 @@
+#pragma once
+// The relay's configuration, loaded from TOML (see examples/relay.toml and README "Configuration").
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/ConfigSupport.h"
+#include "common/Log.h"
+
+namespace outbox {
+
+struct SourceConfig {
+  std::string conninfo;                    // libpq URI or key=value; the relay adds replication=database
+  std::optional<std::string> passwordFile; // read at start-up into `password`
+  std::string password;                    // secret: never logged
+  std::string slot = "outbox_relay";
+  bool createSlot = true;
+  std::string publication = "outbox_relay";
+  bool createPublication = true;
+  int statusIntervalMs = 10000;            // standby status update period
+  int reconnectBackoffMinMs = 500;
+  int reconnectBackoffMaxMs = 30000;
+  int slotBusyRetryMs = 5000;              // hot standby: how often to retry a slot another relay holds
+  int lagPollIntervalMs = 5000;            // how often to read pg_current_wal_lsn() for the lag metric
+};
+
+struct KafkaConfig {
+  std::string bootstrapServers;
+  // Any librdkafka property, applied after the relay's defaults (so these win).
+  std::vector<std::pair<std::string, std::string>> properties;
+  // librdkafka properties whose value is read from a file (e.g. "sasl.password"); secret: never logged.
+  std::vector<std::pair<std::string, std::string>> secretFiles;
+  std::vector<std::pair<std::string, std::string>> secretValues;  // filled from secretFiles at load time
+  int shutdownFlushTimeoutMs = 30000;
+};
+
+// One outbox table and how its rows become Kafka records.
+struct OutboxTableConfig {
+  std::string schema = "public";
+  std::string table;                        // from `table = "schema.name"` or `"name"`
+  std::string idColumn = "id";
+  std::string aggregateTypeColumn = "aggregatetype";
+  std::string aggregateIdColumn = "aggregateid";
+  std::string typeColumn = "type";
+  std::string payloadColumn = "payload";
+  // {column} placeholders are replaced by that column's value.
+  std::string topicTemplate = "outbox.event.{aggregatetype}";
+  // Kafka header name -> column name. The header "id" (the event id) is always set.
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// pg_logical_emit_message(true, prefix, json) as an outbox without a table.
+struct MessagesConfig {
+  bool enabled = true;
+  std::string prefix = "outbox";
+  std::string topicTemplate = "outbox.event.{aggregatetype}";  // {field} from the JSON document
+  std::vector<std::pair<std::string, std::string>> headers;    // header name -> JSON field
+};
+
+struct LimitsConfig {
+  uint64_t maxInflightEvents = 100000;
+  uint64_t maxInflightBytes = 64ull * 1024 * 1024;
+};
+
+struct MetricsConfig {
+  bool enabled = true;
+  std::string listen = "0.0.0.0:9187";  // address:port for /metrics, /healthz, /readyz
+};
+
+struct LogConfig {
+  log::Level level = log::Level::Info;
+  log::Format format = log::Format::Plain;
+};
+
+struct RelayConfig {
+  LogConfig log;
+  SourceConfig source;
+  KafkaConfig kafka;
+  std::vector<OutboxTableConfig> outboxes;
+  MessagesConfig messages;
+  LimitsConfig limits;
+  MetricsConfig metrics;
+  int shutdownTimeoutMs = 30000;
+
+  // The effective configuration as TOML-like text with every secret replaced by "<redacted>",
+  // for the start-up log.
+  std::string redactedSummary() const;
+};
+
+// Parses and validates a relay config file. Every problem is collected (not just the first), each with its
+// line and column; unknown keys are errors.
+ConfigLoadResult<RelayConfig> loadRelayConfig(const std::string& path);
+ConfigLoadResult<RelayConfig> parseRelayConfig(std::string_view tomlText, const std::string& sourceName);
+
+}  // namespace outbox

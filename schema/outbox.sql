@@ -1,0 +1,49 @@
+-- outbox-relay: the outbox table, its publication and a least-privilege role for the relay.
+-- Column names are Debezium's outbox event router defaults, so a team moving from Debezium keeps its schema.
+-- Idempotent: safe to apply again (psql -v ON_ERROR_STOP=1 -f schema/outbox.sql).
+
+CREATE TABLE IF NOT EXISTS public.outbox (
+    id            uuid         PRIMARY KEY DEFAULT gen_random_uuid(),  -- Kafka header "id"
+    aggregatetype varchar(255) NOT NULL,   -- routes the topic: outbox.event.<aggregatetype>
+    aggregateid   varchar(255) NOT NULL,   -- Kafka key: events of one aggregate keep their order
+    type          varchar(255) NOT NULL,   -- the event type, e.g. OrderCreated (copy to a header by config)
+    payload       jsonb,                   -- the Kafka value, as stored
+    created_at    timestamptz  NOT NULL DEFAULT now()
+);
+
+-- The relay reads only what this publication carries: inserts into the outbox tables.
+-- UPDATE, DELETE and TRUNCATE are not published, so deleting outbox rows (right after inserting them, or by
+-- a cleanup job) never reaches Kafka.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'outbox_relay') THEN
+    CREATE PUBLICATION outbox_relay FOR TABLE public.outbox WITH (publish = 'insert');
+  END IF;
+END $$;
+
+-- A least-privilege role for the relay: it may log in and stream WAL (REPLICATION), nothing else.
+-- It needs no privilege on the outbox table: pgoutput reads rows from WAL, not with SELECT.
+-- Set its password out of band (ALTER ROLE outbox_relay PASSWORD '...'), and give the relay
+-- `create_publication = false`: creating a publication needs ownership of the table.
+-- pg_hba.conf must allow it a replication connection to the database, e.g.:
+--   host  <dbname>  outbox_relay  10.0.0.0/8  scram-sha-256
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_relay') THEN
+    CREATE ROLE outbox_relay WITH LOGIN REPLICATION;
+  END IF;
+  EXECUTE format('GRANT CONNECT ON DATABASE %I TO outbox_relay', current_database());
+END $$;
+
+-- Publishing an event: insert it in the same transaction as the state change.
+--   BEGIN;
+--   INSERT INTO orders (id, customer_id, total) VALUES ('o-1001', 'c-7', 42.50);
+--   INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
+--   VALUES ('order', 'o-1001', 'OrderCreated', '{"orderId":"o-1001","customerId":"c-7","total":42.50}');
+--   COMMIT;
+--
+-- An outbox without a table: a transactional logical decoding message with the prefix the relay is configured
+-- with (default "outbox"), published only if its transaction commits.
+--   SELECT pg_logical_emit_message(true, 'outbox',
+--     '{"id":"6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11","aggregatetype":"customer","aggregateid":"c-7",'
+--     '"type":"CustomerRenamed","payload":{"customerId":"c-7","name":"Ada"}}');
