@@ -61,8 +61,8 @@ struct MessagesConfig {
 };
 
 struct LimitsConfig {
-  uint64_t maxInflightEvents = 100000;
-  uint64_t maxInflightBytes = 64ull * 1024 * 1024;
+  uint64_t maxInflightEvents = 20000;
+  uint64_t maxInflightBytes = 16ull * 1024 * 1024;
 };
 
 struct MetricsConfig {
@@ -84,6 +84,9 @@ struct RelayConfig {
   LimitsConfig limits;
   MetricsConfig metrics;
   int shutdownTimeoutMs = 30000;
+  // Where rows that cannot become a valid record go (TOML: dead_letter_topic at top level), with an "error"
+  // header saying why: a NULL aggregate type, a topic name Kafka refuses, invalid message JSON.
+  std::string deadLetterTopic = "outbox.deadletter";
 
   // The effective configuration as TOML-like text with every secret replaced by "<redacted>",
   // for the start-up log.

@@ -1,1 +1,132 @@
-int main() { return 0; }
+// outbox-relay: streams committed outbox rows from PostgreSQL's WAL to Kafka. Thin: parse the command line,
+// load the config, start the admin server, run the relay until a signal.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "common/Log.h"
+#include "src/AdminServer.h"
+#include "src/Relay.h"
+#include "src/RelayConfig.h"
+#include "src/RelayMetrics.h"
+
+namespace {
+
+const char* kUsage = R"(usage: outbox-relay --config FILE
+       outbox-relay --check-config FILE
+       outbox-relay --version | --help
+
+Streams committed rows of PostgreSQL outbox tables (and outbox logical messages) to Kafka,
+using logical replication with the built-in pgoutput plugin.
+
+  --config FILE        run with the TOML configuration in FILE
+  --check-config FILE  parse and validate FILE, print every problem with its line and column;
+                       exit status 0 when valid, 2 when not
+  --version            print the version
+  --help               print this help
+
+Exit statuses: 0 stopped cleanly; 1 stopped with events Kafka had not acknowledged (they stay in the
+slot and are re-sent); 2 configuration or setup error; 3 an event failed permanently in Kafka (not
+confirmed); 4 the replication stream could not be decoded.
+See README.md for the configuration reference.
+)";
+
+outbox::Relay* g_relay = nullptr;
+
+void onSignal(int) {
+  if (g_relay) g_relay->requestStop();
+}
+
+// /healthz: the event loop went round recently (it wakes at least once a second).
+// /readyz: streaming from the slot and Kafka reachable; a hot standby waiting for the slot is alive, not ready.
+outbox::HealthCheck relayHealth(const outbox::RelayMetrics& metrics) {
+  outbox::HealthCheck health;
+  health.live = [&metrics] {
+    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    double last = metrics.lastLoopTimestamp.Value();
+    if (last > 0 && now - last > 30) return outbox::HealthVerdict{false, "event loop stalled for more than 30 s"};
+    return outbox::HealthVerdict{true, "ok"};
+  };
+  health.ready = [&metrics] {
+    if (metrics.standby.Value() > 0) return outbox::HealthVerdict{false, "standby: the replication slot is held by another relay"};
+    if (metrics.streaming.Value() < 1) return outbox::HealthVerdict{false, "not streaming from PostgreSQL"};
+    if (metrics.kafkaConnected.Value() < 1) return outbox::HealthVerdict{false, "Kafka brokers unreachable"};
+    return outbox::HealthVerdict{true, "ok"};
+  };
+  return health;
+}
+
+int printIssues(const std::vector<outbox::ConfigIssue>& issues) {
+  for (const auto& issue : issues) std::fprintf(stderr, "%s\n", issue.toString().c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string configPath;
+  bool checkOnly = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--version") {
+      std::printf("outbox-relay %s\n", OUTBOX_RELAY_VERSION);
+      return 0;
+    }
+    if ((arg == "--config" || arg == "--check-config") && i + 1 < argc) {
+      checkOnly = arg == "--check-config";
+      configPath = argv[++i];
+      continue;
+    }
+    std::fprintf(stderr, "outbox-relay: unknown or incomplete argument \"%s\"\n\n%s", arg.c_str(), kUsage);
+    return 2;
+  }
+  if (configPath.empty()) {
+    std::fprintf(stderr, "outbox-relay: --config FILE is required\n\n%s", kUsage);
+    return 2;
+  }
+
+  auto loaded = outbox::loadRelayConfig(configPath);
+  if (!loaded.ok()) return printIssues(loaded.issues);
+  const outbox::RelayConfig& config = *loaded.config;
+  if (checkOnly) {
+    std::printf("%s: valid\n", configPath.c_str());
+    return 0;
+  }
+
+  outbox::log::configure(config.log.level, config.log.format);
+  outbox::log::info("outbox-relay {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION,
+                    config.redactedSummary());
+
+  outbox::RelayMetrics metrics;
+  std::unique_ptr<outbox::AdminServer> admin;
+  if (config.metrics.enabled) {
+    try {
+      admin = std::make_unique<outbox::AdminServer>(config.metrics.listen, metrics.registry(), relayHealth(metrics));
+    } catch (const std::exception& e) {
+      outbox::log::error("cannot serve metrics on {}: {} (set metrics.listen to a free address:port)",
+                         config.metrics.listen, e.what());
+      return 2;
+    }
+    outbox::log::info("serving /metrics, /healthz and /readyz on {}", admin->listeningAddress());
+  }
+
+  outbox::Relay relay(config, metrics);
+  g_relay = &relay;
+  struct sigaction action {};
+  action.sa_handler = onSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  int status = relay.run();
+  g_relay = nullptr;
+  return status;
+}

@@ -1,0 +1,91 @@
+#include "src/InflightTransactions.h"
+
+#include <stdexcept>
+
+namespace outbox {
+
+InflightTransactions::Sequence InflightTransactions::begin(Lsn finalLsn, pgoutput::PgTimestamp commitTime) {
+  if (hasOpenTransaction()) throw std::logic_error("InflightTransactions: begin while a transaction is open");
+  Entry entry;
+  entry.seq = nextSeq_++;
+  entry.finalLsn = finalLsn;
+  entry.commitTime = commitTime;
+  ring_.push_back(entry);
+  return entry.seq;
+}
+
+InflightTransactions::Entry* InflightTransactions::find(Sequence seq) {
+  // Sequences in the ring are increasing but not dense (abandoned ones leave gaps), so search from the back:
+  // events are added to the newest transaction, and reports mostly concern recent ones.
+  for (auto it = ring_.rbegin(); it != ring_.rend(); ++it) {
+    if (it->seq == seq) return &*it;
+    if (it->seq < seq) break;
+  }
+  return nullptr;
+}
+
+std::optional<pgoutput::PgTimestamp> InflightTransactions::commitTimeOf(Sequence txn) const {
+  const Entry* entry = find(txn);
+  if (entry == nullptr) return std::nullopt;
+  return entry->commitTime;
+}
+
+void InflightTransactions::addEvent(Sequence txn, uint64_t bytes) {
+  Entry* entry = find(txn);
+  if (entry == nullptr || entry->committed) throw std::logic_error("InflightTransactions: event for a closed transaction");
+  ++entry->pending;
+  ++entry->added;
+  ++inflightEvents_;
+  inflightBytes_ += bytes;
+}
+
+void InflightTransactions::commit(Sequence txn, Lsn endLsn) {
+  Entry* entry = find(txn);
+  if (entry == nullptr || entry->committed) throw std::logic_error("InflightTransactions: commit of an unknown transaction");
+  entry->committed = true;
+  entry->endLsn = endLsn;
+  if (endLsn > received_) received_ = endLsn;
+  advance();
+}
+
+void InflightTransactions::acknowledge(Sequence txn, uint64_t bytes) {
+  // In-flight counters track what Kafka holds, whether or not the transaction is still tracked.
+  if (inflightEvents_ > 0) --inflightEvents_;
+  inflightBytes_ = inflightBytes_ >= bytes ? inflightBytes_ - bytes : 0;
+  Entry* entry = find(txn);
+  if (entry == nullptr) return;  // an abandoned transaction's event
+  if (entry->pending > 0) --entry->pending;
+  advance();
+}
+
+void InflightTransactions::advance() {
+  while (!ring_.empty() && ring_.front().committed && ring_.front().pending == 0) {
+    if (ring_.front().endLsn > confirmed_) confirmed_ = ring_.front().endLsn;
+    lastAckedCommitTime_ = ring_.front().commitTime;
+    ring_.pop_front();
+  }
+}
+
+void InflightTransactions::serverWalEnd(Lsn walEnd) {
+  if (ring_.empty() && walEnd > confirmed_) confirmed_ = walEnd;
+  if (ring_.empty() && walEnd > received_) received_ = walEnd;
+}
+
+void InflightTransactions::resetConfirmed(Lsn lsn) {
+  if (lsn > confirmed_) confirmed_ = lsn;
+  if (lsn > received_) received_ = lsn;
+}
+
+std::optional<InflightTransactions::OpenTransaction> InflightTransactions::openTransaction() const {
+  if (!hasOpenTransaction()) return std::nullopt;
+  return OpenTransaction{ring_.back().seq, ring_.back().finalLsn, ring_.back().added};
+}
+
+void InflightTransactions::abandonOpenTransaction() {
+  if (!hasOpenTransaction()) return;
+  // Its events still in Kafka's queue will report back; they only adjust the in-flight counters.
+  ring_.pop_back();
+  advance();
+}
+
+}  // namespace outbox

@@ -1,0 +1,166 @@
+#include "src/KafkaPublisher.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "common/Log.h"
+
+namespace outbox {
+
+namespace {
+bool isSecretProperty(std::string_view name) {
+  return name.find("password") != std::string_view::npos || name.find("secret") != std::string_view::npos ||
+         name == "sasl.oauthbearer.config" || name == "ssl.key.pem";
+}
+}  // namespace
+
+KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& limits, DeliveryHandler onDelivery)
+    : onDelivery_(std::move(onDelivery)) {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char err[512];
+  auto set = [&](const std::string& key, const std::string& value, bool secret) {
+    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      throw std::runtime_error("kafka property \"" + key + "\": " + err);
+    }
+    effectiveProperties_ += key + "=" + (secret || isSecretProperty(key) ? "<redacted>" : value) + " ";
+  };
+  // Delivery guarantees (README "Guarantees"): idempotent producer, all in-sync replicas, and no local expiry:
+  // librdkafka's default message.timeout.ms would silently turn an outage of 5 minutes into lost events, so it
+  // is 0 (infinite) and an undeliverable event blocks the relay instead.
+  set("enable.idempotence", "true", false);
+  set("acks", "all", false);
+  set("message.timeout.ms", "0", false);
+  // Any error that could leave a gap in a partition's sequence becomes fatal instead of skipping a message.
+  set("enable.gapless.guarantee", "true", false);
+  // The Java client's partitioner, so a key lands on the same partition as with Debezium / Kafka Connect.
+  set("partitioner", "murmur2_random", false);
+  set("linger.ms", "2", false);
+  set("client.id", "outbox-relay", false);
+  // librdkafka's own queue must hold at least the relay's in-flight budget: the budget is what bounds memory.
+  uint64_t maxMessages = std::clamp<uint64_t>(limits.maxInflightEvents * 2, 100000, 10000000);
+  uint64_t maxKbytes = std::clamp<uint64_t>(limits.maxInflightBytes / 1024 * 2, 65536, 2097151);
+  set("queue.buffering.max.messages", std::to_string(maxMessages), false);
+  set("queue.buffering.max.kbytes", std::to_string(maxKbytes), false);
+  set("bootstrap.servers", config.bootstrapServers, false);
+  for (const auto& [key, value] : config.properties) set(key, value, false);
+  for (const auto& [key, value] : config.secretValues) set(key, value, true);
+
+  rd_kafka_conf_set_opaque(conf, this);
+  rd_kafka_conf_set_dr_msg_cb(conf, &KafkaPublisher::deliveryReport);
+  rd_kafka_conf_set_error_cb(conf, &KafkaPublisher::errorCallback);
+
+  producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (producer_ == nullptr) {
+    rd_kafka_conf_destroy(conf);
+    throw std::runtime_error(std::string("cannot create the Kafka producer: ") + err);
+  }
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  wakeupRead_ = fds[0];
+  wakeupWrite_ = fds[1];
+  mainQueue_ = rd_kafka_queue_get_main(producer_);
+  rd_kafka_queue_io_event_enable(mainQueue_, wakeupWrite_, "1", 1);
+}
+
+KafkaPublisher::~KafkaPublisher() {
+  for (auto& [name, handle] : topics_) rd_kafka_topic_destroy(handle);
+  if (mainQueue_) {
+    rd_kafka_queue_io_event_enable(mainQueue_, -1, nullptr, 0);
+    rd_kafka_queue_destroy(mainQueue_);
+  }
+  if (producer_) rd_kafka_destroy(producer_);
+  if (wakeupRead_ >= 0) close(wakeupRead_);
+  if (wakeupWrite_ >= 0) close(wakeupWrite_);
+}
+
+rd_kafka_topic_t* KafkaPublisher::topicHandle(std::string_view topic) {
+  auto it = topics_.find(topic);
+  if (it != topics_.end()) return it->second;
+  std::string name(topic);
+  rd_kafka_topic_t* handle = rd_kafka_topic_new(producer_, name.c_str(), nullptr);
+  if (handle == nullptr) return nullptr;
+  topics_.emplace(std::move(name), handle);
+  return handle;
+}
+
+KafkaPublisher::ProduceStatus KafkaPublisher::produce(const OutboxRecord& record, uint64_t opaque,
+                                                      std::string& error) {
+  rd_kafka_topic_t* topic = topicHandle(record.topic);
+  if (topic == nullptr) {
+    error = "invalid topic \"" + std::string(record.topic) + "\": " + rd_kafka_err2str(rd_kafka_last_error());
+    return ProduceStatus::Failed;
+  }
+  rd_kafka_headers_t* headers = rd_kafka_headers_new(record.headers.size());
+  for (const auto& [name, value] : record.headers) {
+    rd_kafka_header_add(headers, name.data(), static_cast<ssize_t>(name.size()), value.data(),
+                        static_cast<ssize_t>(value.size()));
+  }
+  const void* key = record.key ? record.key->data() : nullptr;
+  size_t keyLen = record.key ? record.key->size() : 0;
+  void* value = record.value ? const_cast<char*>(record.value->data()) : nullptr;
+  size_t valueLen = record.value ? record.value->size() : 0;
+  rd_kafka_resp_err_t rc = rd_kafka_producev(
+      producer_, RD_KAFKA_V_RKT(topic), RD_KAFKA_V_KEY(key, keyLen), RD_KAFKA_V_VALUE(value, valueLen),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
+      RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(opaque))), RD_KAFKA_V_END);
+  if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) return ProduceStatus::Queued;
+  rd_kafka_headers_destroy(headers);  // not taken over on failure
+  if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL) return ProduceStatus::QueueFull;
+  error = "cannot produce to \"" + std::string(record.topic) + "\": " + rd_kafka_err2str(rc);
+  return ProduceStatus::Failed;
+}
+
+void KafkaPublisher::poll() {
+  char drain[64];
+  while (read(wakeupRead_, drain, sizeof drain) > 0) {
+  }
+  while (rd_kafka_poll(producer_, 0) > 0) {
+  }
+}
+
+int KafkaPublisher::queueLength() const { return rd_kafka_outq_len(producer_); }
+
+bool KafkaPublisher::flush(int timeoutMs) {
+  return rd_kafka_flush(producer_, timeoutMs) == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+bool KafkaPublisher::probeBrokers(int timeoutMs) {
+  const rd_kafka_metadata_t* metadata = nullptr;
+  auto rc = rd_kafka_metadata(producer_, 0, nullptr, &metadata, timeoutMs);
+  if (metadata) rd_kafka_metadata_destroy(metadata);
+  brokersReachable_ = rc == RD_KAFKA_RESP_ERR_NO_ERROR;
+  return brokersReachable_;
+}
+
+void KafkaPublisher::deliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
+  auto* self = static_cast<KafkaPublisher*>(opaque);
+  Delivery delivery;
+  delivery.opaque = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(message->_private));
+  delivery.bytes = message->key_len + message->len;
+  delivery.error = message->err;
+  delivery.topic = rd_kafka_topic_name(message->rkt);
+  delivery.partition = message->partition;
+  if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) self->brokersReachable_ = true;
+  self->onDelivery_(delivery);
+}
+
+void KafkaPublisher::errorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+  auto* self = static_cast<KafkaPublisher*>(opaque);
+  auto code = static_cast<rd_kafka_resp_err_t>(err);
+  if (code == RD_KAFKA_RESP_ERR__FATAL) {
+    char detail[512];
+    rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, detail, sizeof detail);
+    self->fatalError_ = std::string(rd_kafka_err2name(orig)) + ": " + detail;
+    log::error("kafka: fatal producer error: {}", *self->fatalError_);
+    return;
+  }
+  if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) self->brokersReachable_ = false;
+  // Transient: librdkafka retries by itself (connection refused, broker restarting, ...).
+  log::warn("kafka: {} ({})", reason, rd_kafka_err2name(code));
+}
+
+}  // namespace outbox

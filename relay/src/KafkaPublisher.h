@@ -1,0 +1,83 @@
+#pragma once
+// Publishes outbox records with librdkafka's idempotent producer and hands delivery reports back.
+//
+// Delivery reports run on the thread that calls poll(), so the relay's single event loop owns all state
+// without locks (librdkafka examples/idempotent_producer.c). wakeupFd() becomes readable when reports or
+// errors wait, so the loop can sleep in poll(2) on PostgreSQL's socket and Kafka at once.
+
+#include <librdkafka/rdkafka.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "src/OutboxRecord.h"
+#include "src/RelayConfig.h"
+
+namespace outbox {
+
+class KafkaPublisher {
+public:
+  struct Delivery {
+    uint64_t opaque = 0;  // what produce() was given (the transaction's sequence)
+    uint64_t bytes = 0;   // OutboxRecord::bytes() of the record
+    rd_kafka_resp_err_t error = RD_KAFKA_RESP_ERR_NO_ERROR;
+    std::string_view topic;
+    int32_t partition = -1;
+  };
+  using DeliveryHandler = std::function<void(const Delivery&)>;
+
+  // Throws std::runtime_error naming the property when the Kafka configuration is invalid.
+  KafkaPublisher(const KafkaConfig& config, const LimitsConfig& limits, DeliveryHandler onDelivery);
+  ~KafkaPublisher();
+  KafkaPublisher(const KafkaPublisher&) = delete;
+  KafkaPublisher& operator=(const KafkaPublisher&) = delete;
+
+  enum class ProduceStatus { Queued, QueueFull, Failed };
+  // Hands one record to librdkafka. QueueFull: poll() and try again. Failed: `error` says why (permanent).
+  ProduceStatus produce(const OutboxRecord& record, uint64_t opaque, std::string& error);
+
+  // Serves waiting delivery reports and errors without blocking.
+  void poll();
+  int wakeupFd() const { return wakeupRead_; }
+  // Messages librdkafka still holds (queued, in flight to or awaiting acknowledgement from the broker).
+  int queueLength() const;
+  // Waits up to `timeoutMs` for every queued message to be delivered; true when all were.
+  bool flush(int timeoutMs);
+
+  // A fatal producer error (idempotence guarantees could not be kept): the relay must stop.
+  const std::optional<std::string>& fatalError() const { return fatalError_; }
+  // False after librdkafka reported all brokers down, true again after a successful delivery or metadata call.
+  bool brokersReachable() const { return brokersReachable_; }
+  // Asks a broker for metadata (bounded by `timeoutMs`); updates brokersReachable().
+  bool probeBrokers(int timeoutMs);
+
+  // The librdkafka properties in effect, with secrets redacted, for the start-up log.
+  const std::string& effectiveProperties() const { return effectiveProperties_; }
+
+private:
+  static void deliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void* self);
+  static void errorCallback(rd_kafka_t*, int err, const char* reason, void* self);
+  rd_kafka_topic_t* topicHandle(std::string_view topic);
+
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+
+  DeliveryHandler onDelivery_;
+  rd_kafka_t* producer_ = nullptr;
+  rd_kafka_queue_t* mainQueue_ = nullptr;
+  std::unordered_map<std::string, rd_kafka_topic_t*, StringHash, std::equal_to<>> topics_;
+  int wakeupRead_ = -1;
+  int wakeupWrite_ = -1;
+  std::optional<std::string> fatalError_;
+  bool brokersReachable_ = true;
+  std::string effectiveProperties_;
+};
+
+}  // namespace outbox

@@ -1,0 +1,252 @@
+#include "src/OutboxRouter.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/Log.h"
+
+namespace outbox {
+
+namespace {
+constexpr uint32_t kByteaOid = 17;
+
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// A JSON value as header / key text: strings as they are, anything else serialized.
+std::string jsonText(const nlohmann::json& value) {
+  return value.is_string() ? value.get<std::string>() : value.dump();
+}
+}  // namespace
+
+OutboxRouter::TopicTemplate OutboxRouter::TopicTemplate::parse(std::string_view text) {
+  TopicTemplate result;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t open = text.find('{', pos);
+    size_t close = open == std::string_view::npos ? open : text.find('}', open);
+    if (open == std::string_view::npos || close == std::string_view::npos) {
+      result.segments.push_back({std::string(text.substr(pos)), false, -1});
+      break;
+    }
+    if (open > pos) result.segments.push_back({std::string(text.substr(pos, open - pos)), false, -1});
+    result.segments.push_back({std::string(text.substr(open + 1, close - open - 1)), true, -1});
+    pos = close + 1;
+  }
+  return result;
+}
+
+OutboxRouter::OutboxRouter(const RelayConfig& config)
+    : config_(config), messageTopic_(TopicTemplate::parse(config.messages.topicTemplate)) {}
+
+void OutboxRouter::reset() {
+  relations_.clear();
+  routes_.clear();
+}
+
+void OutboxRouter::onRelation(const pgoutput::Relation& relation) {
+  const RelationInfo& info = relations_.apply(relation);
+  routes_.erase(info.relationId.value);
+  const OutboxTableConfig* table = nullptr;
+  for (const auto& candidate : config_.outboxes) {
+    if (candidate.schema == info.nspname && candidate.table == info.relname) table = &candidate;
+  }
+  if (table == nullptr) return;
+
+  Route route;
+  route.table = table;
+  route.name = info.nspname + "." + info.relname;
+  route.id = info.columnIndex(table->idColumn);
+  route.aggregateType = info.columnIndex(table->aggregateTypeColumn);
+  route.aggregateId = info.columnIndex(table->aggregateIdColumn);
+  route.type = info.columnIndex(table->typeColumn);
+  route.payload = info.columnIndex(table->payloadColumn);
+  if (route.payload >= 0) route.payloadTypeOid = info.columns[route.payload].typeOid;
+  route.topic = TopicTemplate::parse(table->topicTemplate);
+  for (auto& segment : route.topic.segments) {
+    if (!segment.placeholder) continue;
+    segment.columnIndex = info.columnIndex(segment.text);
+    if (segment.columnIndex < 0) route.problem += "topic placeholder {" + segment.text + "} names no column; ";
+  }
+  for (const auto& [header, column] : table->headers) route.headers.emplace_back(header, info.columnIndex(column));
+  auto require = [&](int index, const std::string& column, const char* role) {
+    if (index < 0) route.problem += "no " + std::string(role) + " column \"" + column + "\"; ";
+  };
+  require(route.id, table->idColumn, "id");
+  require(route.aggregateId, table->aggregateIdColumn, "aggregate id");
+  require(route.payload, table->payloadColumn, "payload");
+  if (!route.problem.empty()) {
+    log::error("outbox table {} lacks columns the router needs ({}): its rows go to dead-letter topic \"{}\" until "
+               "the table or the [[outbox]] config is fixed",
+               route.name, route.problem, config_.deadLetterTopic);
+  }
+  routes_.emplace(info.relationId.value, std::move(route));
+}
+
+std::string_view OutboxRouter::outboxName(RelationId id) const {
+  auto it = routes_.find(id.value);
+  return it == routes_.end() ? std::string_view() : std::string_view(it->second.name);
+}
+
+bool OutboxRouter::isValidTopic(std::string_view topic) {
+  if (topic.empty() || topic.size() > 249 || topic == "." || topic == "..") return false;
+  for (char c : topic) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::optional<std::string_view> OutboxRouter::columnText(const pgoutput::TupleData& tuple, int index) const {
+  if (index < 0 || static_cast<size_t>(index) >= tuple.size()) return std::nullopt;
+  const auto& column = tuple[static_cast<size_t>(index)];
+  if (column.kind != pgoutput::ColumnValue::Kind::Text && column.kind != pgoutput::ColumnValue::Kind::Binary) {
+    return std::nullopt;
+  }
+  return column.data;
+}
+
+std::optional<std::string_view> OutboxRouter::payloadBytes(const Route& route, const pgoutput::TupleData& tuple) {
+  auto text = columnText(tuple, route.payload);
+  if (!text || route.payloadTypeOid != kByteaOid) return text;
+  // bytea's text output is "\x" followed by two hex digits per byte (bytea_output = hex, the default since 9.0).
+  if (text->size() < 2 || (*text)[0] != '\\' || (*text)[1] != 'x' || text->size() % 2 != 0) return text;
+  payload_.clear();
+  payload_.reserve((text->size() - 2) / 2);
+  for (size_t i = 2; i + 1 < text->size(); i += 2) {
+    int hi = hexValue((*text)[i]);
+    int lo = hexValue((*text)[i + 1]);
+    if (hi < 0 || lo < 0) return text;
+    payload_.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return std::string_view(payload_);
+}
+
+OutboxRouter::Outcome OutboxRouter::deadLetter(OutboxRecord& record, std::string& error, std::string reason,
+                                               std::optional<std::string_view> key,
+                                               std::optional<std::string_view> value) {
+  error = std::move(reason);
+  errorText_ = error;
+  record.topic = config_.deadLetterTopic;
+  record.key = key;
+  record.value = value;
+  record.headers.emplace_back("error", errorText_);
+  return Outcome::DeadLettered;
+}
+
+OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, OutboxRecord& record,
+                                                std::string& error) {
+  auto it = routes_.find(insert.relationId.value);
+  if (it == routes_.end()) {
+    if (relations_.find(insert.relationId) == nullptr) {
+      // pgoutput always describes a relation before its first row; anything else is a protocol violation.
+      throw pgoutput::DecodeError("pgoutput Insert for relation " + std::to_string(insert.relationId.value) +
+                                  " that no Relation message described");
+    }
+    return Outcome::NotOutbox;
+  }
+  const Route& route = it->second;
+  const auto& tuple = insert.newTuple;
+  record.headers.clear();
+  auto id = columnText(tuple, route.id);
+  auto key = columnText(tuple, route.aggregateId);
+  auto value = payloadBytes(route, tuple);
+  if (id) record.headers.emplace_back("id", *id);
+  if (!route.problem.empty()) return deadLetter(record, error, route.name + ": " + route.problem, key, value);
+  if (!id) return deadLetter(record, error, route.name + ": column \"" + route.table->idColumn + "\" is NULL", key, value);
+  if (!key) {
+    return deadLetter(record, error, route.name + ": column \"" + route.table->aggregateIdColumn + "\" is NULL", key,
+                      value);
+  }
+
+  topic_.clear();
+  for (const auto& segment : route.topic.segments) {
+    if (!segment.placeholder) {
+      topic_ += segment.text;
+      continue;
+    }
+    auto part = columnText(tuple, segment.columnIndex);
+    if (!part) {
+      return deadLetter(record, error, route.name + ": column \"" + segment.text + "\" of the topic template is NULL",
+                        key, value);
+    }
+    topic_ += *part;
+  }
+  if (!isValidTopic(topic_)) {
+    return deadLetter(record, error,
+                      route.name + ": \"" + topic_ + "\" is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])",
+                      key, value);
+  }
+  for (const auto& [header, index] : route.headers) {
+    if (auto text = columnText(tuple, index)) record.headers.emplace_back(header, *text);
+  }
+  record.topic = topic_;
+  record.key = key;
+  record.value = value;
+  return Outcome::Routed;
+}
+
+OutboxRouter::Outcome OutboxRouter::routeMessage(const pgoutput::Message& message, OutboxRecord& record,
+                                                 std::string& error) {
+  if (!config_.messages.enabled || message.prefix != config_.messages.prefix) return Outcome::NotOutbox;
+  record.headers.clear();
+  nlohmann::json doc = nlohmann::json::parse(message.content, nullptr, false);
+  std::string where = "logical message (prefix \"" + config_.messages.prefix + "\") at " + message.lsn.toString();
+  if (doc.is_discarded() || !doc.is_object()) {
+    return deadLetter(record, error, where + ": content is not a JSON object", std::nullopt, message.content);
+  }
+  auto field = [&](const char* name) -> const nlohmann::json* {
+    auto it = doc.find(name);
+    return it == doc.end() || it->is_null() ? nullptr : &*it;
+  };
+  const nlohmann::json* id = field("id");
+  const nlohmann::json* aggregateId = field("aggregateid");
+  if (id) {
+    idText_ = jsonText(*id);
+    record.headers.emplace_back("id", idText_);
+  }
+  if (!id) return deadLetter(record, error, where + ": field \"id\" is missing", std::nullopt, message.content);
+  if (!aggregateId) {
+    return deadLetter(record, error, where + ": field \"aggregateid\" is missing", std::nullopt, message.content);
+  }
+  topic_.clear();
+  for (const auto& segment : messageTopic_.segments) {
+    if (!segment.placeholder) {
+      topic_ += segment.text;
+      continue;
+    }
+    const nlohmann::json* part = field(segment.text.c_str());
+    if (!part) {
+      return deadLetter(record, error, where + ": field \"" + segment.text + "\" of the topic template is missing",
+                        std::nullopt, message.content);
+    }
+    topic_ += jsonText(*part);
+  }
+  if (!isValidTopic(topic_)) {
+    return deadLetter(record, error,
+                      where + ": \"" + topic_ + "\" is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])",
+                      std::nullopt, message.content);
+  }
+  headerValues_.clear();
+  headerValues_.reserve(config_.messages.headers.size() + 1);
+  headerValues_.push_back(jsonText(*aggregateId));
+  for (const auto& [header, name] : config_.messages.headers) {
+    if (const nlohmann::json* value = field(name.c_str())) headerValues_.push_back(jsonText(*value));
+  }
+  size_t next = 1;
+  for (const auto& [header, name] : config_.messages.headers) {
+    if (field(name.c_str())) record.headers.emplace_back(header, headerValues_[next++]);
+  }
+  const nlohmann::json* payload = field("payload");
+  if (payload) payload_ = jsonText(*payload);
+  record.topic = topic_;
+  record.key = headerValues_[0];
+  record.value = payload ? std::optional<std::string_view>(payload_) : std::nullopt;
+  return Outcome::Routed;
+}
+
+}  // namespace outbox

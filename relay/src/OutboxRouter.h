@@ -1,0 +1,84 @@
+#pragma once
+// The router: turns an outbox row (or an outbox logical message) into the Kafka record it stands for, with
+// Debezium's outbox event router conventions: topic from a template over the row (default
+// "outbox.event.{aggregatetype}"), key = aggregateid, value = payload as stored, header "id" = the event id,
+// more headers from configured columns.
+//
+// A row that cannot become a valid record (a NULL aggregate type, an id missing, a topic name Kafka refuses)
+// is routed to the dead-letter topic with an "error" header instead: counted and logged, never dropped.
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "src/OutboxRecord.h"
+#include "src/PgOutputMessages.h"
+#include "src/RelationCache.h"
+#include "src/RelayConfig.h"
+
+namespace outbox {
+
+class OutboxRouter {
+public:
+  explicit OutboxRouter(const RelayConfig& config);
+
+  // Follows a Relation message: remembers the relation and, for an outbox table, where its columns are.
+  void onRelation(const pgoutput::Relation& relation);
+  // A new connection: relations will be described again.
+  void reset();
+
+  enum class Outcome { Routed, DeadLettered, NotOutbox };
+  // For Insert: fills `record` (views valid until the next call). DeadLettered: `record` goes to the dead-letter
+  // topic and `error` says what was wrong. NotOutbox: not a configured outbox table (or message prefix).
+  Outcome routeInsert(const pgoutput::Insert& insert, OutboxRecord& record, std::string& error);
+  Outcome routeMessage(const pgoutput::Message& message, OutboxRecord& record, std::string& error);
+
+  // "schema.table" of an outbox relation (for logs and metric labels); empty when not an outbox.
+  std::string_view outboxName(RelationId id) const;
+  bool isOutbox(RelationId id) const { return !outboxName(id).empty(); }
+
+  // Kafka's rule for topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
+  static bool isValidTopic(std::string_view topic);
+
+private:
+  // A topic template split into literal text and placeholders.
+  struct TopicTemplate {
+    struct Segment {
+      std::string text;  // literal text, or the placeholder's column / field name
+      bool placeholder = false;
+      int columnIndex = -1;  // for tables: resolved per relation
+    };
+    std::vector<Segment> segments;
+    static TopicTemplate parse(std::string_view text);
+  };
+  struct Route {
+    const OutboxTableConfig* table = nullptr;
+    std::string name;  // schema.table
+    int id = -1, aggregateType = -1, aggregateId = -1, type = -1, payload = -1;
+    uint32_t payloadTypeOid = 0;
+    TopicTemplate topic;
+    std::vector<std::pair<std::string, int>> headers;  // header name -> column index (-1: column missing)
+    std::string problem;  // non-empty: a required column is missing; every row is dead-lettered
+  };
+
+  Outcome deadLetter(OutboxRecord& record, std::string& error, std::string reason,
+                     std::optional<std::string_view> key, std::optional<std::string_view> value);
+  std::optional<std::string_view> columnText(const pgoutput::TupleData& tuple, int index) const;
+  // The payload's bytes: bytea arrives in text format as "\x<hex>" and is decoded to the raw bytes.
+  std::optional<std::string_view> payloadBytes(const Route& route, const pgoutput::TupleData& tuple);
+
+  const RelayConfig& config_;
+  RelationCache relations_;
+  std::unordered_map<uint32_t, Route> routes_;
+  TopicTemplate messageTopic_;
+  // Scratch buffers the records' views point into; reused for every event.
+  std::string topic_;
+  std::string payload_;
+  std::string idText_;
+  std::string errorText_;
+  std::vector<std::string> headerValues_;
+};
+
+}  // namespace outbox

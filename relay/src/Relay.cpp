@@ -1,0 +1,388 @@
+#include "src/Relay.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <type_traits>
+
+#include "common/Log.h"
+
+namespace outbox {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Each Kafka message carries one 64-bit opaque: the transaction's sequence in the low 48 bits and the index of
+// its (table, topic) metric labels in the high 16.
+constexpr uint64_t kSequenceMask = (uint64_t{1} << 48) - 1;
+uint64_t packOpaque(InflightTransactions::Sequence seq, uint16_t labels) {
+  return (seq & kSequenceMask) | (uint64_t{labels} << 48);
+}
+
+double unixSecondsNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+template <class>
+inline constexpr bool kAlwaysFalse = false;
+}  // namespace
+
+Relay::Relay(const RelayConfig& config, RelayMetrics& metrics)
+    : config_(config), metrics_(metrics), router_(config) {
+  if (pipe2(stopPipe_, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+}
+
+Relay::~Relay() {
+  for (int fd : stopPipe_) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+void Relay::requestStop() {
+  char byte = 1;
+  [[maybe_unused]] auto n = ::write(stopPipe_[1], &byte, 1);
+}
+
+bool Relay::stopRequested() {
+  char buf[16];
+  if (::read(stopPipe_[0], buf, sizeof buf) > 0) {
+    if (!stopping_) log::info("stop requested: finishing in-flight events");
+    stopping_ = true;
+  }
+  return stopping_;
+}
+
+void Relay::fail(int exitStatus, const std::string& why) {
+  log::error("{}", why);
+  if (!failedStatus_) failedStatus_ = exitStatus;
+}
+
+bool Relay::backpressured() const {
+  return inflight_.inflightEvents() >= config_.limits.maxInflightEvents ||
+         inflight_.inflightBytes() >= config_.limits.maxInflightBytes;
+}
+
+int Relay::run() {
+  try {
+    publisher_ = std::make_unique<KafkaPublisher>(config_.kafka, config_.limits,
+                                                  [this](const KafkaPublisher::Delivery& d) { onDelivery(d); });
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    return kExitSetup;
+  }
+  log::info("kafka producer: {}", publisher_->effectiveProperties());
+
+  auto backoff = milliseconds(config_.source.reconnectBackoffMinMs);
+  while (!stopRequested() && !failedStatus_) {
+    try {
+      connectAndStream();
+      backoff = milliseconds(config_.source.reconnectBackoffMinMs);
+    } catch (const SlotBusyError& e) {
+      metrics_.standby.Set(1);
+      metrics_.streaming.Set(0);
+      log::info("replication slot \"{}\" is in use by another process ({}): standing by, retrying in {} ms",
+                config_.source.slot, e.what(), config_.source.slotBusyRetryMs);
+      if (stream_) stream_->close();
+      waitServing(milliseconds(config_.source.slotBusyRetryMs));
+    } catch (const SetupError& e) {
+      fail(kExitSetup, e.what());
+    } catch (const pgoutput::DecodeError& e) {
+      fail(kExitProtocol, std::string("cannot decode the replication stream: ") + e.what());
+    } catch (const ReplicationError& e) {
+      metrics_.streaming.Set(0);
+      metrics_.postgresConnected.Set(0);
+      metrics_.reconnects("postgres").Increment();
+      log::warn("postgres: {}; reconnecting in {} ms", e.what(), backoff.count());
+      waitServing(backoff);
+      backoff = std::min(backoff * 2, milliseconds(config_.source.reconnectBackoffMaxMs));
+    }
+  }
+  shutdown();
+  if (failedStatus_) return *failedStatus_;
+  return inflight_.inflightEvents() == 0 ? kExitOk : kExitUnconfirmed;
+}
+
+void Relay::connectAndStream() {
+  stream_ = std::make_unique<ReplicationStream>(config_.source);
+  const ServerIdentity& server = stream_->connect();
+  metrics_.postgresConnected.Set(1);
+  log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})", server.serverVersion,
+            server.systemId, server.database, server.xlogPos.toString());
+  std::vector<const OutboxTableConfig*> tables;
+  for (const auto& table : config_.outboxes) tables.push_back(&table);
+  stream_->ensurePublication(tables, true);
+  Lsn slotConfirmed = stream_->ensureSlot();
+  inflight_.resetConfirmed(slotConfirmed);
+
+  // What a lost connection left behind: the open transaction is re-sent from its start; the events of it
+  // already with Kafka are skipped by count. Transactions received whole are not asked for again.
+  resume_ = inflight_.openTransaction();
+  current_.reset();
+  skipEvents_ = 0;
+  router_.reset();
+  decoder_.reset();
+  stream_->start(inflight_.resumeLsn());
+  metrics_.standby.Set(0);
+  metrics_.streaming.Set(1);
+  lastStatusAt_ = Clock::now();
+  lastSentStatus_ = Lsn();
+  streamLoop();
+}
+
+void Relay::streamLoop() {
+  const auto interval = milliseconds(config_.source.statusIntervalMs);
+  // Confirmations that advanced go out at least this often, so the slot follows Kafka closely under load.
+  const auto advanceInterval = std::min(interval, milliseconds(1000));
+  while (true) {
+    publisher_->poll();
+    if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+    if (failedStatus_ || stopRequested()) return;
+
+    int read = 0;
+    while (!backpressured() && read < 4096 && !failedStatus_) {
+      std::string_view data;
+      if (stream_->read(data) == ReplicationStream::ReadStatus::WouldBlock) break;
+      handleCopyData(data);
+      ++read;
+      if ((read & 255) == 0) publisher_->poll();  // keep delivery reports flowing during a burst
+    }
+
+    auto now = Clock::now();
+    Lsn confirmed = inflight_.confirmedLsn();
+    if (replyRequested_ || now - lastStatusAt_ >= interval ||
+        (confirmed > lastSentStatus_ && now - lastStatusAt_ >= advanceInterval)) {
+      sendStatus(false);
+      now = Clock::now();
+    }
+    refreshGauges();
+    if (read >= 4096) continue;  // more is waiting: read it before sleeping
+
+    auto untilStatus = std::chrono::duration_cast<milliseconds>(lastStatusAt_ + interval - now);
+    int timeout = static_cast<int>(std::clamp<int64_t>(untilStatus.count(), 0, 1000));
+    pollfd fds[3] = {{publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}, {stream_->socket(), POLLIN, 0}};
+    int nfds = backpressured() ? 2 : 3;
+    if (::poll(fds, nfds, timeout) < 0 && errno != EINTR) throw ReplicationError("poll failed");
+  }
+}
+
+void Relay::sendStatus(bool replyRequested) {
+  Lsn confirmed = inflight_.confirmedLsn();
+  stream_->sendStatus(confirmed, replyRequested);
+  lastSentStatus_ = confirmed;
+  lastStatusAt_ = Clock::now();
+  replyRequested_ = false;
+  metrics_.confirmedFlushLsn.Set(static_cast<double>(confirmed.value()));
+}
+
+void Relay::refreshGauges() {
+  metrics_.inflightEvents.Set(static_cast<double>(inflight_.inflightEvents()));
+  metrics_.inflightBytes.Set(static_cast<double>(inflight_.inflightBytes()));
+  metrics_.kafkaQueueMessages.Set(publisher_->queueLength());
+  metrics_.kafkaConnected.Set(publisher_->brokersReachable() ? 1 : 0);
+  metrics_.lastLoopTimestamp.Set(unixSecondsNow());
+  if (inflight_.empty()) {
+    metrics_.sourceLagSeconds.Set(0);
+  } else if (auto acked = inflight_.lastAcknowledgedCommitTime()) {
+    metrics_.sourceLagSeconds.Set(std::max(0.0, unixSecondsNow() - static_cast<double>(acked->unixMicros()) / 1e6));
+  }
+}
+
+void Relay::handleCopyData(std::string_view data) {
+  auto message = pgoutput::PgOutputDecoder::decodeReplication(data);
+  if (auto* keepalive = std::get_if<pgoutput::PrimaryKeepalive>(&message)) {
+    if (!current_) inflight_.serverWalEnd(keepalive->walEnd);
+    // The server asks for a reply when wal_sender_timeout is half gone: answer at once.
+    if (keepalive->replyRequested) replyRequested_ = true;
+    return;
+  }
+  handleMessage(decoder_.decode(std::get<pgoutput::XLogData>(message).data));
+}
+
+void Relay::beginTransaction(const pgoutput::Begin& begin) {
+  if (resume_) {
+    if (resume_->finalLsn == begin.finalLsn) {
+      current_ = resume_->seq;
+      skipEvents_ = resume_->eventsAdded;
+      resume_.reset();
+      return;
+    }
+    // The server re-sent something else first: publish this transaction afresh (duplicates possible).
+    log::warn("expected transaction committing at {} to be re-sent first, got {}; its events may be duplicated",
+              resume_->finalLsn.toString(), begin.finalLsn.toString());
+    inflight_.abandonOpenTransaction();
+    resume_.reset();
+  }
+  current_ = inflight_.begin(begin.finalLsn, begin.commitTime);
+  skipEvents_ = 0;
+}
+
+void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
+  std::visit(
+      [this](const auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, pgoutput::Begin>) {
+          beginTransaction(m);
+        } else if constexpr (std::is_same_v<T, pgoutput::Commit>) {
+          if (!current_) throw pgoutput::DecodeError("pgoutput Commit without Begin");
+          inflight_.commit(*current_, m.endLsn);
+          current_.reset();
+          metrics_.transactions.Increment();
+        } else if constexpr (std::is_same_v<T, pgoutput::Relation>) {
+          router_.onRelation(m);
+        } else if constexpr (std::is_same_v<T, pgoutput::Insert>) {
+          if (!current_) throw pgoutput::DecodeError("pgoutput Insert outside a transaction");
+          std::string error;
+          auto outcome = router_.routeInsert(m, record_, error);
+          if (outcome == OutboxRouter::Outcome::NotOutbox) return;
+          if (skipEvents_ > 0) {
+            --skipEvents_;
+            return;
+          }
+          std::string_view table = router_.outboxName(m.relationId);
+          if (outcome == OutboxRouter::Outcome::DeadLettered) {
+            metrics_.deadLettered(table).Increment();
+            log::warn("dead-lettering an outbox row: {}", error);
+          }
+          publish(record_, *current_, metrics_.eventLabels(table, record_.topic));
+        } else if constexpr (std::is_same_v<T, pgoutput::Message>) {
+          std::string error;
+          auto outcome = router_.routeMessage(m, record_, error);
+          if (outcome == OutboxRouter::Outcome::NotOutbox) return;
+          if (outcome == OutboxRouter::Outcome::DeadLettered) {
+            metrics_.deadLettered("message").Increment();
+            log::warn("dead-lettering a logical message: {}", error);
+          }
+          uint16_t labels = metrics_.eventLabels("message", record_.topic);
+          if (m.transactional) {
+            if (!current_) throw pgoutput::DecodeError("pgoutput transactional Message outside a transaction");
+            if (skipEvents_ > 0) {
+              --skipEvents_;
+              return;
+            }
+            publish(record_, *current_, labels);
+          } else {
+            // Emitted outside any transaction's fate: a unit of its own, confirmable at its end position.
+            auto seq = inflight_.begin(m.lsn, pgoutput::PgTimestamp{});
+            publish(record_, seq, labels);
+            inflight_.commit(seq, m.lsn);
+          }
+        } else if constexpr (std::is_same_v<T, pgoutput::Update> || std::is_same_v<T, pgoutput::Delete>) {
+          std::string_view table = router_.outboxName(m.relationId);
+          if (table.empty()) return;
+          metrics_.ignored(table, std::is_same_v<T, pgoutput::Update> ? "update" : "delete").Increment();
+          ++ignoredSinceLog_;
+        } else if constexpr (std::is_same_v<T, pgoutput::Truncate>) {
+          for (auto id : m.relationIds) {
+            std::string_view table = router_.outboxName(id);
+            if (table.empty()) continue;
+            metrics_.ignored(table, "truncate").Increment();
+            ++ignoredSinceLog_;
+          }
+        } else if constexpr (std::is_same_v<T, pgoutput::Origin> || std::is_same_v<T, pgoutput::Type>) {
+          // Nothing to do: origins and type descriptions do not change what is published.
+        } else {
+          // Streaming and two-phase messages are only sent when those options are on; the relay does not ask.
+          throw pgoutput::DecodeError("unexpected pgoutput message for a stream without streaming or two_phase");
+        }
+      },
+      message);
+  if (ignoredSinceLog_ > 0 && Clock::now() - lastIgnoredLog_ > std::chrono::seconds(10)) {
+    log::info("ignored {} UPDATE/DELETE/TRUNCATE changes on outbox tables (only inserts are published)",
+              ignoredSinceLog_);
+    ignoredSinceLog_ = 0;
+    lastIgnoredLog_ = Clock::now();
+  }
+}
+
+void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence txn, uint16_t labels) {
+  std::string error;
+  while (true) {
+    switch (publisher_->produce(record, packOpaque(txn, labels), error)) {
+      case KafkaPublisher::ProduceStatus::Queued:
+        inflight_.addEvent(txn, record.bytes());
+        return;
+      case KafkaPublisher::ProduceStatus::QueueFull: {
+        // librdkafka's queue is sized above the in-flight budget, so this is rare: serve reports and retry.
+        metrics_.publishErrors("queue_full").Increment();
+        pollfd fd{publisher_->wakeupFd(), POLLIN, 0};
+        ::poll(&fd, 1, 10);
+        publisher_->poll();
+        if (publisher_->fatalError()) {
+          fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+          return;
+        }
+        break;
+      }
+      case KafkaPublisher::ProduceStatus::Failed:
+        metrics_.publishErrors("produce_failed").Increment();
+        fail(kExitDeliveryFailed, "kafka: " + error + "; stopping without confirming this event");
+        return;
+    }
+  }
+}
+
+void Relay::onDelivery(const KafkaPublisher::Delivery& delivery) {
+  auto seq = delivery.opaque & kSequenceMask;
+  if (delivery.error != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    // Permanent: with an idempotent producer and no message timeout, librdkafka retries everything transient.
+    // The event is not acknowledged, so its transaction and everything after it stay unconfirmed in the slot.
+    metrics_.publishErrors(rd_kafka_err2name(delivery.error)).Increment();
+    fail(kExitDeliveryFailed, std::string("kafka: an event to topic \"") + std::string(delivery.topic) +
+                                  "\" failed permanently: " + rd_kafka_err2str(delivery.error) +
+                                  "; stopping without confirming it (it is re-sent after a restart)");
+    return;
+  }
+  const auto& labels = metrics_.labels(static_cast<uint16_t>(delivery.opaque >> 48));
+  labels.published->Increment();
+  labels.bytes->Increment(static_cast<double>(delivery.bytes));
+  if (auto commitTime = inflight_.commitTimeOf(seq); commitTime && commitTime->micros != 0) {
+    double latency = unixSecondsNow() - static_cast<double>(commitTime->unixMicros()) / 1e6;
+    metrics_.commitToAckSeconds.Observe(std::max(0.0, latency));
+  }
+  inflight_.acknowledge(seq, delivery.bytes);
+}
+
+void Relay::waitServing(milliseconds duration) {
+  auto deadline = Clock::now() + duration;
+  while (!stopRequested() && !failedStatus_) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return;
+    pollfd fds[2] = {{publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}};
+    ::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    publisher_->poll();
+    if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+    refreshGauges();
+  }
+}
+
+void Relay::shutdown() {
+  // Stop reading; give Kafka a bounded time to acknowledge what is in flight; confirm what was acknowledged.
+  auto deadline = Clock::now() + milliseconds(config_.shutdownTimeoutMs);
+  while (inflight_.inflightEvents() > 0 && !failedStatus_ && Clock::now() < deadline) {
+    pollfd fd{publisher_->wakeupFd(), POLLIN, 0};
+    ::poll(&fd, 1, 100);
+    publisher_->poll();
+    if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+  }
+  if (stream_ && stream_->isOpen()) {
+    try {
+      sendStatus(false);
+    } catch (const std::exception& e) {
+      log::warn("could not confirm the final position: {}", e.what());
+    }
+    stream_->close();
+  }
+  metrics_.streaming.Set(0);
+  if (inflight_.inflightEvents() > 0) {
+    log::warn("{} events were not acknowledged by Kafka before stopping; they stay unconfirmed in the slot and "
+              "are published again on the next start",
+              inflight_.inflightEvents());
+  }
+  log::info("stopped; confirmed position {}", inflight_.confirmedLsn().toString());
+}
+
+}  // namespace outbox

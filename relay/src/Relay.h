@@ -1,0 +1,86 @@
+#pragma once
+// The relay's event loop: one thread owns the WAL reader, the decoder, the router, the Kafka publisher and the
+// acknowledger, and moves each committed outbox event along that path:
+//
+//   ReplicationStream -> PgOutputDecoder -> OutboxRouter -> KafkaPublisher
+//          ^                                                      | delivery reports
+//          +------ standby status updates <- InflightTransactions <-+
+//
+// It sleeps in poll(2) on PostgreSQL's socket, librdkafka's wake-up pipe and the stop pipe. When the in-flight
+// budget is full it stops reading WAL but keeps serving Kafka and sending status updates (backpressure).
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "src/InflightTransactions.h"
+#include "src/KafkaPublisher.h"
+#include "src/OutboxRouter.h"
+#include "src/PgOutputDecoder.h"
+#include "src/RelayConfig.h"
+#include "src/RelayMetrics.h"
+#include "src/ReplicationStream.h"
+
+namespace outbox {
+
+class Relay {
+public:
+  // Exit statuses of run().
+  static constexpr int kExitOk = 0;
+  static constexpr int kExitUnconfirmed = 1;  // stopped with events Kafka had not acknowledged (re-sent on restart)
+  static constexpr int kExitSetup = 2;        // something only an operator can fix (the log says what)
+  static constexpr int kExitDeliveryFailed = 3;  // Kafka refused an event permanently; it was not confirmed
+  static constexpr int kExitProtocol = 4;        // the replication stream could not be decoded
+
+  Relay(const RelayConfig& config, RelayMetrics& metrics);
+  ~Relay();
+
+  // Runs until stop is requested or a fatal error; returns the exit status.
+  int run();
+  // Async-signal-safe: may be called from a signal handler.
+  void requestStop();
+
+private:
+  void connectAndStream();
+  void streamLoop();
+  void handleCopyData(std::string_view data);
+  void handleMessage(const pgoutput::PgOutputMessage& message);
+  void beginTransaction(const pgoutput::Begin& begin);
+  void publish(const OutboxRecord& record, InflightTransactions::Sequence txn, uint16_t labels);
+  void onDelivery(const KafkaPublisher::Delivery& delivery);
+  void fail(int exitStatus, const std::string& why);
+  bool backpressured() const;
+  bool stopRequested();
+  // Serves Kafka (and the stop pipe) for up to `duration` without a PostgreSQL connection.
+  void waitServing(std::chrono::milliseconds duration);
+  void sendStatus(bool replyRequested);
+  void shutdown();
+  void refreshGauges();
+
+  const RelayConfig& config_;
+  RelayMetrics& metrics_;
+  std::unique_ptr<KafkaPublisher> publisher_;
+  std::unique_ptr<ReplicationStream> stream_;
+  pgoutput::PgOutputDecoder decoder_;
+  OutboxRouter router_;
+  InflightTransactions inflight_;
+  OutboxRecord record_;
+
+  // The transaction being received, and how many of its events to skip because they were already published
+  // before a lost connection made the server send it again.
+  std::optional<InflightTransactions::Sequence> current_;
+  uint64_t skipEvents_ = 0;
+  std::optional<InflightTransactions::OpenTransaction> resume_;
+
+  int stopPipe_[2] = {-1, -1};
+  bool stopping_ = false;
+  std::optional<int> failedStatus_;
+  bool replyRequested_ = false;
+  Lsn lastSentStatus_;
+  std::chrono::steady_clock::time_point lastStatusAt_;
+  std::chrono::steady_clock::time_point lastIgnoredLog_;
+  uint64_t ignoredSinceLog_ = 0;
+};
+
+}  // namespace outbox

@@ -1,0 +1,77 @@
+#pragma once
+// Every metric of the relay, declared together (README "Metrics" documents each).
+// prometheus-cpp: the registry is served on /metrics by the admin server. Label lookups take a lock in
+// prometheus-cpp, so the per-event counters are resolved once per label set and cached.
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace outbox {
+
+class RelayMetrics {
+  // First member: every metric below is registered in it while the constructor runs.
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+
+public:
+  RelayMetrics();
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // A (table, topic) pair's counters, resolved once; its index travels with each Kafka message.
+  struct EventLabels {
+    prometheus::Counter* published = nullptr;  // acknowledged by Kafka
+    prometheus::Counter* bytes = nullptr;
+  };
+  uint16_t eventLabels(std::string_view table, std::string_view topic);
+  const EventLabels& labels(uint16_t index) const { return eventLabels_[index]; }
+
+  prometheus::Counter& ignored(std::string_view table, std::string_view operation);
+  prometheus::Counter& deadLettered(std::string_view table);
+  prometheus::Counter& publishErrors(std::string_view reason);
+  prometheus::Counter& reconnects(std::string_view target);
+
+  prometheus::Counter& transactions;
+  prometheus::Gauge& inflightEvents;
+  prometheus::Gauge& inflightBytes;
+  prometheus::Gauge& kafkaQueueMessages;
+  prometheus::Gauge& confirmedFlushLsn;
+  prometheus::Gauge& serverWalLsn;
+  prometheus::Gauge& replicationLagBytes;
+  prometheus::Gauge& sourceLagSeconds;
+  prometheus::Histogram& commitToAckSeconds;
+  prometheus::Gauge& postgresConnected;
+  prometheus::Gauge& kafkaConnected;
+  prometheus::Gauge& streaming;
+  prometheus::Gauge& standby;  // waiting for a slot another relay holds
+  prometheus::Gauge& lastLoopTimestamp;
+
+private:
+  prometheus::Family<prometheus::Counter>& eventsPublishedFamily_;
+  prometheus::Family<prometheus::Counter>& bytesPublishedFamily_;
+  prometheus::Family<prometheus::Counter>& ignoredFamily_;
+  prometheus::Family<prometheus::Counter>& deadLetteredFamily_;
+  prometheus::Family<prometheus::Counter>& publishErrorsFamily_;
+  prometheus::Family<prometheus::Counter>& reconnectsFamily_;
+  std::vector<EventLabels> eventLabels_;
+  struct PairLess {  // compares (table, topic) pairs of strings or string_views without allocating
+    using is_transparent = void;
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+      return std::pair<std::string_view, std::string_view>(a.first, a.second) <
+             std::pair<std::string_view, std::string_view>(b.first, b.second);
+    }
+  };
+  std::map<std::pair<std::string, std::string>, uint16_t, PairLess> eventLabelIndex_;
+};
+
+}  // namespace outbox

@@ -1,0 +1,90 @@
+#pragma once
+// The WAL reader: one libpq streaming-replication connection (replication=database) to one logical slot.
+//
+// Modelled on PostgreSQL's pg_recvlogical.c: IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT when missing,
+// START_REPLICATION with pgoutput's options, then CopyBoth: non-blocking reads of CopyData messages and
+// standby status updates. https://www.postgresql.org/docs/15/protocol-replication.html
+
+#include <libpq-fe.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "src/Lsn.h"
+#include "src/RelayConfig.h"
+
+namespace outbox {
+
+// The connection failed or broke: reconnect with backoff.
+class ReplicationError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+// The slot is in use by another process (another relay): this one is a hot standby; retry later.
+class SlotBusyError : public ReplicationError {
+public:
+  using ReplicationError::ReplicationError;
+};
+// Something only an operator can fix (missing publication with create_publication = false, a slot of the wrong
+// plugin, a missing table, no permission): retrying is pointless until they do; the message says what to run.
+class SetupError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ServerIdentity {
+  std::string systemId;
+  int timeline = 0;
+  Lsn xlogPos;
+  std::string database;
+  int serverVersion = 0;  // e.g. 150018
+};
+
+class ReplicationStream {
+public:
+  explicit ReplicationStream(const SourceConfig& config);
+  ~ReplicationStream();
+  ReplicationStream(const ReplicationStream&) = delete;
+  ReplicationStream& operator=(const ReplicationStream&) = delete;
+
+  // Connects and runs IDENTIFY_SYSTEM.
+  const ServerIdentity& connect();
+  // Makes sure the publication exists and carries every outbox table (creating it when config allows).
+  void ensurePublication(const std::vector<const OutboxTableConfig*>& tables, bool needed);
+  // Makes sure the slot exists, uses pgoutput and belongs to this database (creating it when config allows).
+  // Returns the slot's confirmed_flush_lsn (0/0 when just created).
+  Lsn ensureSlot();
+  // The highest pgoutput protocol version this server and this relay both speak (1..3).
+  int protocolVersion() const;
+  // START_REPLICATION from `from` (the server starts at the slot's confirmed position if that is later).
+  void start(Lsn from);
+
+  enum class ReadStatus { Message, WouldBlock };
+  // Reads one CopyData message without blocking. The view stays valid until the next read() call.
+  // Throws ReplicationError when the stream ended or broke.
+  ReadStatus read(std::string_view& message);
+  // Sends a standby status update ('r'): written, flushed and applied all at `confirmed`.
+  void sendStatus(Lsn confirmed, bool replyRequested = false);
+  int socket() const;
+  // Ends the copy stream politely (PQputCopyEnd) and reads the server's last results, so a final
+  // ErrorResponse is not missed; then closes the connection.
+  void close();
+  bool isOpen() const { return conn_ != nullptr; }
+
+private:
+  PGresult* exec(const std::string& sql);  // throws on failure
+  std::string quoteIdentifier(std::string_view identifier) const;
+  std::string quoteLiteral(std::string_view literal) const;
+  void freeBuffer();
+  [[noreturn]] void failConnection(const std::string& what);
+
+  SourceConfig config_;
+  PGconn* conn_ = nullptr;
+  char* buffer_ = nullptr;
+  ServerIdentity identity_;
+};
+
+}  // namespace outbox
