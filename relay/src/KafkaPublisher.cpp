@@ -52,6 +52,7 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& li
   rd_kafka_conf_set_opaque(conf, this);
   rd_kafka_conf_set_dr_msg_cb(conf, &KafkaPublisher::deliveryReport);
   rd_kafka_conf_set_error_cb(conf, &KafkaPublisher::errorCallback);
+  rd_kafka_conf_set_log_cb(conf, &KafkaPublisher::logCallback);
 
   producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
   if (producer_ == nullptr) {
@@ -146,6 +147,15 @@ void KafkaPublisher::deliveryReport(rd_kafka_t*, const rd_kafka_message_t* messa
   delivery.partition = message->partition;
   if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) self->brokersReachable_ = true;
   self->onDelivery_(delivery);
+}
+
+void KafkaPublisher::logCallback(const rd_kafka_t*, int level, const char* facility, const char* message) {
+  // librdkafka's syslog levels, into the relay's log (and its format); called from librdkafka's threads,
+  // which is safe: a log record is a single write.
+  log::Level mapped = level <= 3 ? log::Level::Error : level == 4 ? log::Level::Warn
+                      : level <= 6 ? log::Level::Info : log::Level::Debug;
+  if (!log::enabled(mapped)) return;
+  log::write(mapped, std::string("kafka: ") + message, {{"facility", facility}});
 }
 
 void KafkaPublisher::errorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaque) {

@@ -32,7 +32,7 @@ inline constexpr bool kAlwaysFalse = false;
 }  // namespace
 
 Relay::Relay(const RelayConfig& config, RelayMetrics& metrics)
-    : config_(config), metrics_(metrics), router_(config) {
+    : config_(config), metrics_(metrics), router_(config), walProbe_(config.source) {
   if (pipe2(stopPipe_, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
 }
 
@@ -184,10 +184,21 @@ void Relay::refreshGauges() {
   metrics_.kafkaQueueMessages.Set(publisher_->queueLength());
   metrics_.kafkaConnected.Set(publisher_->brokersReachable() ? 1 : 0);
   metrics_.lastLoopTimestamp.Set(unixSecondsNow());
+  probeLag();
   if (inflight_.empty()) {
     metrics_.sourceLagSeconds.Set(0);
   } else if (auto acked = inflight_.lastAcknowledgedCommitTime()) {
     metrics_.sourceLagSeconds.Set(std::max(0.0, unixSecondsNow() - static_cast<double>(acked->unixMicros()) / 1e6));
+  }
+}
+
+void Relay::probeLag() {
+  auto now = Clock::now();
+  if (now - lastLagProbe_ < milliseconds(config_.source.lagPollIntervalMs)) return;
+  lastLagProbe_ = now;
+  if (auto server = walProbe_.currentWalLsn()) {
+    metrics_.serverWalLsn.Set(static_cast<double>(server->value()));
+    metrics_.replicationLagBytes.Set(static_cast<double>(server->bytesSince(inflight_.confirmedLsn())));
   }
 }
 

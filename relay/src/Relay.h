@@ -21,6 +21,7 @@
 #include "src/RelayConfig.h"
 #include "src/RelayMetrics.h"
 #include "src/ReplicationStream.h"
+#include "src/ServerWalProbe.h"
 
 namespace outbox {
 
@@ -57,6 +58,7 @@ private:
   void sendStatus(bool replyRequested);
   void shutdown();
   void refreshGauges();
+  void probeLag();
 
   const RelayConfig& config_;
   RelayMetrics& metrics_;
@@ -66,6 +68,8 @@ private:
   OutboxRouter router_;
   InflightTransactions inflight_;
   OutboxRecord record_;
+  ServerWalProbe walProbe_;
+  std::chrono::steady_clock::time_point lastLagProbe_;
 
   // The transaction being received, and how many of its events to skip because they were already published
   // before a lost connection made the server send it again.

@@ -1,0 +1,219 @@
+#include "src/OutboxRouter.h"
+
+#include <gtest/gtest.h>
+
+using namespace outbox;
+using namespace outbox::pgoutput;
+
+namespace {
+
+RelayConfig configWithOutbox() {
+  RelayConfig config;
+  OutboxTableConfig table;
+  table.schema = "public";
+  table.table = "outbox";
+  table.headers = {{"eventType", "type"}};
+  config.outboxes.push_back(table);
+  return config;
+}
+
+Relation outboxRelation(uint32_t id, std::vector<std::pair<const char*, uint32_t>> columns) {
+  Relation relation;
+  relation.relationId = RelationId{id};
+  relation.nspname = "public";
+  relation.relname = "outbox";
+  for (auto& [name, oid] : columns) relation.columns.push_back(RelationColumn{0, name, oid, -1});
+  return relation;
+}
+
+const std::vector<std::pair<const char*, uint32_t>> kDebeziumColumns = {
+    {"id", 2950}, {"aggregatetype", 1043}, {"aggregateid", 1043}, {"type", 1043}, {"payload", 3802}};
+
+ColumnValue text(std::string_view value) { return ColumnValue{ColumnValue::Kind::Text, value}; }
+ColumnValue null() { return ColumnValue{ColumnValue::Kind::Null, {}}; }
+
+Insert insertRow(uint32_t relation, TupleData tuple) {
+  Insert insert;
+  insert.relationId = RelationId{relation};
+  insert.newTuple = std::move(tuple);
+  return insert;
+}
+
+std::string header(const OutboxRecord& record, std::string_view name) {
+  for (auto& [k, v] : record.headers) {
+    if (k == name) return std::string(v);
+  }
+  return "<absent>";
+}
+
+}  // namespace
+
+TEST(OutboxRouter, RoutesARowWithDebeziumConventions) {
+  RelayConfig config = configWithOutbox();
+  OutboxRouter router(config);
+  router.onRelation(outboxRelation(16384, kDebeziumColumns));
+  OutboxRecord record;
+  std::string error;
+  auto outcome = router.routeInsert(
+      insertRow(16384, {text("6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11"), text("order"), text("o-1"), text("OrderCreated"),
+                        text(R"({"total": 42})")}),
+      record, error);
+  ASSERT_EQ(outcome, OutboxRouter::Outcome::Routed) << error;
+  EXPECT_EQ(record.topic, "outbox.event.order");
+  EXPECT_EQ(record.key, "o-1");
+  EXPECT_EQ(record.value, R"({"total": 42})");
+  EXPECT_EQ(header(record, "id"), "6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11");
+  EXPECT_EQ(header(record, "eventType"), "OrderCreated");
+  EXPECT_EQ(record.bytes(), 3u + 13u);
+  EXPECT_EQ(router.outboxName(RelationId{16384}), "public.outbox");
+}
+
+TEST(OutboxRouter, IgnoresTablesThatAreNotOutboxesButRejectsUndescribedRelations) {
+  RelayConfig config = configWithOutbox();
+  OutboxRouter router(config);
+  Relation other = outboxRelation(1, kDebeziumColumns);
+  other.relname = "orders";
+  router.onRelation(other);
+  OutboxRecord record;
+  std::string error;
+  EXPECT_EQ(router.routeInsert(insertRow(1, {text("a"), text("b"), text("c"), text("d"), text("e")}), record, error),
+            OutboxRouter::Outcome::NotOutbox);
+  EXPECT_THROW(router.routeInsert(insertRow(2, {}), record, error), DecodeError);
+}
+
+TEST(OutboxRouter, DecodesByteaPayloadsToTheirBytesAndKeepsNullPayloadsNull) {
+  RelayConfig config = configWithOutbox();
+  OutboxRouter router(config);
+  auto columns = kDebeziumColumns;
+  columns[4].second = 17;  // bytea
+  router.onRelation(outboxRelation(7, columns));
+  OutboxRecord record;
+  std::string error;
+  ASSERT_EQ(router.routeInsert(insertRow(7, {text("i"), text("t"), text("k"), text("T"), text("\\x00ff41")}), record,
+                               error),
+            OutboxRouter::Outcome::Routed);
+  EXPECT_EQ(record.value, std::string("\x00\xff\x41", 3));
+  ASSERT_EQ(router.routeInsert(insertRow(7, {text("i"), text("t"), text("k"), text("T"), null()}), record, error),
+            OutboxRouter::Outcome::Routed);
+  EXPECT_FALSE(record.value.has_value());
+}
+
+TEST(OutboxRouter, InvalidRowsGoToTheDeadLetterTopicWithTheReason) {
+  RelayConfig config = configWithOutbox();
+  OutboxRouter router(config);
+  router.onRelation(outboxRelation(9, kDebeziumColumns));
+  OutboxRecord record;
+  std::string error;
+  EXPECT_EQ(router.routeInsert(insertRow(9, {text("i"), null(), text("k"), text("T"), text("{}")}), record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_EQ(record.topic, config.deadLetterTopic);
+  EXPECT_NE(error.find("aggregatetype"), std::string::npos) << error;
+  EXPECT_EQ(header(record, "error"), error);
+  EXPECT_EQ(header(record, "id"), "i");
+  EXPECT_EQ(record.value, "{}");
+
+  EXPECT_EQ(router.routeInsert(insertRow(9, {text("i"), text("bad topic!"), text("k"), text("T"), text("{}")}),
+                               record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_NE(error.find("not a valid Kafka topic"), std::string::npos) << error;
+
+  EXPECT_EQ(router.routeInsert(insertRow(9, {null(), text("t"), text("k"), text("T"), text("{}")}), record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_EQ(router.routeInsert(insertRow(9, {text("i"), text("t"), null(), text("T"), text("{}")}), record, error),
+            OutboxRouter::Outcome::DeadLettered);
+}
+
+TEST(OutboxRouter, FollowsAlterTableThroughNewRelationMessages) {
+  RelayConfig config = configWithOutbox();
+  OutboxRouter router(config);
+  router.onRelation(outboxRelation(5, kDebeziumColumns));
+  // ALTER TABLE outbox ADD COLUMN tenant text (first), then DROP COLUMN type: a new Relation message each time.
+  router.onRelation(outboxRelation(
+      5, {{"tenant", 25}, {"id", 2950}, {"aggregatetype", 1043}, {"aggregateid", 1043}, {"payload", 3802}}));
+  OutboxRecord record;
+  std::string error;
+  ASSERT_EQ(router.routeInsert(insertRow(5, {text("acme"), text("i"), text("order"), text("o-9"), text("{}")}), record,
+                               error),
+            OutboxRouter::Outcome::Routed)
+      << error;
+  EXPECT_EQ(record.topic, "outbox.event.order");
+  EXPECT_EQ(record.key, "o-9");
+  EXPECT_EQ(header(record, "eventType"), "<absent>") << "the optional type column was dropped";
+
+  // Dropping a required column dead-letters rows (visible), instead of guessing.
+  router.onRelation(outboxRelation(5, {{"id", 2950}, {"aggregatetype", 1043}, {"payload", 3802}}));
+  EXPECT_EQ(router.routeInsert(insertRow(5, {text("i"), text("order"), text("{}")}), record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_NE(error.find("aggregateid"), std::string::npos) << error;
+}
+
+TEST(OutboxRouter, CustomColumnsAndTopicTemplate) {
+  RelayConfig config;
+  OutboxTableConfig table;
+  table.schema = "sales";
+  table.table = "events";
+  table.idColumn = "event_id";
+  table.aggregateTypeColumn = "kind";
+  table.aggregateIdColumn = "entity";
+  table.payloadColumn = "body";
+  table.topicTemplate = "{tenant}.{kind}.v1";
+  config.outboxes.push_back(table);
+  OutboxRouter router(config);
+  Relation relation = outboxRelation(3, {{"event_id", 2950}, {"kind", 25}, {"entity", 25}, {"body", 114}, {"tenant", 25}});
+  relation.nspname = "sales";
+  relation.relname = "events";
+  router.onRelation(relation);
+  OutboxRecord record;
+  std::string error;
+  ASSERT_EQ(router.routeInsert(insertRow(3, {text("e1"), text("invoice"), text("inv-1"), text("[1]"), text("acme")}),
+                               record, error),
+            OutboxRouter::Outcome::Routed)
+      << error;
+  EXPECT_EQ(record.topic, "acme.invoice.v1");
+  EXPECT_EQ(record.key, "inv-1");
+  EXPECT_EQ(record.value, "[1]");
+}
+
+TEST(OutboxRouter, RoutesLogicalMessagesWithTheConfiguredPrefix) {
+  RelayConfig config = configWithOutbox();
+  config.messages.headers = {{"eventType", "type"}};
+  OutboxRouter router(config);
+  Message message;
+  message.transactional = true;
+  message.lsn = Lsn(0x100);
+  message.prefix = "outbox";
+  message.content =
+      R"({"id":"e-7","aggregatetype":"customer","aggregateid":"c-7","type":"CustomerRenamed","payload":{"name":"Ada"}})";
+  OutboxRecord record;
+  std::string error;
+  ASSERT_EQ(router.routeMessage(message, record, error), OutboxRouter::Outcome::Routed) << error;
+  EXPECT_EQ(record.topic, "outbox.event.customer");
+  EXPECT_EQ(record.key, "c-7");
+  EXPECT_EQ(record.value, R"({"name":"Ada"})");
+  EXPECT_EQ(header(record, "id"), "e-7");
+  EXPECT_EQ(header(record, "eventType"), "CustomerRenamed");
+
+  message.prefix = "other";
+  EXPECT_EQ(router.routeMessage(message, record, error), OutboxRouter::Outcome::NotOutbox);
+
+  message.prefix = "outbox";
+  message.content = "not json";
+  EXPECT_EQ(router.routeMessage(message, record, error), OutboxRouter::Outcome::DeadLettered);
+  EXPECT_EQ(record.topic, config.deadLetterTopic);
+  EXPECT_EQ(record.value, "not json");
+  message.content = R"({"aggregatetype":"customer","aggregateid":"c-7"})";
+  EXPECT_EQ(router.routeMessage(message, record, error), OutboxRouter::Outcome::DeadLettered);
+  EXPECT_NE(error.find("\"id\""), std::string::npos) << error;
+}
+
+TEST(OutboxRouter, ValidatesTopicNamesAsKafkaDoes) {
+  EXPECT_TRUE(OutboxRouter::isValidTopic("outbox.event.order"));
+  EXPECT_TRUE(OutboxRouter::isValidTopic("a-b_C.9"));
+  EXPECT_FALSE(OutboxRouter::isValidTopic(""));
+  EXPECT_FALSE(OutboxRouter::isValidTopic("."));
+  EXPECT_FALSE(OutboxRouter::isValidTopic(".."));
+  EXPECT_FALSE(OutboxRouter::isValidTopic("a b"));
+  EXPECT_FALSE(OutboxRouter::isValidTopic("ä"));
+  EXPECT_FALSE(OutboxRouter::isValidTopic(std::string(250, 'a')));
+  EXPECT_TRUE(OutboxRouter::isValidTopic(std::string(249, 'a')));
+}
