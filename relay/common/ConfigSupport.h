@@ -1,13 +1,30 @@
 #pragma once
 // What the relay's and the sink's configs share: TOML parsing with toml++, ${VAR} expansion from the
 // environment, secrets read from files, and problems reported with their line and column.
+//
+// A config is read with a ConfigReader (one per file) and walked with ConfigTable views:
+//
+//   ConfigReader reader(sourceName);
+//   if (!reader.parse(text)) return {std::nullopt, reader.finish()};   // TOML syntax error
+//   ConfigTable root = reader.root();
+//   ConfigTable source = root.table("source");
+//   source.require("conninfo", cfg.conninfo);
+//   source.get("status_interval_ms", cfg.statusIntervalMs, 1);         // default kept when absent
+//   ...
+//   auto issues = reader.finish();   // adds every key nobody asked for as "unknown key"
+//
+// Every problem becomes a ConfigIssue; nothing throws and nothing stops at the first problem.
 
 #include <toml++/toml.h>
 
+#include <cstdint>
 #include <functional>
+#include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace outbox {
@@ -20,6 +37,9 @@ struct ConfigIssue {
   std::string message;
   std::string toString() const;
 };
+
+// One issue per line, for a start-up error or `--validate` output.
+std::string formatIssues(const std::vector<ConfigIssue>& issues);
 
 template <typename Config>
 struct ConfigLoadResult {
@@ -35,5 +55,152 @@ std::optional<std::string> expandVariables(std::string_view text, std::string& e
 
 // Reads a secret from a file, trimming one trailing newline (as `kubectl create secret --from-file` keeps it).
 std::optional<std::string> readSecretFile(const std::string& path, std::string& error);
+
+// Reads a whole config file; on failure returns nullopt with `error` naming the path and the reason.
+std::optional<std::string> readConfigFile(const std::string& path, std::string& error);
+
+// Reads `path` and hands its text to `parse(text, path)`; an unreadable file is one issue naming the path.
+template <typename Config, typename Parse>
+ConfigLoadResult<Config> loadConfigFile(const std::string& path, Parse&& parse) {
+  std::string error;
+  std::optional<std::string> text = readConfigFile(path, error);
+  if (!text) return ConfigLoadResult<Config>{std::nullopt, {ConfigIssue{path, 0, 0, error}}};
+  return parse(*text, path);
+}
+
+// --- Redaction helpers for start-up summaries -------------------------------------------------------------------
+
+// A libpq conninfo with its password replaced by "<redacted>": the URI form (postgresql://user:PASS@host,
+// ?password=PASS) and the key=value form (password=PASS, password='P A S S').
+std::string redactConninfo(std::string_view conninfo);
+
+// Whether a librdkafka property holds a secret: its name contains "password" or "secret", or it is
+// "sasl.oauthbearer.config" or "ssl.key.pem".
+bool isSecretKafkaProperty(std::string_view name);
+
+// `text` as a TOML basic string, quotes included: "a \"b\"".
+std::string tomlQuote(std::string_view text);
+
+// A key as written in TOML: bare when it can be (slot), quoted otherwise ("compression.type").
+std::string tomlKey(std::string_view key);
+
+// --- Walking a TOML document ------------------------------------------------------------------------------------
+
+class ConfigReader;
+
+// How ConfigTable::entries() treats values of a free-form table.
+enum class EntryValues {
+  Strings,  // only strings are accepted (e.g. header name -> column)
+  Scalars,  // strings, integers, floats and booleans, turned into text (e.g. librdkafka properties)
+};
+
+// A view of one TOML table inside a ConfigReader, named by its dotted path ("kafka.properties", "outbox[0]").
+// Reading a key marks it as known; ConfigReader::finish() reports every other key as unknown. A view of a table
+// that is absent from the file reads nothing (every default stays) and reports nothing but missing required keys.
+// Views are cheap to copy and refer to their reader, which must outlive them.
+class ConfigTable {
+ public:
+  const std::string& path() const { return path_; }
+  // Whether this table exists in the file.
+  bool present() const { return table_ != nullptr; }
+  // Whether `key` is set (does not mark it as known).
+  bool has(std::string_view key) const;
+  // "source.slot"; keys that are not bare are quoted: kafka.properties."compression.type".
+  std::string keyPath(std::string_view key) const;
+  // Where `key` is set (its value), or {0, 0} when it is not.
+  std::pair<int, int> position(std::string_view key) const;
+
+  // Typed reads. When the key is absent, `out` keeps its default and the result is false. When the value has the
+  // wrong type or is out of range, an issue is recorded at the value, `out` is unchanged and the result is false.
+  // Strings have ${VAR} expanded.
+  bool get(std::string_view key, std::string& out);
+  bool get(std::string_view key, std::optional<std::string>& out);
+  bool get(std::string_view key, bool& out);
+  bool get(std::string_view key, int& out, int min = std::numeric_limits<int>::min(),
+           int max = std::numeric_limits<int>::max());
+  bool get(std::string_view key, int64_t& out, int64_t min = std::numeric_limits<int64_t>::min(),
+           int64_t max = std::numeric_limits<int64_t>::max());
+  bool get(std::string_view key, uint64_t& out, uint64_t min = 0, uint64_t max = std::numeric_limits<uint64_t>::max());
+  bool get(std::string_view key, double& out);                    // integers are accepted too
+  bool get(std::string_view key, std::vector<std::string>& out);  // an array of strings
+
+  // A string that must be set and non-empty; records "<path>: is required ..." otherwise (at the table's header
+  // when the table is in the file, without a place when it is not).
+  bool require(std::string_view key, std::string& out);
+
+  // Reads `key` as a file path into `path` and the file's content (see readSecretFile) into `secret`.
+  // An unreadable or empty file is an issue naming the path.
+  bool getSecretFile(std::string_view key, std::optional<std::string>& path, std::string& secret);
+
+  // A sub-table. Absent: a view with present() == false. Not a table: an issue, and an absent view.
+  ConfigTable table(std::string_view key);
+  // An array of tables ([[key]]). Absent: empty. Anything else (e.g. a single [key]): an issue.
+  std::vector<ConfigTable> tables(std::string_view key);
+  // Every key of this free-form table with its value as text (${VAR} expanded), in file order; all its keys count
+  // as known. Values of other types are issues and are left out.
+  std::vector<std::pair<std::string, std::string>> entries(EntryValues kind = EntryValues::Strings);
+
+  // Records "<path>.<key>: <message>" at the key's value; when the key is not set (a default is wrong), at this
+  // table's header, or without a place when the table is absent too.
+  void invalid(std::string_view key, std::string_view message);
+  // Records "<path>: <message>" at this table's header (or without a place when it is absent).
+  void invalidTable(std::string_view message);
+
+ private:
+  friend class ConfigReader;
+  ConfigTable(ConfigReader* reader, const toml::table* table, std::string path);
+  const toml::node* lookup(std::string_view key);  // marks `key` as known
+  void wrongType(std::string_view key, const toml::node& node, std::string_view expected);
+  std::optional<std::string> expandAt(std::string_view key, const toml::node& node, std::string_view text);
+
+  ConfigReader* reader_;
+  const toml::table* table_;
+  std::string path_;
+};
+
+// One config file: parses it, hands out ConfigTable views, and collects every issue.
+class ConfigReader {
+ public:
+  using Lookup = std::function<const char*(const char*)>;
+
+  // `sourceName` prefixes every issue (normally the file path). `lookup` resolves ${VAR} (default: getenv).
+  explicit ConfigReader(std::string sourceName, Lookup lookup = nullptr);
+  ConfigReader(const ConfigReader&) = delete;
+  ConfigReader& operator=(const ConfigReader&) = delete;
+
+  // Parses TOML text. A syntax error becomes an issue at toml++'s line and column, root() is then empty, and the
+  // result is false (the caller should stop and return finish()).
+  bool parse(std::string_view text);
+  ConfigTable root();
+
+  void addIssue(int line, int column, std::string message);
+  void addIssue(const toml::source_position& where, std::string message);
+  bool hasIssues() const { return !issues_.empty(); }
+  const std::vector<ConfigIssue>& issues() const { return issues_; }
+  const std::string& sourceName() const { return source_; }
+
+  // Expands ${VAR} in a value read at `where`; an unset variable is an issue naming `path` and the variable.
+  std::optional<std::string> expand(std::string_view text, std::string_view path, const toml::source_position& where);
+
+  // Adds an "unknown key" issue for every key of every table opened through a view that no one read, then
+  // returns all issues in file order (issues without a place last).
+  std::vector<ConfigIssue> finish();
+
+ private:
+  friend class ConfigTable;
+  struct OpenedTable {
+    std::string path;
+    std::vector<std::string> knownKeys;
+    bool freeForm = false;  // read with entries(): every key is known
+  };
+  void opened(const toml::table* table, const std::string& path);
+
+  std::string source_;
+  Lookup lookup_;
+  toml::table root_;
+  std::map<const toml::table*, OpenedTable> opened_;
+  std::vector<const toml::table*> openOrder_;
+  std::vector<ConfigIssue> issues_;
+};
 
 }  // namespace outbox

@@ -1,0 +1,741 @@
+#include "common/ConfigSupport.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <tuple>
+
+namespace outbox {
+
+namespace {
+
+bool isVariableNameChar(char c, bool first) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || (!first && c >= '0' && c <= '9');
+}
+
+std::optional<std::string> readWholeFile(const std::string& path, std::string& error) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error = fmt::format("cannot open \"{}\": {}", path, std::strerror(errno));
+    return std::nullopt;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    error = fmt::format("cannot read \"{}\": it is a directory, not a file", path);
+    return std::nullopt;
+  }
+  std::string content;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      error = fmt::format("cannot read \"{}\": {}", path, std::strerror(errno));
+      ::close(fd);
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    content.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return content;
+}
+
+const char* typeName(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a floating-point number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+std::pair<int, int> positionOf(const toml::source_position& p) {
+  return {static_cast<int>(p.line), static_cast<int>(p.column)};
+}
+
+std::string joinPath(const std::string& path, std::string_view key) {
+  return path.empty() ? tomlKey(key) : path + "." + tomlKey(key);
+}
+
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t substitution = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, substitution});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string rangeMessage(int64_t min, int64_t max, int64_t typeMin, int64_t typeMax) {
+  if (max == typeMax) {
+    if (min == 1) return "must be greater than 0";
+    if (min == 0) return "must not be negative";
+    if (min == typeMin) return "";
+    return fmt::format("must be at least {}", min);
+  }
+  if (min == typeMin) return fmt::format("must be at most {}", max);
+  return fmt::format("must be between {} and {}", min, max);
+}
+
+}  // namespace
+
+// --- ConfigIssue -----------------------------------------------------------------------------------------------
+
+std::string ConfigIssue::toString() const {
+  if (line <= 0) return fmt::format("{}: {}", source, message);
+  return fmt::format("{}:{}:{}: {}", source, line, column, message);
+}
+
+std::string formatIssues(const std::vector<ConfigIssue>& issues) {
+  std::string out;
+  for (const ConfigIssue& issue : issues) {
+    out += issue.toString();
+    out += '\n';
+  }
+  return out;
+}
+
+// --- Variables, secrets, files ---------------------------------------------------------------------------------
+
+std::optional<std::string> expandVariables(std::string_view text, std::string& error,
+                                           const std::function<const char*(const char*)>& lookup) {
+  std::string out;
+  out.reserve(text.size());
+  std::vector<std::string> unset;
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text.compare(i, 3, "$${") == 0) {
+      out += "${";
+      i += 3;
+      continue;
+    }
+    if (text.compare(i, 2, "${") != 0) {
+      out += text[i++];
+      continue;
+    }
+    size_t close = text.find('}', i + 2);
+    if (close == std::string_view::npos) {
+      error =
+          fmt::format("\"${{\" at offset {} has no closing \"}}\"; write ${{NAME}}, or $${{ for a literal \"${{\"", i);
+      return std::nullopt;
+    }
+    std::string name(text.substr(i + 2, close - i - 2));
+    bool valid = !name.empty();
+    for (size_t k = 0; k < name.size() && valid; ++k) valid = isVariableNameChar(name[k], k == 0);
+    if (!valid) {
+      error = fmt::format(
+          "\"${{{}}}\" is not a valid variable reference (names are letters, digits and '_', "
+          "not starting with a digit); write $${{ for a literal \"${{\"",
+          name);
+      return std::nullopt;
+    }
+    const char* value = lookup ? lookup(name.c_str()) : std::getenv(name.c_str());
+    if (value == nullptr) {
+      if (std::find(unset.begin(), unset.end(), name) == unset.end()) unset.push_back(name);
+    } else {
+      out += value;
+    }
+    i = close + 1;
+  }
+  if (!unset.empty()) {
+    error = unset.size() == 1 ? fmt::format("environment variable {} is not set", unset[0])
+                              : fmt::format("environment variables {} are not set", fmt::join(unset, ", "));
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::optional<std::string> readSecretFile(const std::string& path, std::string& error) {
+  std::optional<std::string> content = readWholeFile(path, error);
+  if (!content) return std::nullopt;
+  if (!content->empty() && content->back() == '\n') {
+    content->pop_back();
+    if (!content->empty() && content->back() == '\r') content->pop_back();
+  }
+  return content;
+}
+
+std::optional<std::string> readConfigFile(const std::string& path, std::string& error) {
+  std::optional<std::string> content = readWholeFile(path, error);
+  if (!content) error += "; check the path given for the config file";
+  return content;
+}
+
+// --- Redaction -------------------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr std::string_view kRedacted = "<redacted>";
+
+std::string redactUri(std::string_view uri) {
+  size_t start = uri.find("://") + 3;
+  size_t queryPos = uri.find('?', start);
+  std::string_view head = uri.substr(0, queryPos);
+  std::string out;
+  // libpq ends the user info at the first '@' or '/'; the last '@' before the query also covers a password that
+  // (wrongly) holds a raw '/', so nothing of it can leak.
+  size_t at = head.rfind('@');
+  size_t colon = at == std::string_view::npos ? std::string_view::npos : head.substr(0, at).find(':', start);
+  if (at != std::string_view::npos && at >= start && colon != std::string_view::npos) {
+    out.append(head.substr(0, colon + 1));
+    out.append(kRedacted);
+    out.append(head.substr(at));
+  } else {
+    out.append(head);
+  }
+  if (queryPos == std::string_view::npos) return out;
+  out += '?';
+  std::string_view query = uri.substr(queryPos + 1);
+  bool first = true;
+  while (true) {
+    size_t amp = query.find('&');
+    std::string_view param = query.substr(0, amp);
+    if (!first) out += '&';
+    first = false;
+    if (param.substr(0, param.find('=')) == "password") {
+      out += "password=";
+      out += kRedacted;
+    } else {
+      out.append(param);
+    }
+    if (amp == std::string_view::npos) break;
+    query = query.substr(amp + 1);
+  }
+  return out;
+}
+
+bool isSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// Follows libpq's conninfo_parse(): key [ws] = [ws] value, the value single-quoted or up to whitespace, with
+// backslash escapes in both.
+std::string redactKeyValue(std::string_view s) {
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t tokenStart = i;
+    while (i < s.size() && isSpace(s[i])) ++i;
+    size_t keyStart = i;
+    while (i < s.size() && s[i] != '=' && !isSpace(s[i])) ++i;
+    std::string_view key = s.substr(keyStart, i - keyStart);
+    while (i < s.size() && isSpace(s[i])) ++i;
+    if (i >= s.size() || s[i] != '=') {
+      // Malformed: libpq will reject it; keep nothing that might be a password.
+      std::string_view rest = s.substr(tokenStart);
+      if (rest.find("password") != std::string_view::npos) {
+        out += ' ';
+        out.append(kRedacted);
+      } else {
+        out.append(rest);
+      }
+      return out;
+    }
+    ++i;  // '='
+    while (i < s.size() && isSpace(s[i])) ++i;
+    size_t valueStart = i;
+    if (i < s.size() && s[i] == '\'') {
+      ++i;
+      while (i < s.size() && s[i] != '\'') i += (s[i] == '\\' && i + 1 < s.size()) ? 2 : 1;
+      if (i < s.size()) ++i;  // closing quote
+    } else {
+      while (i < s.size() && !isSpace(s[i])) i += (s[i] == '\\' && i + 1 < s.size()) ? 2 : 1;
+    }
+    i = std::min(i, s.size());
+    out.append(s.substr(tokenStart, valueStart - tokenStart));
+    if (key == "password") {
+      out.append(kRedacted);
+    } else {
+      out.append(s.substr(valueStart, i - valueStart));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string redactConninfo(std::string_view conninfo) {
+  if (conninfo.rfind("postgresql://", 0) == 0 || conninfo.rfind("postgres://", 0) == 0) return redactUri(conninfo);
+  return redactKeyValue(conninfo);
+}
+
+bool isSecretKafkaProperty(std::string_view name) {
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  return lower.find("password") != std::string::npos || lower.find("secret") != std::string::npos ||
+         lower == "sasl.oauthbearer.config" || lower == "ssl.key.pem";
+}
+
+std::string tomlQuote(std::string_view text) {
+  std::string out = "\"";
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7f)
+          out += fmt::format("\\u{:04X}", static_cast<unsigned>(c));
+        else
+          out += ch;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string tomlKey(std::string_view key) {
+  bool bare = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+  return bare ? std::string(key) : tomlQuote(key);
+}
+
+// --- ConfigTable -----------------------------------------------------------------------------------------------
+
+ConfigTable::ConfigTable(ConfigReader* reader, const toml::table* table, std::string path)
+    : reader_(reader), table_(table), path_(std::move(path)) {
+  if (table_ != nullptr) reader_->opened(table_, path_);
+}
+
+bool ConfigTable::has(std::string_view key) const { return table_ != nullptr && table_->get(key) != nullptr; }
+
+std::string ConfigTable::keyPath(std::string_view key) const { return joinPath(path_, key); }
+
+std::pair<int, int> ConfigTable::position(std::string_view key) const {
+  const toml::node* node = table_ == nullptr ? nullptr : table_->get(key);
+  if (node == nullptr) return {0, 0};
+  return positionOf(node->source().begin);
+}
+
+const toml::node* ConfigTable::lookup(std::string_view key) {
+  if (table_ == nullptr) return nullptr;
+  auto& known = reader_->opened_[table_].knownKeys;
+  if (std::find(known.begin(), known.end(), key) == known.end()) known.emplace_back(key);
+  return table_->get(key);
+}
+
+void ConfigTable::invalid(std::string_view key, std::string_view message) {
+  auto [line, column] = position(key);
+  if (line == 0 && table_ != nullptr && !path_.empty()) std::tie(line, column) = positionOf(table_->source().begin);
+  reader_->addIssue(line, column, fmt::format("{}: {}", keyPath(key), message));
+}
+
+void ConfigTable::invalidTable(std::string_view message) {
+  auto [line, column] =
+      table_ == nullptr || path_.empty() ? std::pair<int, int>{0, 0} : positionOf(table_->source().begin);
+  reader_->addIssue(line, column, fmt::format("{}: {}", path_.empty() ? "(top level)" : path_, message));
+}
+
+void ConfigTable::wrongType(std::string_view key, const toml::node& node, std::string_view expected) {
+  std::string hint;
+  if (node.is_string() && expected != "a string" && expected != "a table")
+    hint = " (write it without quotes)";
+  else if (expected == "a string" && !node.is_table() && !node.is_array())
+    hint = " (put it in double quotes)";
+  invalid(key, fmt::format("must be {}, got {}{}", expected, typeName(node), hint));
+}
+
+std::optional<std::string> ConfigTable::expandAt(std::string_view key, const toml::node& node, std::string_view text) {
+  return reader_->expand(text, keyPath(key), node.source().begin);
+}
+
+bool ConfigTable::get(std::string_view key, std::string& out) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr) return false;
+  if (!node->is_string()) {
+    wrongType(key, *node, "a string");
+    return false;
+  }
+  std::optional<std::string> value = expandAt(key, *node, node->as_string()->get());
+  if (!value) return false;
+  out = std::move(*value);
+  return true;
+}
+
+bool ConfigTable::get(std::string_view key, std::optional<std::string>& out) {
+  std::string value;
+  if (!get(key, value)) return false;
+  out = std::move(value);
+  return true;
+}
+
+bool ConfigTable::get(std::string_view key, bool& out) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr) return false;
+  if (!node->is_boolean()) {
+    wrongType(key, *node, "true or false");
+    return false;
+  }
+  out = node->as_boolean()->get();
+  return true;
+}
+
+bool ConfigTable::get(std::string_view key, int64_t& out, int64_t min, int64_t max) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr) return false;
+  if (!node->is_integer()) {
+    wrongType(key, *node, "an integer");
+    return false;
+  }
+  int64_t value = node->as_integer()->get();
+  if (value < min || value > max) {
+    invalid(key, fmt::format(
+                     "{}, got {}",
+                     rangeMessage(min, max, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()),
+                     value));
+    return false;
+  }
+  out = value;
+  return true;
+}
+
+bool ConfigTable::get(std::string_view key, int& out, int min, int max) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr) return false;
+  if (!node->is_integer()) {
+    wrongType(key, *node, "an integer");
+    return false;
+  }
+  int64_t value = node->as_integer()->get();
+  if (value < min || value > max) {
+    std::string range = rangeMessage(min, max, std::numeric_limits<int64_t>::min(), std::numeric_limits<int>::max());
+    if (value > std::numeric_limits<int>::max() && max == std::numeric_limits<int>::max()) {
+      range = fmt::format("must be at most {}", max);
+    }
+    invalid(key, fmt::format("{}, got {}", range, value));
+    return false;
+  }
+  out = static_cast<int>(value);
+  return true;
+}
+
+bool ConfigTable::get(std::string_view key, uint64_t& out, uint64_t min, uint64_t max) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr) return false;
+  if (!node->is_integer()) {
+    wrongType(key, *node, "an integer");
+    return false;
+  }
+  int64_t value = node->as_integer()->get();
+  if (value < 0 || static_cast<uint64_t>(value) < min || static_cast<uint64_t>(value) > max) {
+    std::string range;
+    if (max == std::numeric_limits<uint64_t>::max()) {
+      range = min <= 1 ? (min == 1 ? "must be greater than 0" : "must not be negative")
+                       : fmt::format("must be at least {}", min);
+    } else {
+      range = fmt::format("must be between {} and {}", min, max);
+    }
+    invalid(key, fmt::format("{}, got {}", range, value));
+    return false;
+  }
+  out = static_cast<uint64_t>(value);
+  return true;
+}
+
+bool ConfigTable::get(std::string_view key, double& out) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr) return false;
+  if (node->is_floating_point()) {
+    out = node->as_floating_point()->get();
+    return true;
+  }
+  if (node->is_integer()) {
+    out = static_cast<double>(node->as_integer()->get());
+    return true;
+  }
+  wrongType(key, *node, "a number");
+  return false;
+}
+
+bool ConfigTable::get(std::string_view key, std::vector<std::string>& out) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr) return false;
+  if (!node->is_array()) {
+    wrongType(key, *node, "an array of strings");
+    return false;
+  }
+  std::vector<std::string> values;
+  bool ok = true;
+  const toml::array& array = *node->as_array();
+  for (size_t i = 0; i < array.size(); ++i) {
+    const toml::node& element = array[i];
+    std::string elementPath = fmt::format("{}[{}]", keyPath(key), i);
+    if (!element.is_string()) {
+      auto [line, column] = positionOf(element.source().begin);
+      reader_->addIssue(line, column, fmt::format("{}: must be a string, got {}", elementPath, typeName(element)));
+      ok = false;
+      continue;
+    }
+    std::optional<std::string> value = reader_->expand(element.as_string()->get(), elementPath, element.source().begin);
+    if (!value) {
+      ok = false;
+      continue;
+    }
+    values.push_back(std::move(*value));
+  }
+  if (!ok) return false;
+  out = std::move(values);
+  return true;
+}
+
+bool ConfigTable::require(std::string_view key, std::string& out) {
+  if (!has(key)) {
+    lookup(key);
+    // At the table's header when there is one, so that "which [[outbox]]?" has an answer.
+    auto [line, column] =
+        table_ == nullptr || path_.empty() ? std::pair<int, int>{0, 0} : positionOf(table_->source().begin);
+    std::string where = path_.empty()                          ? "at the top level"
+                        : path_.find('[') != std::string::npos ? "in this table"
+                                                               : fmt::format("in [{}]", path_);
+    reader_->addIssue(line, column, fmt::format("{}: is required; set it {}", keyPath(key), where));
+    return false;
+  }
+  std::string value;
+  if (!get(key, value)) return false;
+  if (value.empty()) {
+    invalid(key, "must not be empty");
+    return false;
+  }
+  out = std::move(value);
+  return true;
+}
+
+bool ConfigTable::getSecretFile(std::string_view key, std::optional<std::string>& path, std::string& secret) {
+  std::string file;
+  if (!get(key, file)) return false;
+  if (file.empty()) {
+    invalid(key,
+            fmt::format("must not be empty; give the path of a file holding the secret, or remove {}", tomlKey(key)));
+    return false;
+  }
+  std::string error;
+  std::optional<std::string> content = readSecretFile(file, error);
+  if (!content) {
+    invalid(key, fmt::format("{}; create the file (readable by this process) or remove {}", error, tomlKey(key)));
+    return false;
+  }
+  if (content->empty()) {
+    invalid(key, fmt::format("\"{}\" is empty; put the secret in it or remove {}", file, tomlKey(key)));
+    return false;
+  }
+  path = std::move(file);
+  secret = std::move(*content);
+  return true;
+}
+
+ConfigTable ConfigTable::table(std::string_view key) {
+  const toml::node* node = lookup(key);
+  if (node != nullptr && !node->is_table()) {
+    wrongType(key, *node, "a table");
+    node = nullptr;
+  }
+  return ConfigTable(reader_, node == nullptr ? nullptr : node->as_table(), keyPath(key));
+}
+
+std::vector<ConfigTable> ConfigTable::tables(std::string_view key) {
+  std::vector<ConfigTable> result;
+  const toml::node* node = lookup(key);
+  if (node == nullptr) return result;
+  if (!node->is_array()) {
+    std::string k = tomlKey(key);
+    invalid(key, fmt::format("must be an array of tables, got {}; write [[{}]] above each entry", typeName(*node),
+                             path_.empty() ? k : path_ + "." + k));
+    return result;
+  }
+  const toml::array& array = *node->as_array();
+  for (size_t i = 0; i < array.size(); ++i) {
+    const toml::node& element = array[i];
+    std::string elementPath = fmt::format("{}[{}]", keyPath(key), i);
+    if (!element.is_table()) {
+      auto [line, column] = positionOf(element.source().begin);
+      reader_->addIssue(line, column, fmt::format("{}: must be a table, got {}", elementPath, typeName(element)));
+      continue;
+    }
+    result.push_back(ConfigTable(reader_, element.as_table(), elementPath));
+  }
+  return result;
+}
+
+std::vector<std::pair<std::string, std::string>> ConfigTable::entries(EntryValues kind) {
+  std::vector<std::pair<std::string, std::string>> result;
+  if (table_ == nullptr) return result;
+  reader_->opened_[table_].freeForm = true;
+  std::vector<std::pair<const toml::key*, const toml::node*>> ordered;
+  for (auto&& [k, v] : *table_) ordered.emplace_back(&k, &v);
+  std::stable_sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) {
+    return positionOf(a.second->source().begin) < positionOf(b.second->source().begin);
+  });
+  for (auto [k, node] : ordered) {
+    std::string_view name = k->str();
+    if (node->is_string()) {
+      std::optional<std::string> value = expandAt(name, *node, node->as_string()->get());
+      if (value) result.emplace_back(name, std::move(*value));
+    } else if (kind == EntryValues::Scalars && node->is_integer()) {
+      result.emplace_back(name, std::to_string(node->as_integer()->get()));
+    } else if (kind == EntryValues::Scalars && node->is_boolean()) {
+      result.emplace_back(name, node->as_boolean()->get() ? "true" : "false");
+    } else if (kind == EntryValues::Scalars && node->is_floating_point()) {
+      result.emplace_back(name, fmt::format("{}", node->as_floating_point()->get()));
+    } else if (node->is_table() && !node->as_table()->empty()) {
+      // `compression.type = "lz4"` is TOML for a table "compression" holding "type": the name needs quotes.
+      std::string_view inner = node->as_table()->begin()->first.str();
+      invalid(name,
+              fmt::format("must be {}, got a table; to set a name that holds dots, quote it: \"{}.{}\" = ...",
+                          kind == EntryValues::Scalars ? "a string, number or boolean" : "a string", name, inner));
+    } else {
+      wrongType(name, *node, kind == EntryValues::Scalars ? "a string, number or boolean" : "a string");
+    }
+  }
+  return result;
+}
+
+// --- ConfigReader ----------------------------------------------------------------------------------------------
+
+ConfigReader::ConfigReader(std::string sourceName, Lookup lookup)
+    : source_(std::move(sourceName)), lookup_(std::move(lookup)) {}
+
+bool ConfigReader::parse(std::string_view text) {
+#if TOML_EXCEPTIONS
+  try {
+    root_ = toml::parse(text, source_);
+  } catch (const toml::parse_error& e) {
+    addIssue(e.source().begin, fmt::format("TOML syntax error: {}", e.description()));
+    root_ = toml::table{};
+    return false;
+  }
+#else
+  toml::parse_result result = toml::parse(text, source_);
+  if (!result) {
+    addIssue(result.error().source().begin, fmt::format("TOML syntax error: {}", result.error().description()));
+    return false;
+  }
+  root_ = std::move(result).table();
+#endif
+  return true;
+}
+
+ConfigTable ConfigReader::root() { return ConfigTable(this, &root_, ""); }
+
+void ConfigReader::addIssue(int line, int column, std::string message) {
+  issues_.push_back(ConfigIssue{source_, line, column, std::move(message)});
+}
+
+void ConfigReader::addIssue(const toml::source_position& where, std::string message) {
+  auto [line, column] = positionOf(where);
+  addIssue(line, column, std::move(message));
+}
+
+std::optional<std::string> ConfigReader::expand(std::string_view text, std::string_view path,
+                                                const toml::source_position& where) {
+  std::string error;
+  std::optional<std::string> value = expandVariables(text, error, lookup_);
+  if (!value) {
+    if (error.rfind("environment variable", 0) == 0) {
+      error += "; export it before starting, or write $${ for a literal \"${\"";
+    }
+    addIssue(where, fmt::format("{}: {}", path, error));
+  }
+  return value;
+}
+
+void ConfigReader::opened(const toml::table* table, const std::string& path) {
+  auto [it, inserted] = opened_.try_emplace(table);
+  if (inserted) {
+    it->second.path = path;
+    openOrder_.push_back(table);
+  }
+}
+
+std::vector<ConfigIssue> ConfigReader::finish() {
+  for (const toml::table* table : openOrder_) {
+    const OpenedTable& state = opened_[table];
+    if (state.freeForm) continue;
+    for (auto&& [k, node] : *table) {
+      std::string_view name = k.str();
+      if (std::find(state.knownKeys.begin(), state.knownKeys.end(), name) != state.knownKeys.end()) continue;
+      std::string hint;
+      const std::string* closest = nullptr;
+      size_t best = 3;  // suggest only near misses: typos, or a known key with a part missing or added
+      for (const std::string& known : state.knownKeys) {
+        size_t d = editDistance(name, known);
+        bool prefix =
+            std::min(name.size(), known.size()) >= 4 && (known.rfind(name, 0) == 0 || name.rfind(known, 0) == 0);
+        if (prefix && d >= best) d = best - 1;
+        if (d < best) {
+          best = d;
+          closest = &known;
+        }
+      }
+      if (closest != nullptr) {
+        hint = fmt::format("did you mean {}?", tomlKey(*closest));
+      } else if (state.knownKeys.empty()) {
+        hint = "remove it";
+      } else {
+        std::vector<std::string> keys;
+        for (const std::string& known : state.knownKeys) keys.push_back(tomlKey(known));
+        hint = fmt::format("remove it, or use one of: {}", fmt::join(keys, ", "));
+      }
+      toml::source_position where = k.source().begin;
+      if (where.line == 0) where = node.source().begin;
+      addIssue(where, fmt::format("{}: unknown key; {}", joinPath(state.path, name), hint));
+    }
+  }
+  opened_.clear();
+  openOrder_.clear();
+  std::stable_sort(issues_.begin(), issues_.end(), [](const ConfigIssue& a, const ConfigIssue& b) {
+    auto rank = [](const ConfigIssue& i) { return std::tuple(i.line == 0, i.line, i.column); };
+    return rank(a) < rank(b);
+  });
+  return issues_;
+}
+
+}  // namespace outbox

@@ -1,0 +1,404 @@
+#include "src/RelayConfig.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+namespace outbox {
+
+namespace {
+
+constexpr int kIntMax = std::numeric_limits<int>::max();
+
+const char* levelName(log::Level level) {
+  switch (level) {
+    case log::Level::Debug:
+      return "debug";
+    case log::Level::Info:
+      return "info";
+    case log::Level::Warn:
+      return "warn";
+    case log::Level::Error:
+      return "error";
+  }
+  return "info";
+}
+
+const char* formatName(log::Format format) { return format == log::Format::Json ? "json" : "plain"; }
+
+// Replication slot names: lowercase letters, digits and '_', at most NAMEDATALEN-1 = 63 bytes
+// (https://www.postgresql.org/docs/current/warm-standby.html#STREAMING-REPLICATION-SLOTS-MANIPULATION).
+bool isSlotName(std::string_view name) {
+  return !name.empty() && name.size() <= 63 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+void checkSlotName(ConfigTable& table, std::string_view key, const std::string& value, std::string_view what) {
+  if (isSlotName(value)) return;
+  table.invalid(key, fmt::format("must match [a-z0-9_]{{1,63}}, got {}; a {} name may only hold lowercase letters, "
+                                 "digits and '_', at most 63 of them",
+                                 tomlQuote(value), what));
+}
+
+bool isTopicChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+// The {placeholders} of a topic template, or nullopt with `error` set when the template is malformed.
+// Outside placeholders, only characters Kafka allows in topic names may appear.
+std::optional<std::vector<std::string>> templatePlaceholders(std::string_view text, std::string& error) {
+  std::vector<std::string> names;
+  if (text.empty()) {
+    error = "must not be empty; give a Kafka topic name";
+    return std::nullopt;
+  }
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '{') {
+      size_t close = text.find_first_of("{}", i + 1);
+      if (close == std::string_view::npos || text[close] != '}') {
+        error =
+            fmt::format("the '{{' at position {} of {} has no matching '}}'; write {{name}}", i + 1, tomlQuote(text));
+        return std::nullopt;
+      }
+      std::string name(text.substr(i + 1, close - i - 1));
+      if (name.empty()) {
+        error = fmt::format("{} has an empty placeholder {{}}; write {{name}}", tomlQuote(text));
+        return std::nullopt;
+      }
+      names.push_back(std::move(name));
+      i = close;
+    } else if (c == '}') {
+      error = fmt::format("the '}}' at position {} of {} has no matching '{{'", i + 1, tomlQuote(text));
+      return std::nullopt;
+    } else if (!isTopicChar(c)) {
+      error = fmt::format("{} holds '{}', but Kafka topic names may only contain letters, digits, '.', '_' and '-'",
+                          tomlQuote(text), c);
+      return std::nullopt;
+    }
+  }
+  return names;
+}
+
+// "host:port" (or "[ipv6]:port") with a port in 1..65535.
+std::optional<std::string> listenAddressError(std::string_view listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos) return "must be host:port, e.g. \"0.0.0.0:9187\"";
+  std::string_view host = listen.substr(0, colon);
+  std::string_view port = listen.substr(colon + 1);
+  if (host.empty()) return "has no host; write host:port, e.g. \"0.0.0.0:9187\"";
+  if (host.front() == '[' ? host.back() != ']' || host.size() < 3 : host.find(':') != std::string_view::npos) {
+    return "write an IPv6 address in brackets, e.g. \"[::]:9187\"";
+  }
+  bool digits = !port.empty() && port.size() <= 5 &&
+                std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  int number = digits ? std::stoi(std::string(port)) : 0;
+  if (number < 1 || number > 65535) {
+    return fmt::format("has port {}, which is not a port number (1-65535); write host:port, e.g. \"0.0.0.0:9187\"",
+                       tomlQuote(port));
+  }
+  return std::nullopt;
+}
+
+void readLog(ConfigTable root, LogConfig& out) {
+  ConfigTable t = root.table("log");
+  std::string level;
+  if (t.get("level", level) && !log::parseLevel(level, out.level)) {
+    t.invalid("level", fmt::format("must be one of debug, info, warn, error, got {}", tomlQuote(level)));
+  }
+  std::string format;
+  if (t.get("format", format) && !log::parseFormat(format, out.format)) {
+    t.invalid("format", fmt::format("must be plain or json, got {}", tomlQuote(format)));
+  }
+}
+
+void readSource(ConfigTable root, SourceConfig& out) {
+  ConfigTable t = root.table("source");
+  t.require("conninfo", out.conninfo);
+  t.getSecretFile("password_file", out.passwordFile, out.password);
+  if (t.get("slot", out.slot)) checkSlotName(t, "slot", out.slot, "replication slot");
+  t.get("create_slot", out.createSlot);
+  if (t.get("publication", out.publication)) checkSlotName(t, "publication", out.publication, "publication");
+  t.get("create_publication", out.createPublication);
+  t.get("status_interval_ms", out.statusIntervalMs, 1);
+  bool minSet = t.get("reconnect_backoff_min_ms", out.reconnectBackoffMinMs, 1);
+  t.get("reconnect_backoff_max_ms", out.reconnectBackoffMaxMs, 1);
+  if (out.reconnectBackoffMinMs > out.reconnectBackoffMaxMs) {
+    std::string_view key = minSet ? "reconnect_backoff_min_ms" : "reconnect_backoff_max_ms";
+    t.invalid(key, fmt::format("reconnect_backoff_min_ms ({}) must not exceed reconnect_backoff_max_ms ({}); "
+                               "lower the minimum or raise the maximum",
+                               out.reconnectBackoffMinMs, out.reconnectBackoffMaxMs));
+  }
+  t.get("slot_busy_retry_ms", out.slotBusyRetryMs, 1);
+  t.get("lag_poll_interval_ms", out.lagPollIntervalMs, 1);
+}
+
+void readKafka(ConfigTable root, KafkaConfig& out) {
+  ConfigTable t = root.table("kafka");
+  t.require("bootstrap_servers", out.bootstrapServers);
+  t.get("shutdown_flush_timeout_ms", out.shutdownFlushTimeoutMs, 1);
+
+  ConfigTable properties = t.table("properties");
+  for (auto& [name, value] : properties.entries(EntryValues::Scalars)) {
+    if (name == "bootstrap.servers" || name == "metadata.broker.list") {
+      properties.invalid(name, "is set by kafka.bootstrap_servers; set that instead and remove this property");
+      continue;
+    }
+    out.properties.emplace_back(name, value);
+  }
+
+  ConfigTable secretFiles = t.table("secret_files");
+  for (auto& [name, path] : secretFiles.entries(EntryValues::Strings)) {
+    if (properties.has(name)) {
+      secretFiles.invalid(name, fmt::format("is also set in [kafka.properties]; keep only one of them"));
+      continue;
+    }
+    std::string error;
+    std::optional<std::string> secret = readSecretFile(path, error);
+    if (!secret) {
+      secretFiles.invalid(name, fmt::format("{}; create the file (readable by the relay) or remove this entry", error));
+      continue;
+    }
+    if (secret->empty()) {
+      secretFiles.invalid(name, fmt::format("\"{}\" is empty; put the secret in it or remove this entry", path));
+      continue;
+    }
+    out.secretFiles.emplace_back(name, path);
+    out.secretValues.emplace_back(name, std::move(*secret));
+  }
+}
+
+void checkColumn(ConfigTable& t, std::string_view key, const std::string& value) {
+  if (value.empty()) t.invalid(key, "must not be empty; give a column name of the outbox table");
+}
+
+void checkTopic(ConfigTable& t, const std::string& topic, const std::vector<std::string>* allowed,
+                std::string_view what) {
+  std::string error;
+  std::optional<std::vector<std::string>> names = templatePlaceholders(topic, error);
+  if (!names) {
+    t.invalid("topic", error);
+    return;
+  }
+  if (allowed == nullptr) return;
+  for (const std::string& name : *names) {
+    if (std::find(allowed->begin(), allowed->end(), name) != allowed->end()) continue;
+    std::vector<std::string> choices;
+    for (const std::string& a : *allowed) choices.push_back("{" + a + "}");
+    std::string problem = t.has("topic") ? fmt::format("{{{}}} is not a {}", name, what)
+                                         : fmt::format("the default topic {} uses {{{}}}, which is not a {}",
+                                                       tomlQuote(topic), name, what);
+    t.invalid("topic", fmt::format("{}; use one of {} in topic, or map the column as a header", problem,
+                                   fmt::join(choices, ", ")));
+  }
+}
+
+void checkHeaderNames(ConfigTable& headers, const std::vector<std::pair<std::string, std::string>>& entries,
+                      std::string_view valueKind) {
+  for (auto& [header, value] : entries) {
+    if (header == "id") {
+      headers.invalid(header, "the header \"id\" always carries the event id; choose another header name");
+    } else if (header.empty()) {
+      headers.invalid(header, "a header name must not be empty");
+    } else if (value.empty()) {
+      headers.invalid(header, fmt::format("must name a {}, got \"\"", valueKind));
+    }
+  }
+}
+
+void readOutboxes(ConfigTable root, std::vector<OutboxTableConfig>& out) {
+  std::vector<std::pair<std::string, std::string>> seen;  // "schema.table" -> path of its first definition
+  for (ConfigTable t : root.tables("outbox")) {
+    OutboxTableConfig o;
+    std::string name;
+    if (t.require("table", name)) {
+      size_t dot = name.find('.');
+      std::string schema = dot == std::string::npos ? "public" : name.substr(0, dot);
+      std::string table = dot == std::string::npos ? name : name.substr(dot + 1);
+      if (schema.empty() || table.empty() || table.find('.') != std::string::npos) {
+        t.invalid("table", fmt::format("must be \"schema.name\" or \"name\" (schema public), got {}", tomlQuote(name)));
+      } else {
+        o.schema = schema;
+        o.table = table;
+        std::string qualified = schema + "." + table;
+        auto previous = std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == qualified; });
+        if (previous != seen.end()) {
+          t.invalid("table", fmt::format("{} is already configured in {}; configure each table once",
+                                         tomlQuote(qualified), previous->second));
+        } else {
+          seen.emplace_back(qualified, t.path());
+        }
+      }
+    }
+    if (t.get("id_column", o.idColumn)) checkColumn(t, "id_column", o.idColumn);
+    if (t.get("aggregatetype_column", o.aggregateTypeColumn)) {
+      checkColumn(t, "aggregatetype_column", o.aggregateTypeColumn);
+    }
+    if (t.get("aggregateid_column", o.aggregateIdColumn)) checkColumn(t, "aggregateid_column", o.aggregateIdColumn);
+    if (t.get("type_column", o.typeColumn)) checkColumn(t, "type_column", o.typeColumn);
+    if (t.get("payload_column", o.payloadColumn)) checkColumn(t, "payload_column", o.payloadColumn);
+    bool topicSet = t.has("topic");
+    bool topicOk = t.get("topic", o.topicTemplate) || !topicSet;
+
+    ConfigTable headers = t.table("headers");
+    o.headers = headers.entries(EntryValues::Strings);
+    checkHeaderNames(headers, o.headers, "column");
+
+    if (topicOk) {
+      std::vector<std::string> columns = {o.aggregateTypeColumn, o.aggregateIdColumn, o.typeColumn, o.idColumn,
+                                          o.payloadColumn};
+      for (auto& [header, column] : o.headers) {
+        if (std::find(columns.begin(), columns.end(), column) == columns.end()) columns.push_back(column);
+      }
+      checkTopic(t, o.topicTemplate, &columns, "column of this outbox");
+    }
+    out.push_back(std::move(o));
+  }
+}
+
+void readMessages(ConfigTable root, MessagesConfig& out) {
+  ConfigTable t = root.table("messages");
+  t.get("enabled", out.enabled);
+  if (t.get("prefix", out.prefix) && out.prefix.empty()) {
+    t.invalid("prefix", "must not be empty; give the prefix passed to pg_logical_emit_message()");
+  }
+  bool topicSet = t.has("topic");
+  if (t.get("topic", out.topicTemplate) || !topicSet) checkTopic(t, out.topicTemplate, nullptr, "");
+  ConfigTable headers = t.table("headers");
+  out.headers = headers.entries(EntryValues::Strings);
+  checkHeaderNames(headers, out.headers, "JSON field");
+}
+
+void readLimits(ConfigTable root, LimitsConfig& out) {
+  ConfigTable t = root.table("limits");
+  t.get("max_inflight_events", out.maxInflightEvents, 1);
+  t.get("max_inflight_bytes", out.maxInflightBytes, 1);
+}
+
+void readMetrics(ConfigTable root, MetricsConfig& out) {
+  ConfigTable t = root.table("metrics");
+  t.get("enabled", out.enabled);
+  if (t.get("listen", out.listen)) {
+    if (auto error = listenAddressError(out.listen)) {
+      t.invalid("listen", fmt::format("{} {}", tomlQuote(out.listen), *error));
+    }
+  }
+}
+
+void writeHeaders(std::string& s, std::string_view table,
+                  const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (headers.empty()) return;
+  s += fmt::format("[{}]\n", table);
+  for (auto& [name, value] : headers) s += fmt::format("{} = {}\n", tomlKey(name), tomlQuote(value));
+}
+
+}  // namespace
+
+ConfigLoadResult<RelayConfig> parseRelayConfig(std::string_view tomlText, const std::string& sourceName) {
+  ConfigReader reader(sourceName);
+  if (!reader.parse(tomlText)) return {std::nullopt, reader.finish()};
+
+  RelayConfig config;
+  ConfigTable root = reader.root();
+  readLog(root, config.log);
+  readSource(root, config.source);
+  readKafka(root, config.kafka);
+  readOutboxes(root, config.outboxes);
+  readMessages(root, config.messages);
+  readLimits(root, config.limits);
+  readMetrics(root, config.metrics);
+  root.get("shutdown_timeout_ms", config.shutdownTimeoutMs, 1, kIntMax);
+  if (root.get("dead_letter_topic", config.deadLetterTopic)) {
+    std::string error;
+    std::optional<std::vector<std::string>> placeholders = templatePlaceholders(config.deadLetterTopic, error);
+    if (!placeholders) {
+      root.invalid("dead_letter_topic", error);
+    } else if (!placeholders->empty()) {
+      root.invalid("dead_letter_topic", fmt::format("must be a plain Kafka topic name without {{placeholders}}, got {}",
+                                                    tomlQuote(config.deadLetterTopic)));
+    } else if (config.deadLetterTopic.size() > 249 || config.deadLetterTopic == "." || config.deadLetterTopic == "..") {
+      root.invalid("dead_letter_topic", fmt::format("{} is not a valid Kafka topic name (at most 249 characters, not "
+                                                    "\".\" or \"..\")",
+                                                    tomlQuote(config.deadLetterTopic)));
+    }
+  }
+
+  if (config.outboxes.empty() && !config.messages.enabled) {
+    reader.addIssue(0, 0,
+                    "nothing to relay: add an [[outbox]] table, or set messages.enabled = true to relay "
+                    "pg_logical_emit_message() events");
+  }
+
+  std::vector<ConfigIssue> issues = reader.finish();
+  if (!issues.empty()) return {std::nullopt, std::move(issues)};
+  return {std::move(config), {}};
+}
+
+ConfigLoadResult<RelayConfig> loadRelayConfig(const std::string& path) {
+  return loadConfigFile<RelayConfig>(path, parseRelayConfig);
+}
+
+std::string RelayConfig::redactedSummary() const {
+  constexpr std::string_view redacted = "\"<redacted>\"";
+  std::string s;
+  s += fmt::format("shutdown_timeout_ms = {}\n", shutdownTimeoutMs);
+  s += fmt::format("dead_letter_topic = {}\n\n", tomlQuote(deadLetterTopic));
+
+  s += fmt::format("[log]\nlevel = \"{}\"\nformat = \"{}\"\n\n", levelName(log.level), formatName(log.format));
+
+  s += "[source]\n";
+  s += fmt::format("conninfo = {}\n", tomlQuote(redactConninfo(source.conninfo)));
+  if (source.passwordFile) {
+    s += fmt::format("password_file = {}\n", tomlQuote(*source.passwordFile));
+    s += fmt::format("password = {}\n", redacted);
+  }
+  s += fmt::format("slot = {}\ncreate_slot = {}\n", tomlQuote(source.slot), source.createSlot);
+  s += fmt::format("publication = {}\ncreate_publication = {}\n", tomlQuote(source.publication),
+                   source.createPublication);
+  s += fmt::format("status_interval_ms = {}\n", source.statusIntervalMs);
+  s += fmt::format("reconnect_backoff_min_ms = {}\nreconnect_backoff_max_ms = {}\n", source.reconnectBackoffMinMs,
+                   source.reconnectBackoffMaxMs);
+  s += fmt::format("slot_busy_retry_ms = {}\nlag_poll_interval_ms = {}\n\n", source.slotBusyRetryMs,
+                   source.lagPollIntervalMs);
+
+  s += "[kafka]\n";
+  s += fmt::format("bootstrap_servers = {}\n", tomlQuote(kafka.bootstrapServers));
+  s += fmt::format("shutdown_flush_timeout_ms = {}\n", kafka.shutdownFlushTimeoutMs);
+  if (!kafka.properties.empty()) {
+    s += "[kafka.properties]\n";
+    for (auto& [name, value] : kafka.properties) {
+      s += fmt::format("{} = {}\n", tomlKey(name), isSecretKafkaProperty(name) ? redacted : tomlQuote(value));
+    }
+  }
+  if (!kafka.secretFiles.empty()) {
+    // The paths are not secret; the values read from them are never printed.
+    s += "[kafka.secret_files]\n";
+    for (auto& [name, path] : kafka.secretFiles) s += fmt::format("{} = {}\n", tomlKey(name), tomlQuote(path));
+  }
+  s += '\n';
+
+  for (const OutboxTableConfig& o : outboxes) {
+    s += "[[outbox]]\n";
+    s += fmt::format("table = {}\n", tomlQuote(o.schema + "." + o.table));
+    s += fmt::format("id_column = {}\naggregatetype_column = {}\naggregateid_column = {}\n", tomlQuote(o.idColumn),
+                     tomlQuote(o.aggregateTypeColumn), tomlQuote(o.aggregateIdColumn));
+    s += fmt::format("type_column = {}\npayload_column = {}\n", tomlQuote(o.typeColumn), tomlQuote(o.payloadColumn));
+    s += fmt::format("topic = {}\n", tomlQuote(o.topicTemplate));
+    writeHeaders(s, "outbox.headers", o.headers);
+    s += '\n';
+  }
+
+  s += fmt::format("[messages]\nenabled = {}\nprefix = {}\ntopic = {}\n", messages.enabled, tomlQuote(messages.prefix),
+                   tomlQuote(messages.topicTemplate));
+  writeHeaders(s, "messages.headers", messages.headers);
+  s += '\n';
+
+  s += fmt::format("[limits]\nmax_inflight_events = {}\nmax_inflight_bytes = {}\n\n", limits.maxInflightEvents,
+                   limits.maxInflightBytes);
+  s += fmt::format("[metrics]\nenabled = {}\nlisten = {}\n", metrics.enabled, tomlQuote(metrics.listen));
+  return s;
+}
+
+}  // namespace outbox

@@ -1,0 +1,654 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "src/RelayConfig.h"
+
+using namespace outbox;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+namespace {
+
+// Sets an environment variable for one test and restores what was there before.
+class ScopedEnv {
+ public:
+  // `value` nullopt: unset for the test.
+  ScopedEnv(const char* name, const std::optional<std::string>& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value)
+      ::setenv(name, value->c_str(), 1);
+    else
+      ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+class TempFile {
+ public:
+  explicit TempFile(const std::string& content) {
+    static int counter = 0;
+    path_ = testing::TempDir() + "relay_config_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+    std::ofstream(path_, std::ios::binary) << content;
+  }
+  ~TempFile() { std::filesystem::remove(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The smallest valid config: messages are enabled by default, so no [[outbox]] is needed.
+const std::string kMinimal = R"([source]
+conninfo = "host=db"
+[kafka]
+bootstrap_servers = "kafka:9092"
+)";
+
+std::vector<std::string> issueLines(const ConfigLoadResult<RelayConfig>& result) {
+  std::vector<std::string> lines;
+  for (const ConfigIssue& issue : result.issues) lines.push_back(issue.toString());
+  return lines;
+}
+
+RelayConfig parseOk(const std::string& text) {
+  auto result = parseRelayConfig(text, "relay.toml");
+  EXPECT_TRUE(result.ok()) << formatIssues(result.issues);
+  return result.config.value_or(RelayConfig{});
+}
+
+// Parses a config expected to have exactly one issue, and returns it as text.
+std::string onlyIssue(const std::string& text) {
+  auto result = parseRelayConfig(text, "relay.toml");
+  EXPECT_FALSE(result.config.has_value());
+  EXPECT_EQ(result.issues.size(), 1u) << formatIssues(result.issues);
+  return result.issues.empty() ? "" : result.issues[0].toString();
+}
+
+}  // namespace
+
+TEST(RelayConfig, ExampleFileParses) {
+  ScopedEnv pg("PGURL", "postgresql://relay:example-pw@localhost:5432/app");
+  ScopedEnv kafka("KAFKA_BOOTSTRAP", "localhost:19092");
+  auto result = loadRelayConfig(std::string(OUTBOX_SOURCE_DIR) + "/examples/relay.toml");
+  ASSERT_TRUE(result.ok()) << formatIssues(result.issues);
+  const RelayConfig& c = *result.config;
+  EXPECT_EQ(c.source.conninfo, "postgresql://relay:example-pw@localhost:5432/app");
+  EXPECT_EQ(c.kafka.bootstrapServers, "localhost:19092");
+  EXPECT_EQ(c.source.slot, "outbox_relay");
+  EXPECT_EQ(c.source.publication, "outbox_relay");
+  EXPECT_TRUE(c.source.createSlot);
+  EXPECT_EQ(c.source.statusIntervalMs, 10000);
+  ASSERT_EQ(c.outboxes.size(), 1u);
+  EXPECT_EQ(c.outboxes[0].schema, "public");
+  EXPECT_EQ(c.outboxes[0].table, "outbox");
+  EXPECT_EQ(c.outboxes[0].topicTemplate, "outbox.event.{aggregatetype}");
+  EXPECT_THAT(c.outboxes[0].headers, ElementsAre(std::pair<std::string, std::string>{"eventType", "type"}));
+  EXPECT_TRUE(c.messages.enabled);
+  EXPECT_EQ(c.messages.prefix, "outbox");
+  EXPECT_EQ(c.limits.maxInflightBytes, 16777216u);
+  EXPECT_EQ(c.metrics.listen, "127.0.0.1:9187");
+  EXPECT_EQ(c.log.level, log::Level::Info);
+  EXPECT_EQ(c.log.format, log::Format::Plain);
+}
+
+TEST(RelayConfig, ExampleFileNeedsItsVariables) {
+  ScopedEnv kafka("KAFKA_BOOTSTRAP", "localhost:19092");
+  ScopedEnv pg("PGURL", std::nullopt);
+  auto result = loadRelayConfig(std::string(OUTBOX_SOURCE_DIR) + "/examples/relay.toml");
+  ASSERT_FALSE(result.ok());
+  ASSERT_EQ(result.issues.size(), 1u) << formatIssues(result.issues);
+  EXPECT_EQ(result.issues[0].line, 10);
+  EXPECT_EQ(result.issues[0].column, 12);
+  EXPECT_THAT(result.issues[0].message, HasSubstr("source.conninfo: environment variable PGURL is not set"));
+}
+
+TEST(RelayConfig, Defaults) {
+  RelayConfig c = parseOk(kMinimal);
+  RelayConfig d;
+  EXPECT_EQ(c.source.conninfo, "host=db");
+  EXPECT_FALSE(c.source.passwordFile.has_value());
+  EXPECT_EQ(c.source.password, "");
+  EXPECT_EQ(c.source.slot, d.source.slot);
+  EXPECT_EQ(c.source.publication, d.source.publication);
+  EXPECT_EQ(c.source.statusIntervalMs, 10000);
+  EXPECT_EQ(c.source.reconnectBackoffMinMs, 500);
+  EXPECT_EQ(c.source.reconnectBackoffMaxMs, 30000);
+  EXPECT_EQ(c.source.slotBusyRetryMs, 5000);
+  EXPECT_EQ(c.source.lagPollIntervalMs, 5000);
+  EXPECT_EQ(c.kafka.shutdownFlushTimeoutMs, 30000);
+  EXPECT_TRUE(c.kafka.properties.empty());
+  EXPECT_TRUE(c.kafka.secretFiles.empty());
+  EXPECT_TRUE(c.outboxes.empty());
+  EXPECT_TRUE(c.messages.enabled);
+  EXPECT_EQ(c.messages.topicTemplate, "outbox.event.{aggregatetype}");
+  EXPECT_EQ(c.limits.maxInflightEvents, d.limits.maxInflightEvents);
+  EXPECT_EQ(c.limits.maxInflightBytes, d.limits.maxInflightBytes);
+  EXPECT_EQ(c.deadLetterTopic, "outbox.deadletter");
+  EXPECT_TRUE(c.metrics.enabled);
+  EXPECT_EQ(c.metrics.listen, "0.0.0.0:9187");
+  EXPECT_EQ(c.shutdownTimeoutMs, 30000);
+}
+
+TEST(RelayConfig, ReadsEverySetting) {
+  RelayConfig c = parseOk(R"(shutdown_timeout_ms = 1234
+dead_letter_topic = "app.dlq"
+[log]
+level = "debug"
+format = "json"
+[source]
+conninfo = "host=db"
+slot = "relay_2"
+create_slot = false
+publication = "pub_2"
+create_publication = false
+status_interval_ms = 1000
+reconnect_backoff_min_ms = 10
+reconnect_backoff_max_ms = 10
+slot_busy_retry_ms = 7
+lag_poll_interval_ms = 8
+[kafka]
+bootstrap_servers = "a:1,b:2"
+shutdown_flush_timeout_ms = 9
+[kafka.properties]
+"compression.type" = "lz4"
+"linger.ms" = 5
+"enable.idempotence" = true
+[[outbox]]
+table = "sales.outbox_events"
+id_column = "event_id"
+aggregatetype_column = "agg_type"
+aggregateid_column = "agg_id"
+type_column = "event_type"
+payload_column = "body"
+topic = "{agg_type}.{tenant}"
+[outbox.headers]
+tenant = "tenant"
+[[outbox]]
+table = "plain"
+[messages]
+enabled = false
+prefix = "evt"
+topic = "msg.{kind}"
+[messages.headers]
+trace = "trace_id"
+[limits]
+max_inflight_events = 5
+max_inflight_bytes = 6
+[metrics]
+enabled = false
+listen = "[::1]:9000"
+)");
+  EXPECT_EQ(c.shutdownTimeoutMs, 1234);
+  EXPECT_EQ(c.deadLetterTopic, "app.dlq");
+  EXPECT_EQ(c.log.level, log::Level::Debug);
+  EXPECT_EQ(c.log.format, log::Format::Json);
+  EXPECT_EQ(c.source.slot, "relay_2");
+  EXPECT_FALSE(c.source.createSlot);
+  EXPECT_EQ(c.source.publication, "pub_2");
+  EXPECT_FALSE(c.source.createPublication);
+  EXPECT_EQ(c.source.statusIntervalMs, 1000);
+  EXPECT_EQ(c.source.reconnectBackoffMinMs, 10);
+  EXPECT_EQ(c.source.reconnectBackoffMaxMs, 10);
+  EXPECT_EQ(c.source.slotBusyRetryMs, 7);
+  EXPECT_EQ(c.source.lagPollIntervalMs, 8);
+  EXPECT_EQ(c.kafka.bootstrapServers, "a:1,b:2");
+  EXPECT_EQ(c.kafka.shutdownFlushTimeoutMs, 9);
+  EXPECT_THAT(c.kafka.properties, ElementsAre(std::pair<std::string, std::string>{"compression.type", "lz4"},
+                                              std::pair<std::string, std::string>{"linger.ms", "5"},
+                                              std::pair<std::string, std::string>{"enable.idempotence", "true"}));
+  ASSERT_EQ(c.outboxes.size(), 2u);
+  const OutboxTableConfig& o = c.outboxes[0];
+  EXPECT_EQ(o.schema, "sales");
+  EXPECT_EQ(o.table, "outbox_events");
+  EXPECT_EQ(o.idColumn, "event_id");
+  EXPECT_EQ(o.aggregateTypeColumn, "agg_type");
+  EXPECT_EQ(o.aggregateIdColumn, "agg_id");
+  EXPECT_EQ(o.typeColumn, "event_type");
+  EXPECT_EQ(o.payloadColumn, "body");
+  EXPECT_EQ(o.topicTemplate, "{agg_type}.{tenant}");
+  EXPECT_THAT(o.headers, ElementsAre(std::pair<std::string, std::string>{"tenant", "tenant"}));
+  EXPECT_EQ(c.outboxes[1].schema, "public");
+  EXPECT_EQ(c.outboxes[1].table, "plain");
+  EXPECT_FALSE(c.messages.enabled);
+  EXPECT_EQ(c.messages.prefix, "evt");
+  EXPECT_EQ(c.messages.topicTemplate, "msg.{kind}");
+  EXPECT_THAT(c.messages.headers, ElementsAre(std::pair<std::string, std::string>{"trace", "trace_id"}));
+  EXPECT_EQ(c.limits.maxInflightEvents, 5u);
+  EXPECT_EQ(c.limits.maxInflightBytes, 6u);
+  EXPECT_FALSE(c.metrics.enabled);
+  EXPECT_EQ(c.metrics.listen, "[::1]:9000");
+}
+
+// --- Validation: one problem each, at its line and column ------------------------------------------------------
+
+TEST(RelayConfigValidation, SlotNameMustBeAValidIdentifier) {
+  std::string text = R"([source]
+conninfo = "host=db"
+slot = "My-Slot"
+[kafka]
+bootstrap_servers = "k:1"
+)";
+  EXPECT_EQ(onlyIssue(text),
+            "relay.toml:3:8: source.slot: must match [a-z0-9_]{1,63}, got \"My-Slot\"; a replication slot name may "
+            "only hold lowercase letters, digits and '_', at most 63 of them");
+  std::string longName(64, 'a');
+  EXPECT_THAT(
+      onlyIssue("[source]\nconninfo = \"x\"\nslot = \"" + longName + "\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+      HasSubstr("relay.toml:3:8: source.slot: must match"));
+  EXPECT_TRUE(parseRelayConfig("[source]\nconninfo = \"x\"\nslot = \"" + std::string(63, 'a') +
+                                   "\"\n[kafka]\nbootstrap_servers = \"k\"\n",
+                               "relay.toml")
+                  .ok());
+  EXPECT_THAT(onlyIssue("[source]\nconninfo = \"x\"\nslot = \"\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+              HasSubstr("relay.toml:3:8: source.slot: must match [a-z0-9_]{1,63}, got \"\""));
+}
+
+TEST(RelayConfigValidation, PublicationNameMustBeAValidIdentifier) {
+  EXPECT_THAT(
+      onlyIssue("[source]\nconninfo = \"x\"\n  publication = \"pub lic\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+      HasSubstr("relay.toml:3:17: source.publication: must match [a-z0-9_]{1,63}, got \"pub lic\"; a "
+                "publication name"));
+}
+
+TEST(RelayConfigValidation, RequiredKeys) {
+  auto result = parseRelayConfig("[source]\nslot = \"s\"\n", "relay.toml");
+  EXPECT_THAT(issueLines(result), ElementsAre("relay.toml:1:1: source.conninfo: is required; set it in [source]",
+                                              "relay.toml: kafka.bootstrap_servers: is required; set it in [kafka]"));
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+            "relay.toml:2:12: source.conninfo: must not be empty");
+}
+
+TEST(RelayConfigValidation, IntervalsMustBePositive) {
+  for (const char* key : {"status_interval_ms", "reconnect_backoff_min_ms", "reconnect_backoff_max_ms",
+                          "slot_busy_retry_ms", "lag_poll_interval_ms"}) {
+    std::string text = std::string("[source]\nconninfo = \"x\"\n") + key + " = 0\n[kafka]\nbootstrap_servers = \"k\"\n";
+    int column = static_cast<int>(std::string(key).size()) + 4;
+    EXPECT_EQ(onlyIssue(text), fmt::format("relay.toml:3:{}: source.{}: must be greater than 0, got 0", column, key));
+  }
+  EXPECT_EQ(onlyIssue("shutdown_timeout_ms = -5\n" + kMinimal),
+            "relay.toml:1:23: shutdown_timeout_ms: must be greater than 0, got -5");
+  EXPECT_EQ(onlyIssue(kMinimal + "shutdown_flush_timeout_ms = 0\n"),
+            "relay.toml:5:29: kafka.shutdown_flush_timeout_ms: must be greater than 0, got 0");
+}
+
+TEST(RelayConfigValidation, BackoffMinMustNotExceedMax) {
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\nreconnect_backoff_max_ms = 100\nreconnect_backoff_min_ms = 200\n"
+                      "[kafka]\nbootstrap_servers = \"k\"\n"),
+            "relay.toml:4:28: source.reconnect_backoff_min_ms: reconnect_backoff_min_ms (200) must not exceed "
+            "reconnect_backoff_max_ms (100); lower the minimum or raise the maximum");
+  // Only the maximum set, below the default minimum of 500: reported at the maximum.
+  EXPECT_THAT(onlyIssue("[source]\nconninfo = \"x\"\nreconnect_backoff_max_ms = 100\n[kafka]\nbootstrap_servers = "
+                        "\"k\"\n"),
+              HasSubstr("relay.toml:3:28: source.reconnect_backoff_max_ms: reconnect_backoff_min_ms (500) must not"));
+}
+
+TEST(RelayConfigValidation, WrongTypes) {
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\ncreate_slot = \"yes\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+            "relay.toml:3:15: source.create_slot: must be true or false, got a string (write it without quotes)");
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\nstatus_interval_ms = 1.5\n[kafka]\nbootstrap_servers = \"k\"\n"),
+            "relay.toml:3:22: source.status_interval_ms: must be an integer, got a floating-point number");
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = 5\n[kafka]\nbootstrap_servers = \"k\"\n"),
+            "relay.toml:2:12: source.conninfo: must be a string, got an integer (put it in double quotes)");
+  EXPECT_THAT(issueLines(parseRelayConfig("source = 1\n[kafka]\nbootstrap_servers = \"k\"\n", "relay.toml")),
+              ElementsAre("relay.toml:1:10: source: must be a table, got an integer",
+                          "relay.toml: source.conninfo: is required; set it in [source]"));
+}
+
+TEST(RelayConfigValidation, NothingToRelay) {
+  EXPECT_EQ(onlyIssue(kMinimal + "[messages]\nenabled = false\n"),
+            "relay.toml: nothing to relay: add an [[outbox]] table, or set messages.enabled = true to relay "
+            "pg_logical_emit_message() events");
+  parseOk(kMinimal + "[[outbox]]\ntable = \"outbox\"\n[messages]\nenabled = false\n");
+}
+
+TEST(RelayConfigValidation, OutboxTable) {
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntopic = \"t\"\n"),
+            "relay.toml:5:1: outbox[0].table: is required; set it in this table");
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"a.b.c\"\n"),
+            "relay.toml:6:9: outbox[0].table: must be \"schema.name\" or \"name\" (schema public), got \"a.b.c\"");
+  EXPECT_THAT(onlyIssue(kMinimal + "[[outbox]]\ntable = \".b\"\n"), HasSubstr("relay.toml:6:9: outbox[0].table"));
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntype_column = \"\"\n"),
+            "relay.toml:7:15: outbox[0].type_column: must not be empty; give a column name of the outbox table");
+  EXPECT_EQ(onlyIssue(kMinimal + "outbox = 3\n"),
+            "relay.toml:5:1: kafka.outbox: unknown key; remove it, or use one of: bootstrap_servers, "
+            "shutdown_flush_timeout_ms, properties, secret_files");
+  EXPECT_EQ(onlyIssue("outbox = 3\n" + kMinimal),
+            "relay.toml:1:10: outbox: must be an array of tables, got an integer; write [[outbox]] above each entry");
+  EXPECT_EQ(onlyIssue(kMinimal + "[outbox]\ntable = \"t\"\n"),
+            "relay.toml:5:1: outbox: must be an array of tables, got a table; write [[outbox]] above each entry");
+}
+
+TEST(RelayConfigValidation, DuplicateTables) {
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"outbox\"\n[[outbox]]\ntable = \"public.outbox\"\n"),
+            "relay.toml:8:9: outbox[1].table: \"public.outbox\" is already configured in outbox[0]; configure each "
+            "table once");
+  parseOk(kMinimal + "[[outbox]]\ntable = \"a.outbox\"\n[[outbox]]\ntable = \"b.outbox\"\n");
+}
+
+TEST(RelayConfigValidation, TopicPlaceholdersMustNameColumns) {
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntopic = \"events.{tenant}\"\n"),
+            "relay.toml:7:9: outbox[0].topic: {tenant} is not a column of this outbox; use one of {aggregatetype}, "
+            "{aggregateid}, {type}, {id}, {payload} in topic, or map the column as a header");
+  // Mapped as a header, the column may be used.
+  parseOk(kMinimal + "[[outbox]]\ntable = \"t\"\ntopic = \"events.{tenant}\"\n[outbox.headers]\nt = \"tenant\"\n");
+  // A renamed column makes the default topic invalid: reported at the [[outbox]] header.
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\naggregatetype_column = \"kind\"\n"),
+            "relay.toml:5:1: outbox[0].topic: the default topic \"outbox.event.{aggregatetype}\" uses "
+            "{aggregatetype}, which is not a column of this outbox; use one of {kind}, {aggregateid}, {type}, {id}, "
+            "{payload} in topic, or map the column as a header");
+  parseOk(kMinimal + "[[outbox]]\ntable = \"t\"\naggregatetype_column = \"kind\"\ntopic = \"e.{kind}.{type}\"\n");
+}
+
+TEST(RelayConfigValidation, TopicTemplateSyntax) {
+  EXPECT_THAT(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntopic = \"a.{type\"\n"),
+              HasSubstr("relay.toml:7:9: outbox[0].topic: the '{' at position 3 of \"a.{type\" has no matching '}'"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntopic = \"a}\"\n"), HasSubstr("no matching '{'"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntopic = \"a.{}\"\n"), HasSubstr("empty placeholder"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntopic = \"a b\"\n"),
+              HasSubstr("Kafka topic names may only contain"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntopic = \"\"\n"), HasSubstr("must not be empty"));
+  // Messages may use any field of the JSON document, but the syntax is still checked.
+  parseOk(kMinimal + "[messages]\ntopic = \"m.{anything}.{at_all}\"\n");
+  EXPECT_EQ(onlyIssue(kMinimal + "[messages]\ntopic = \"m.{x\"\n"),
+            "relay.toml:6:9: messages.topic: the '{' at position 3 of \"m.{x\" has no matching '}'; write {name}");
+}
+
+TEST(RelayConfigValidation, Headers) {
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\n[outbox.headers]\nid = \"other\"\n"),
+            "relay.toml:8:6: outbox[0].headers.id: the header \"id\" always carries the event id; choose another "
+            "header name");
+  EXPECT_EQ(onlyIssue(kMinimal + "[messages.headers]\nx = 1\n"),
+            "relay.toml:6:5: messages.headers.x: must be a string, got an integer (put it in double quotes)");
+}
+
+TEST(RelayConfigValidation, DeadLetterTopic) {
+  EXPECT_EQ(onlyIssue("dead_letter_topic = \"dlq.{type}\"\n" + kMinimal),
+            "relay.toml:1:21: dead_letter_topic: must be a plain Kafka topic name without {placeholders}, got "
+            "\"dlq.{type}\"");
+  EXPECT_THAT(onlyIssue("dead_letter_topic = \"dead letters\"\n" + kMinimal),
+              HasSubstr("relay.toml:1:21: dead_letter_topic: \"dead letters\" holds ' '"));
+  EXPECT_THAT(onlyIssue("dead_letter_topic = \"\"\n" + kMinimal), HasSubstr("must not be empty"));
+  EXPECT_THAT(onlyIssue("dead_letter_topic = \"..\"\n" + kMinimal), HasSubstr("not a valid Kafka topic name"));
+  EXPECT_THAT(onlyIssue("dead_letter_topic = \"" + std::string(250, 'd') + "\"\n" + kMinimal),
+              HasSubstr("not a valid Kafka topic name"));
+}
+
+TEST(RelayConfigValidation, LogLevelAndFormat) {
+  EXPECT_EQ(onlyIssue("[log]\nlevel = \"verbose\"\n" + kMinimal),
+            "relay.toml:2:9: log.level: must be one of debug, info, warn, error, got \"verbose\"");
+  EXPECT_EQ(onlyIssue("[log]\nformat = \"xml\"\n" + kMinimal),
+            "relay.toml:2:10: log.format: must be plain or json, got \"xml\"");
+}
+
+TEST(RelayConfigValidation, Limits) {
+  EXPECT_EQ(onlyIssue(kMinimal + "[limits]\nmax_inflight_events = 0\n"),
+            "relay.toml:6:23: limits.max_inflight_events: must be greater than 0, got 0");
+  EXPECT_EQ(onlyIssue(kMinimal + "[limits]\nmax_inflight_bytes = -1\n"),
+            "relay.toml:6:22: limits.max_inflight_bytes: must be greater than 0, got -1");
+}
+
+TEST(RelayConfigValidation, MetricsListen) {
+  for (const char* ok : {"0.0.0.0:9187", "localhost:1", "[::]:65535", "host.example:8080"}) {
+    parseOk(kMinimal + "[metrics]\nlisten = \"" + ok + "\"\n");
+  }
+  EXPECT_EQ(onlyIssue(kMinimal + "[metrics]\nlisten = \"0.0.0.0:70000\"\n"),
+            "relay.toml:6:10: metrics.listen: \"0.0.0.0:70000\" has port \"70000\", which is not a port number "
+            "(1-65535); write host:port, e.g. \"0.0.0.0:9187\"");
+  for (const char* bad : {"9187", "0.0.0.0:0", "0.0.0.0:", "0.0.0.0:http", ":9187", "::1:9187", "[::1:9187"}) {
+    EXPECT_THAT(onlyIssue(kMinimal + "[metrics]\nlisten = \"" + bad + "\"\n"),
+                HasSubstr("relay.toml:6:10: metrics.listen: "))
+        << bad;
+  }
+}
+
+TEST(RelayConfigValidation, KafkaProperties) {
+  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\n\"bootstrap.servers\" = \"x:1\"\n"),
+            "relay.toml:6:23: kafka.properties.\"bootstrap.servers\": is set by kafka.bootstrap_servers; set that "
+            "instead and remove this property");
+  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\ncompression.type = \"lz4\"\n"),
+            "relay.toml:6:1: kafka.properties.compression: must be a string, number or boolean, got a table; to set "
+            "a name that holds dots, quote it: \"compression.type\" = ...");
+  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\n\"a.b\" = [1]\n"),
+            "relay.toml:6:9: kafka.properties.\"a.b\": must be a string, number or boolean, got an array");
+}
+
+// --- Many problems at once -------------------------------------------------------------------------------------
+
+TEST(RelayConfigValidation, ReportsEveryProblemInFileOrder) {
+  auto result = parseRelayConfig(R"(shutdown_timeout_ms = 0
+[log]
+level = "loud"
+[source]
+slot = "Bad-Slot"
+status_interval_ms = -1
+[kafka]
+bootstrap_servers = ""
+[[outbox]]
+table = "t"
+topic = "x.{nope}"
+[limits]
+max_inflight_events = 0
+)",
+                                 "relay.toml");
+  EXPECT_FALSE(result.config.has_value());
+  EXPECT_THAT(issueLines(result),
+              ElementsAre("relay.toml:1:23: shutdown_timeout_ms: must be greater than 0, got 0",
+                          "relay.toml:3:9: log.level: must be one of debug, info, warn, error, got \"loud\"",
+                          "relay.toml:4:1: source.conninfo: is required; set it in [source]",
+                          HasSubstr("relay.toml:5:8: source.slot: must match [a-z0-9_]{1,63}, got \"Bad-Slot\""),
+                          "relay.toml:6:22: source.status_interval_ms: must be greater than 0, got -1",
+                          "relay.toml:8:21: kafka.bootstrap_servers: must not be empty",
+                          HasSubstr("relay.toml:11:9: outbox[0].topic: {nope} is not a column"),
+                          "relay.toml:13:23: limits.max_inflight_events: must be greater than 0, got 0"));
+}
+
+// --- Unknown keys ----------------------------------------------------------------------------------------------
+
+TEST(RelayConfigUnknownKeys, TopLevel) {
+  EXPECT_EQ(onlyIssue("shutdown_timeout = 5\n" + kMinimal),
+            "relay.toml:1:1: shutdown_timeout: unknown key; did you mean shutdown_timeout_ms?");
+  EXPECT_EQ(onlyIssue(kMinimal + "[sink]\nx = 1\n"),
+            "relay.toml:5:2: sink: unknown key; remove it, or use one of: log, source, kafka, outbox, messages, "
+            "limits, metrics, shutdown_timeout_ms, dead_letter_topic");
+}
+
+TEST(RelayConfigUnknownKeys, Nested) {
+  auto result = parseRelayConfig(R"([source]
+conninfo = "x"
+slott = "a"
+[kafka]
+bootstrap_servers = "k"
+[kafka.propertis]
+a = "b"
+[messages]
+enabled = true
+[messages.headers]
+h = "f"
+[messages.extra]
+y = 1
+[metrics]
+port = 9
+)",
+                                 "relay.toml");
+  EXPECT_THAT(issueLines(result),
+              ElementsAre("relay.toml:3:1: source.slott: unknown key; did you mean slot?",
+                          "relay.toml:6:8: kafka.propertis: unknown key; did you mean properties?",
+                          HasSubstr("relay.toml:12:11: messages.extra: unknown key; remove it, or use one of: "),
+                          "relay.toml:15:1: metrics.port: unknown key; remove it, or use one of: enabled, listen"));
+}
+
+TEST(RelayConfigUnknownKeys, InsideOutboxTables) {
+  auto result = parseRelayConfig(kMinimal + R"([[outbox]]
+table = "a"
+[[outbox]]
+table = "b"
+id_colum = "x"
+topics = "y"
+)",
+                                 "relay.toml");
+  EXPECT_THAT(issueLines(result),
+              ElementsAre("relay.toml:9:1: outbox[1].id_colum: unknown key; did you mean id_column?",
+                          "relay.toml:10:1: outbox[1].topics: unknown key; did you mean topic?"));
+}
+
+// --- Variables -------------------------------------------------------------------------------------------------
+
+TEST(RelayConfigVariables, ExpandedInEveryString) {
+  ScopedEnv slot("OUTBOX_TEST_SLOT", "from_env");
+  ScopedEnv prop("OUTBOX_TEST_PROP", "zstd");
+  ScopedEnv table("OUTBOX_TEST_TABLE", "app.events");
+  RelayConfig c = parseOk(R"([source]
+conninfo = "host=db application_name=$${literal}"
+slot = "${OUTBOX_TEST_SLOT}"
+[kafka]
+bootstrap_servers = "k"
+[kafka.properties]
+"compression.type" = "${OUTBOX_TEST_PROP}"
+[[outbox]]
+table = "${OUTBOX_TEST_TABLE}"
+[outbox.headers]
+h = "${OUTBOX_TEST_SLOT}"
+)");
+  EXPECT_EQ(c.source.conninfo, "host=db application_name=${literal}");
+  EXPECT_EQ(c.source.slot, "from_env");
+  EXPECT_THAT(c.kafka.properties, ElementsAre(std::pair<std::string, std::string>{"compression.type", "zstd"}));
+  ASSERT_EQ(c.outboxes.size(), 1u);
+  EXPECT_EQ(c.outboxes[0].schema, "app");
+  EXPECT_EQ(c.outboxes[0].table, "events");
+  EXPECT_THAT(c.outboxes[0].headers, ElementsAre(std::pair<std::string, std::string>{"h", "from_env"}));
+}
+
+TEST(RelayConfigVariables, UnsetVariableIsAnIssue) {
+  ScopedEnv unset("OUTBOX_TEST_UNSET_VAR", std::nullopt);
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"host=${OUTBOX_TEST_UNSET_VAR}\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+            "relay.toml:2:12: source.conninfo: environment variable OUTBOX_TEST_UNSET_VAR is not set; export it "
+            "before starting, or write $${ for a literal \"${\"");
+}
+
+// --- Secrets ---------------------------------------------------------------------------------------------------
+
+TEST(RelayConfigSecrets, PasswordFileIsRead) {
+  TempFile pw("correct-horse\n");
+  RelayConfig c = parseOk("[source]\nconninfo = \"host=db\"\npassword_file = \"" + pw.path() +
+                          "\"\n[kafka]\nbootstrap_servers = \"k\"\n");
+  EXPECT_EQ(c.source.passwordFile, pw.path());
+  EXPECT_EQ(c.source.password, "correct-horse");
+}
+
+TEST(RelayConfigSecrets, MissingPasswordFileIsAnIssueNamingThePath) {
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"host=db\"\npassword_file = \"/nonexistent/pg-password\"\n[kafka]\n"
+                      "bootstrap_servers = \"k\"\n"),
+            "relay.toml:3:17: source.password_file: cannot open \"/nonexistent/pg-password\": No such file or "
+            "directory; create the file (readable by this process) or remove password_file");
+  TempFile empty("");
+  EXPECT_THAT(onlyIssue("[source]\nconninfo = \"host=db\"\npassword_file = \"" + empty.path() +
+                        "\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+              HasSubstr("is empty; put the secret in it or remove password_file"));
+}
+
+TEST(RelayConfigSecrets, SecretFilesAreRead) {
+  TempFile sasl("kafka-pw\n");
+  RelayConfig c = parseOk(kMinimal + "[kafka.secret_files]\n\"sasl.password\" = \"" + sasl.path() + "\"\n");
+  EXPECT_THAT(c.kafka.secretFiles, ElementsAre(std::pair<std::string, std::string>{"sasl.password", sasl.path()}));
+  EXPECT_THAT(c.kafka.secretValues, ElementsAre(std::pair<std::string, std::string>{"sasl.password", "kafka-pw"}));
+
+  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.secret_files]\n\"sasl.password\" = \"/nonexistent/sasl\"\n"),
+            "relay.toml:6:19: kafka.secret_files.\"sasl.password\": cannot open \"/nonexistent/sasl\": No such file "
+            "or directory; create the file (readable by the relay) or remove this entry");
+  EXPECT_THAT(onlyIssue(kMinimal +
+                        "[kafka.properties]\n\"sasl.password\" = \"x\"\n[kafka.secret_files]\n"
+                        "\"sasl.password\" = \"" +
+                        sasl.path() + "\"\n"),
+              HasSubstr("relay.toml:8:19: kafka.secret_files.\"sasl.password\": is also set in [kafka.properties]"));
+}
+
+TEST(RelayConfigSecrets, RedactedSummaryHidesEverySecret) {
+  TempFile pw("file-password-1\n");
+  TempFile sasl("sasl-password-2");
+  auto check = [&](const std::string& conninfo, const std::string& expectedConninfoLine) {
+    RelayConfig c = parseOk("[source]\nconninfo = \"" + conninfo + "\"\npassword_file = \"" + pw.path() +
+                            "\"\n[kafka]\nbootstrap_servers = \"k:1\"\n[kafka.properties]\n"
+                            "\"ssl.key.password\" = \"ssl-password-3\"\n\"sasl.oauthbearer.config\" = \"oauth-4\"\n"
+                            "\"ssl.key.pem\" = \"pem-5\"\n\"client.secret.thing\" = \"secret-6\"\n"
+                            "\"compression.type\" = \"lz4\"\n"
+                            "[kafka.secret_files]\n\"sasl.password\" = \"" +
+                            sasl.path() + "\"\n");
+    std::string summary = c.redactedSummary();
+    for (const char* secret :
+         {"file-password-1", "sasl-password-2", "ssl-password-3", "oauth-4", "pem-5", "secret-6", "conn-password-7"}) {
+      EXPECT_THAT(summary, Not(HasSubstr(secret))) << summary;
+    }
+    EXPECT_THAT(summary, HasSubstr(expectedConninfoLine));
+    EXPECT_THAT(summary, HasSubstr("password = \"<redacted>\""));
+    EXPECT_THAT(summary, HasSubstr("\"ssl.key.password\" = \"<redacted>\""));
+    EXPECT_THAT(summary, HasSubstr("\"ssl.key.pem\" = \"<redacted>\""));
+    EXPECT_THAT(summary, HasSubstr("\"compression.type\" = \"lz4\""));
+    EXPECT_THAT(summary, HasSubstr("\"sasl.password\" = \"" + sasl.path() + "\""));  // the path, not the value
+    // Redaction must not hide what is not secret.
+    EXPECT_THAT(summary, HasSubstr("bootstrap_servers = \"k:1\""));
+    EXPECT_THAT(summary, HasSubstr("slot = \"outbox_relay\""));
+  };
+  check("postgresql://relay:conn-password-7@db:5432/app", "conninfo = \"postgresql://relay:<redacted>@db:5432/app\"");
+  check("host=db user=relay password=conn-password-7 dbname=app",
+        "conninfo = \"host=db user=relay password=<redacted> dbname=app\"");
+  check("host=db password = 'conn-password-7' dbname=app", "conninfo = \"host=db password = <redacted> dbname=app\"");
+  check("postgresql://db/app?password=conn-password-7", "conninfo = \"postgresql://db/app?password=<redacted>\"");
+}
+
+TEST(RelayConfigSecrets, SummaryIsReadableToml) {
+  RelayConfig c = parseOk(kMinimal + "[[outbox]]\ntable = \"s.t\"\n[outbox.headers]\n\"x-type\" = \"type\"\n");
+  auto reparsed = toml::parse(c.redactedSummary());
+  EXPECT_EQ(reparsed["source"]["conninfo"].value<std::string>(), "host=db");
+  EXPECT_EQ(reparsed["outbox"][0]["table"].value<std::string>(), "s.t");
+  EXPECT_EQ(reparsed["outbox"][0]["headers"]["x-type"].value<std::string>(), "type");
+  EXPECT_EQ(reparsed["limits"]["max_inflight_events"].value<uint64_t>(), RelayConfig{}.limits.maxInflightEvents);
+  EXPECT_EQ(reparsed["dead_letter_topic"].value<std::string>(), "outbox.deadletter");
+}
+
+// --- Files and syntax ------------------------------------------------------------------------------------------
+
+TEST(RelayConfigFile, MissingFileIsAnIssueNamingThePath) {
+  auto result = loadRelayConfig("/nonexistent/dir/relay.toml");
+  EXPECT_FALSE(result.ok());
+  EXPECT_THAT(issueLines(result),
+              ElementsAre("/nonexistent/dir/relay.toml: cannot open \"/nonexistent/dir/relay.toml\": No such file or "
+                          "directory; check the path given for the config file"));
+}
+
+TEST(RelayConfigFile, LoadsFromDiskWithTheFileNameInIssues) {
+  TempFile file("[source]\nconninfo = \"x\"\nslot = \"BAD\"\n[kafka]\nbootstrap_servers = \"k\"\n");
+  auto result = loadRelayConfig(file.path());
+  ASSERT_EQ(result.issues.size(), 1u);
+  EXPECT_EQ(result.issues[0].source, file.path());
+  EXPECT_THAT(result.issues[0].toString(), HasSubstr(file.path() + ":3:8: source.slot"));
+}
+
+TEST(RelayConfigFile, SyntaxErrorHasLineAndColumn) {
+  auto result = parseRelayConfig("[source]\nconninfo = \"x\"\nslot = \"unterminated\n[kafka]\n", "relay.toml");
+  EXPECT_FALSE(result.config.has_value());
+  ASSERT_EQ(result.issues.size(), 1u) << formatIssues(result.issues);
+  EXPECT_EQ(result.issues[0].line, 3);
+  EXPECT_GT(result.issues[0].column, 8);
+  EXPECT_THAT(result.issues[0].toString(), HasSubstr("relay.toml:3:"));
+  EXPECT_THAT(result.issues[0].message, HasSubstr("TOML syntax error"));
+
+  auto duplicate = parseRelayConfig(kMinimal + "[source]\n", "relay.toml");
+  ASSERT_EQ(duplicate.issues.size(), 1u);
+  EXPECT_EQ(duplicate.issues[0].line, 5);
+  EXPECT_THAT(duplicate.issues[0].message, HasSubstr("TOML syntax error"));
+}
