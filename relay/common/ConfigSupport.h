@@ -203,4 +203,7 @@ class ConfigReader {
   std::vector<ConfigIssue> issues_;
 };
 
+// Why `listen` is not a usable "host:port" (or "[ipv6]:port"; port 0 lets the system pick), or nullopt.
+std::optional<std::string> listenAddressError(std::string_view listen);
+
 }  // namespace outbox

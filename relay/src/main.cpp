@@ -8,7 +8,7 @@
 #include <string>
 
 #include "common/Log.h"
-#include "src/AdminServer.h"
+#include "common/AdminServer.h"
 #include "src/Relay.h"
 #include "src/RelayConfig.h"
 #include "src/RelayMetrics.h"

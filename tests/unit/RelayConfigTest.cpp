@@ -403,13 +403,13 @@ TEST(RelayConfigValidation, Limits) {
 }
 
 TEST(RelayConfigValidation, MetricsListen) {
-  for (const char* ok : {"0.0.0.0:9187", "localhost:1", "[::]:65535", "host.example:8080"}) {
+  for (const char* ok : {"0.0.0.0:9187", "localhost:1", "[::]:65535", "host.example:8080", "127.0.0.1:0"}) {
     parseOk(kMinimal + "[metrics]\nlisten = \"" + ok + "\"\n");
   }
   EXPECT_EQ(onlyIssue(kMinimal + "[metrics]\nlisten = \"0.0.0.0:70000\"\n"),
             "relay.toml:6:10: metrics.listen: \"0.0.0.0:70000\" has port \"70000\", which is not a port number "
-            "(1-65535); write host:port, e.g. \"0.0.0.0:9187\"");
-  for (const char* bad : {"9187", "0.0.0.0:0", "0.0.0.0:", "0.0.0.0:http", ":9187", "::1:9187", "[::1:9187"}) {
+            "(0-65535); write host:port, e.g. \"0.0.0.0:9187\"");
+  for (const char* bad : {"9187", "0.0.0.0:65536", "0.0.0.0:", "0.0.0.0:http", ":9187", "::1:9187", "[::1:9187"}) {
     EXPECT_THAT(onlyIssue(kMinimal + "[metrics]\nlisten = \"" + bad + "\"\n"),
                 HasSubstr("relay.toml:6:10: metrics.listen: "))
         << bad;

@@ -1,4 +1,4 @@
-#include "src/AdminServer.h"
+#include "common/AdminServer.h"
 
 #include <CivetServer.h>
 #include <civetweb.h>

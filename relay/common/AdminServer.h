@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-#include "src/HealthCheck.h"
+#include "common/HealthCheck.h"
 
 struct CivetCallbacks;
 
