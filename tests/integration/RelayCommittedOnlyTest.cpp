@@ -23,7 +23,8 @@ class RelayCommittedOnly : public ::testing::Test {
     pg_ = std::make_unique<PgConnection>(pgUrl());
     table_ = createOutboxTable(*pg_, "co");
     topic_ = uniqueName("t");
-    config_.addOutbox({table_, topic_ + ".{aggregatetype}", {}, {{"eventType", "type"}}});
+    config_.addOutbox({table_, topic_ + ".{aggregatetype}", {}, {{"eventType", "type"}}})
+        .messages(topic_ + ".{aggregatetype}", {{"eventType", "type"}});
     cleanup_ =
         std::make_unique<ReplicationCleanup>(config_.slot(), config_.publication(), std::vector<std::string>{table_});
     relay_ = RelayProcess::start(config_.render());
@@ -192,10 +193,10 @@ TEST_F(RelayCommittedOnly, AlterTableMidStreamKeepsWorking) {
   pg_->exec("ALTER TABLE " + table_ + " DROP COLUMN created_at");
   pg_->exec(insert("k", "after-drop-created-at"));
   pg_->exec("BEGIN;ALTER TABLE " + table_ + " DROP COLUMN note;" + insert("k", "after-drop-note") + "COMMIT;");
-  pg_->exec("ALTER TABLE " + table_ + " ADD COLUMN trailing jsonb DEFAULT '{}'");
-  pg_->exec(insert("k", "after-add-trailing"));
+  pg_->exec("ALTER TABLE " + table_ + " ADD COLUMN extra_doc jsonb DEFAULT '{}'");
+  pg_->exec(insert("k", "after-add-extra-doc"));
   EXPECT_EQ(labelsThroughSentinel(), (Labels{"before", "with-note", "in-txn-1", "in-txn-2", "after-drop-created-at",
-                                             "after-drop-note", "after-add-trailing", "sentinel-0"}));
+                                             "after-drop-note", "after-add-extra-doc", "sentinel-0"}));
   auto check = checkDelivery(
       outboxRows(*pg_, table_), reader_->records(), [&](const OutboxRow& r) { return topic_ + "." + r.aggregatetype; },
       "eventType");

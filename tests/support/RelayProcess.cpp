@@ -266,7 +266,7 @@ void ChildProcess::reap(bool block) {
     st.signal = WTERMSIG(status);
   }
   exit_ = st;
-  peakRssKb_ = std::max(peakRssKb_, static_cast<long>(usage.ru_maxrss));
+  ruMaxRssKb_ = usage.ru_maxrss;
 }
 
 bool ChildProcess::running() {

@@ -111,8 +111,12 @@ class ChildProcess {
   void sigkill();
   // The exit status once the process has ended, nullopt if it still runs after `timeout`.
   std::optional<ExitStatus> waitExit(std::chrono::milliseconds timeout);
-  // Peak resident set size in kB: VmHWM while it runs, the larger of that and wait4's ru_maxrss after exit.
+  // Peak resident set size in kB: the largest VmHWM read from /proc while it ran (waitExit keeps reading it until
+  // the exit). VmHWM starts afresh at execve, so it is the relay's own peak.
   long peakRssKb();
+  // wait4's ru_maxrss after the exit, in kB. Linux keeps it across execve, so it also counts the image of the test
+  // process that forked the child: an upper bound, not the relay's own peak.
+  long maxRssFromWait4Kb() const { return ruMaxRssKb_; }
   const std::string& logPath() const { return logPath_; }
   std::string log() const;
   std::string logTail(size_t lines = 60) const;
@@ -129,6 +133,7 @@ class ChildProcess {
   pid_t pid_ = -1;
   std::optional<ExitStatus> exit_;
   long peakRssKb_ = 0;
+  long ruMaxRssKb_ = 0;
 };
 
 // build/bin/outbox-relay --config FILE, with `configToml` written to FILE.
