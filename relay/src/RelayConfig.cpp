@@ -119,7 +119,6 @@ void readSource(ConfigTable root, SourceConfig& out) {
 void readKafka(ConfigTable root, KafkaConfig& out) {
   ConfigTable t = root.table("kafka");
   t.require("bootstrap_servers", out.bootstrapServers);
-  t.get("shutdown_flush_timeout_ms", out.shutdownFlushTimeoutMs, 1);
 
   ConfigTable properties = t.table("properties");
   for (auto& [name, value] : properties.entries(EntryValues::Scalars)) {
@@ -346,7 +345,6 @@ std::string RelayConfig::redactedSummary() const {
 
   s += "[kafka]\n";
   s += fmt::format("bootstrap_servers = {}\n", tomlQuote(kafka.bootstrapServers));
-  s += fmt::format("shutdown_flush_timeout_ms = {}\n", kafka.shutdownFlushTimeoutMs);
   if (!kafka.properties.empty()) {
     s += "[kafka.properties]\n";
     for (auto& [name, value] : kafka.properties) {

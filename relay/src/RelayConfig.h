@@ -34,7 +34,6 @@ struct KafkaConfig {
   // librdkafka properties whose value is read from a file (e.g. "sasl.password"); secret: never logged.
   std::vector<std::pair<std::string, std::string>> secretFiles;
   std::vector<std::pair<std::string, std::string>> secretValues;  // filled from secretFiles at load time
-  int shutdownFlushTimeoutMs = 30000;
 };
 
 // One outbox table and how its rows become Kafka records.
@@ -83,6 +82,7 @@ struct RelayConfig {
   MessagesConfig messages;
   LimitsConfig limits;
   MetricsConfig metrics;
+  // On SIGTERM/SIGINT: how long to wait for Kafka to acknowledge what is in flight before confirming and exiting.
   int shutdownTimeoutMs = 30000;
   // Where rows that cannot become a valid record go (TOML: dead_letter_topic at top level), with an "error"
   // header saying why: a NULL aggregate type, a topic name Kafka refuses, invalid message JSON.

@@ -130,7 +130,6 @@ TEST(RelayConfig, Defaults) {
   EXPECT_EQ(c.source.reconnectBackoffMaxMs, 30000);
   EXPECT_EQ(c.source.slotBusyRetryMs, 5000);
   EXPECT_EQ(c.source.lagPollIntervalMs, 5000);
-  EXPECT_EQ(c.kafka.shutdownFlushTimeoutMs, 30000);
   EXPECT_TRUE(c.kafka.properties.empty());
   EXPECT_TRUE(c.kafka.secretFiles.empty());
   EXPECT_TRUE(c.outboxes.empty());
@@ -163,7 +162,6 @@ slot_busy_retry_ms = 7
 lag_poll_interval_ms = 8
 [kafka]
 bootstrap_servers = "a:1,b:2"
-shutdown_flush_timeout_ms = 9
 [kafka.properties]
 "compression.type" = "lz4"
 "linger.ms" = 5
@@ -207,7 +205,6 @@ listen = "[::1]:9000"
   EXPECT_EQ(c.source.slotBusyRetryMs, 7);
   EXPECT_EQ(c.source.lagPollIntervalMs, 8);
   EXPECT_EQ(c.kafka.bootstrapServers, "a:1,b:2");
-  EXPECT_EQ(c.kafka.shutdownFlushTimeoutMs, 9);
   EXPECT_THAT(c.kafka.properties, ElementsAre(std::pair<std::string, std::string>{"compression.type", "lz4"},
                                               std::pair<std::string, std::string>{"linger.ms", "5"},
                                               std::pair<std::string, std::string>{"enable.idempotence", "true"}));
@@ -282,8 +279,6 @@ TEST(RelayConfigValidation, IntervalsMustBePositive) {
   }
   EXPECT_EQ(onlyIssue("shutdown_timeout_ms = -5\n" + kMinimal),
             "relay.toml:1:23: shutdown_timeout_ms: must be greater than 0, got -5");
-  EXPECT_EQ(onlyIssue(kMinimal + "shutdown_flush_timeout_ms = 0\n"),
-            "relay.toml:5:29: kafka.shutdown_flush_timeout_ms: must be greater than 0, got 0");
 }
 
 TEST(RelayConfigValidation, BackoffMinMustNotExceedMax) {
@@ -326,7 +321,7 @@ TEST(RelayConfigValidation, OutboxTable) {
             "relay.toml:7:15: outbox[0].type_column: must not be empty; give a column name of the outbox table");
   EXPECT_EQ(onlyIssue(kMinimal + "outbox = 3\n"),
             "relay.toml:5:1: kafka.outbox: unknown key; remove it, or use one of: bootstrap_servers, "
-            "shutdown_flush_timeout_ms, properties, secret_files");
+            "properties, secret_files");
   EXPECT_EQ(onlyIssue("outbox = 3\n" + kMinimal),
             "relay.toml:1:10: outbox: must be an array of tables, got an integer; write [[outbox]] above each entry");
   EXPECT_EQ(onlyIssue(kMinimal + "[outbox]\ntable = \"t\"\n"),
