@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "common/Log.h"
 
 namespace outbox {
@@ -40,6 +42,8 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& li
   set("partitioner", "murmur2_random", false);
   set("linger.ms", "2", false);
   set("client.id", "outbox-relay", false);
+  // Broker connection states arrive with the statistics: that is how readiness knows Kafka is reachable.
+  set("statistics.interval.ms", "1000", false);
   // librdkafka's own queue must hold at least the relay's in-flight budget: the budget is what bounds memory.
   uint64_t maxMessages = std::clamp<uint64_t>(limits.maxInflightEvents * 2, 100000, 10000000);
   uint64_t maxKbytes = std::clamp<uint64_t>(limits.maxInflightBytes / 1024 * 2, 65536, 2097151);
@@ -53,6 +57,7 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& li
   rd_kafka_conf_set_dr_msg_cb(conf, &KafkaPublisher::deliveryReport);
   rd_kafka_conf_set_error_cb(conf, &KafkaPublisher::errorCallback);
   rd_kafka_conf_set_log_cb(conf, &KafkaPublisher::logCallback);
+  rd_kafka_conf_set_stats_cb(conf, &KafkaPublisher::statsCallback);
 
   producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
   if (producer_ == nullptr) {
@@ -133,7 +138,7 @@ bool KafkaPublisher::probeBrokers(int timeoutMs) {
   const rd_kafka_metadata_t* metadata = nullptr;
   auto rc = rd_kafka_metadata(producer_, 0, nullptr, &metadata, timeoutMs);
   if (metadata) rd_kafka_metadata_destroy(metadata);
-  brokersReachable_ = rc == RD_KAFKA_RESP_ERR_NO_ERROR;
+  setReachable(rc == RD_KAFKA_RESP_ERR_NO_ERROR);
   return brokersReachable_;
 }
 
@@ -145,8 +150,28 @@ void KafkaPublisher::deliveryReport(rd_kafka_t*, const rd_kafka_message_t* messa
   delivery.error = message->err;
   delivery.topic = rd_kafka_topic_name(message->rkt);
   delivery.partition = message->partition;
-  if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) self->brokersReachable_ = true;
+  if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) self->setReachable(true);
   self->onDelivery_(delivery);
+}
+
+void KafkaPublisher::setReachable(bool reachable) {
+  if (reachable && !brokersReachable_ && everReachable_) ++reconnects_;
+  if (reachable) everReachable_ = true;
+  brokersReachable_ = reachable;
+}
+
+int KafkaPublisher::statsCallback(rd_kafka_t*, char* json, size_t length, void* opaque) {
+  auto* self = static_cast<KafkaPublisher*>(opaque);
+  // https://github.com/confluentinc/librdkafka/blob/master/STATISTICS.md: brokers.<name>.state is "UP" while
+  // connected; nodeid -1 marks the bootstrap placeholders, which say nothing about the cluster.
+  auto stats = nlohmann::json::parse(json, json + length, nullptr, false);
+  if (stats.is_discarded() || !stats.contains("brokers")) return 0;
+  bool up = false;
+  for (const auto& [name, broker] : stats["brokers"].items()) {
+    if (broker.value("nodeid", -1) >= 0 && broker.value("state", "") == "UP") up = true;
+  }
+  self->setReachable(up);
+  return 0;  // librdkafka frees the JSON
 }
 
 void KafkaPublisher::logCallback(const rd_kafka_t*, int level, const char* facility, const char* message) {
@@ -168,7 +193,7 @@ void KafkaPublisher::errorCallback(rd_kafka_t* rk, int err, const char* reason, 
     log::error("kafka: fatal producer error: {}", *self->fatalError_);
     return;
   }
-  if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) self->brokersReachable_ = false;
+  if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) self->setReachable(false);
   // Transient: librdkafka retries by itself (connection refused, broker restarting, ...).
   log::warn("kafka: {} ({})", reason, rd_kafka_err2name(code));
 }

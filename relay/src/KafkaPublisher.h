@@ -51,8 +51,11 @@ public:
 
   // A fatal producer error (idempotence guarantees could not be kept): the relay must stop.
   const std::optional<std::string>& fatalError() const { return fatalError_; }
-  // False after librdkafka reported all brokers down, true again after a successful delivery or metadata call.
+  // Whether any broker connection is up: from librdkafka's statistics (every second), from "all brokers down"
+  // errors, and from successful deliveries.
   bool brokersReachable() const { return brokersReachable_; }
+  // How many times the brokers became reachable again after being unreachable.
+  uint64_t reconnects() const { return reconnects_; }
   // Asks a broker for metadata (bounded by `timeoutMs`); updates brokersReachable().
   bool probeBrokers(int timeoutMs);
 
@@ -61,6 +64,7 @@ public:
 
 private:
   static void deliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void* self);
+  static int statsCallback(rd_kafka_t*, char* json, size_t length, void* self);
   static void logCallback(const rd_kafka_t*, int level, const char* facility, const char* message);
   static void errorCallback(rd_kafka_t*, int err, const char* reason, void* self);
   rd_kafka_topic_t* topicHandle(std::string_view topic);
@@ -77,7 +81,10 @@ private:
   int wakeupRead_ = -1;
   int wakeupWrite_ = -1;
   std::optional<std::string> fatalError_;
-  bool brokersReachable_ = true;
+  bool brokersReachable_ = false;
+  uint64_t reconnects_ = 0;
+  bool everReachable_ = false;
+  void setReachable(bool reachable);
   std::string effectiveProperties_;
 };
 

@@ -183,6 +183,10 @@ void Relay::refreshGauges() {
   metrics_.inflightBytes.Set(static_cast<double>(inflight_.inflightBytes()));
   metrics_.kafkaQueueMessages.Set(publisher_->queueLength());
   metrics_.kafkaConnected.Set(publisher_->brokersReachable() ? 1 : 0);
+  if (publisher_->reconnects() > kafkaReconnectsSeen_) {
+    metrics_.reconnects("kafka").Increment(static_cast<double>(publisher_->reconnects() - kafkaReconnectsSeen_));
+    kafkaReconnectsSeen_ = publisher_->reconnects();
+  }
   metrics_.lastLoopTimestamp.Set(unixSecondsNow());
   probeLag();
   if (inflight_.empty()) {

@@ -82,6 +82,7 @@ private:
   std::optional<int> failedStatus_;
   bool replyRequested_ = false;
   Lsn lastSentStatus_;
+  uint64_t kafkaReconnectsSeen_ = 0;
   std::chrono::steady_clock::time_point lastStatusAt_;
   std::chrono::steady_clock::time_point lastIgnoredLog_;
   uint64_t ignoredSinceLog_ = 0;
