@@ -99,6 +99,9 @@ int Relay::run() {
       log::warn("postgres: {}; reconnecting in {} ms", e.what(), backoff.count());
       waitServing(backoff);
       backoff = std::min(backoff * 2, milliseconds(config_.source.reconnectBackoffMaxMs));
+    } catch (const std::exception& e) {
+      // A bug or an impossible state: stop without confirming anything more, and say what happened.
+      fail(kExitProtocol, std::string("internal error: ") + e.what());
     }
   }
   shutdown();
@@ -281,6 +284,11 @@ void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
             publish(record_, *current_, labels);
           } else {
             // Emitted outside any transaction's fate: a unit of its own, confirmable at its end position.
+            if (resume_) {
+              // A non-transactional message before the re-sent open transaction: that one is published afresh.
+              inflight_.abandonOpenTransaction();
+              resume_.reset();
+            }
             auto seq = inflight_.begin(m.lsn, pgoutput::PgTimestamp{});
             publish(record_, seq, labels);
             inflight_.commit(seq, m.lsn);
