@@ -1,1 +1,126 @@
-int main() { return 0; }
+// outbox-sink: keeps CQRS read models in PostgreSQL up to date from the outbox topics, effectively once.
+// Thin: parse the command line, load the config, start the admin server, run the sink until a signal.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "common/AdminServer.h"
+#include "common/Log.h"
+#include "src/Sink.h"
+#include "src/SinkConfig.h"
+#include "src/SinkMetrics.h"
+
+namespace {
+
+const char* kUsage = R"(usage: outbox-sink --config FILE
+       outbox-sink --check-config FILE
+       outbox-sink --version | --help
+
+Consumes outbox topics from Kafka as a consumer group and applies each event to read models in PostgreSQL
+with the [[projection]] statements of the configuration: one transaction per batch, with the consumed
+offsets stored in the same transaction, so every event is applied exactly once.
+
+  --config FILE        run with the TOML configuration in FILE
+  --check-config FILE  parse and validate FILE, print every problem with its line and column;
+                       exit status 0 when valid, 2 when not
+  --version            print the version
+  --help               print this help
+
+Exit statuses: 0 stopped cleanly; 1 a fatal Kafka or database error; 2 configuration or setup error
+(including a projection whose SQL does not prepare); 3 an event could not be applied and on_error = "stop".
+See README.md for the configuration reference.
+)";
+
+outbox::sink::Sink* g_sink = nullptr;
+
+void onSignal(int) {
+  if (g_sink) g_sink->requestStop();
+}
+
+// /healthz: the event loop went round recently. /readyz: connected to the read-model database.
+outbox::HealthCheck sinkHealth(const outbox::sink::SinkMetrics& metrics) {
+  outbox::HealthCheck health;
+  health.live = [&metrics] {
+    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    double last = metrics.lastLoopTimestamp.Value();
+    if (last > 0 && now - last > 60) return outbox::HealthVerdict{false, "event loop stalled for more than 60 s"};
+    return outbox::HealthVerdict{true, "ok"};
+  };
+  health.ready = [&metrics] {
+    if (metrics.databaseConnected.Value() < 1) return outbox::HealthVerdict{false, "read-model database unavailable"};
+    return outbox::HealthVerdict{true, "ok"};
+  };
+  return health;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string configPath;
+  bool checkOnly = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--version") {
+      std::printf("outbox-sink %s\n", OUTBOX_RELAY_VERSION);
+      return 0;
+    }
+    if ((arg == "--config" || arg == "--check-config") && i + 1 < argc) {
+      checkOnly = arg == "--check-config";
+      configPath = argv[++i];
+      continue;
+    }
+    std::fprintf(stderr, "outbox-sink: unknown or incomplete argument \"%s\"\n\n%s", arg.c_str(), kUsage);
+    return 2;
+  }
+  if (configPath.empty()) {
+    std::fprintf(stderr, "outbox-sink: --config FILE is required\n\n%s", kUsage);
+    return 2;
+  }
+
+  auto loaded = outbox::sink::loadSinkConfig(configPath);
+  if (!loaded.ok()) {
+    for (const auto& issue : loaded.issues) std::fprintf(stderr, "%s\n", issue.toString().c_str());
+    return 2;
+  }
+  const outbox::sink::SinkConfig& config = *loaded.config;
+  if (checkOnly) {
+    std::printf("%s: valid\n", configPath.c_str());
+    return 0;
+  }
+
+  outbox::log::configure(config.logLevel, config.logFormat);
+  outbox::log::info("outbox-sink {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION, config.redactedSummary());
+
+  outbox::sink::SinkMetrics metrics;
+  std::unique_ptr<outbox::AdminServer> admin;
+  if (config.metrics.enabled) {
+    try {
+      admin = std::make_unique<outbox::AdminServer>(config.metrics.listen, metrics.registry(), sinkHealth(metrics));
+    } catch (const std::exception& e) {
+      outbox::log::error("cannot serve metrics on {}: {} (set metrics.listen to a free address:port)",
+                         config.metrics.listen, e.what());
+      return 2;
+    }
+    outbox::log::info("serving /metrics, /healthz and /readyz on {}", admin->listeningAddress());
+  }
+
+  outbox::sink::Sink sink(config, metrics);
+  g_sink = &sink;
+  struct sigaction action {};
+  action.sa_handler = onSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  int status = sink.run();
+  g_sink = nullptr;
+  return status;
+}

@@ -1,0 +1,111 @@
+#pragma once
+// Projections: which events a [[projection]] applies to, and the statement parameters it takes from each event.
+// Pure logic (no database, no Kafka), so it is unit-tested on hand-made events.
+//
+// A parameter is either a JSON pointer into the payload ("/customer/id", RFC 6901) or a record attribute:
+//   @id @key @topic @partition @offset @timestamp @payload @type @header:NAME
+// A leading "?" makes it optional: missing becomes SQL NULL instead of an error ("?/discount", "?@header:trace").
+// A JSON null is SQL NULL; a string is its text; numbers and booleans their JSON text; objects and arrays their
+// JSON text (for json/jsonb columns).
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <regex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "src/SinkConfig.h"
+
+namespace outbox::sink {
+
+// One consumed Kafka record, as views into librdkafka's message (or a test's strings).
+struct SinkEvent {
+  std::string_view topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  int64_t timestampMs = -1;
+  std::optional<std::string_view> key;
+  std::optional<std::string_view> payload;
+  std::vector<std::pair<std::string_view, std::string_view>> headers;  // a null header value reads as ""
+
+  // The value of the last header called `name` (Kafka allows repeats; the last one wins, as in Kafka Connect).
+  std::optional<std::string_view> header(std::string_view name) const;
+};
+
+// Where a parameter's value comes from.
+struct ParamSource {
+  enum class Kind { Pointer, Id, Key, Topic, Partition, Offset, Timestamp, Payload, Type, Header };
+  Kind kind = Kind::Pointer;
+  bool optional = false;
+  nlohmann::json::json_pointer pointer;  // Kind::Pointer
+  std::string header;                    // Kind::Header
+  std::string text;                      // as written in the config
+};
+
+// Parses "/a/b", "@key", "@header:eventType", "?/x"; nullopt with `error` set when malformed.
+std::optional<ParamSource> parseParamSource(std::string_view text, std::string& error);
+
+// An event with its payload parsed at most once (only when a pointer parameter needs it).
+class EventView {
+ public:
+  EventView(const SinkEvent& event, std::string_view typeHeader) : event_(event), typeHeader_(typeHeader) {}
+  const SinkEvent& event() const { return event_; }
+  std::optional<std::string_view> type() const { return event_.header(typeHeader_); }
+  // The payload as JSON, or nullptr with `error` set (absent payload, invalid JSON).
+  const nlohmann::json* json(std::string& error);
+
+ private:
+  const SinkEvent& event_;
+  std::string_view typeHeader_;
+  bool parsed_ = false;
+  std::optional<nlohmann::json> json_;
+  std::string jsonError_;
+};
+
+using ParamValues = std::vector<std::optional<std::string>>;  // nullopt = SQL NULL
+
+class Projection {
+ public:
+  // `config` must have passed parseSinkConfig's validation (throws std::invalid_argument otherwise).
+  explicit Projection(const ProjectionConfig& config);
+
+  const std::string& name() const { return name_; }
+  const std::string& sql() const { return sql_; }
+  size_t paramCount() const { return params_.size(); }
+  bool matchesTopic(std::string_view topic) const;
+  bool matchesType(std::optional<std::string_view> type) const;
+  // The statement's parameters for `event`; false with `error` set when one cannot be had (the event is poison).
+  bool extract(EventView& event, ParamValues& values, std::string& error) const;
+
+ private:
+  std::string name_;
+  std::string topic_;
+  std::optional<std::regex> topicRegex_;
+  std::string eventType_;
+  std::string sql_;
+  std::vector<ParamSource> params_;
+};
+
+// Every projection, in config order, with the per-topic match cached (a regex runs once per topic name).
+class ProjectionSet {
+ public:
+  explicit ProjectionSet(const std::vector<ProjectionConfig>& configs);
+  const std::vector<Projection>& all() const { return projections_; }
+  const Projection& at(size_t index) const { return projections_[index]; }
+  // Indexes of the projections that apply to `event`, in config order.
+  void matching(const EventView& event, std::vector<size_t>& out);
+
+ private:
+  std::vector<Projection> projections_;
+  std::map<std::string, std::vector<size_t>, std::less<>> byTopic_;
+};
+
+// Whether a topic entry is a regular expression ("^..."), as librdkafka treats subscriptions.
+inline bool isTopicRegex(std::string_view topic) { return !topic.empty() && topic.front() == '^'; }
+
+}  // namespace outbox::sink

@@ -1,0 +1,394 @@
+#include "src/SinkConfig.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+#include <regex>
+
+#include "src/Projection.h"
+
+namespace outbox::sink {
+
+namespace {
+
+constexpr int kIntMax = std::numeric_limits<int>::max();
+
+const char* levelName(log::Level level) {
+  switch (level) {
+    case log::Level::Debug:
+      return "debug";
+    case log::Level::Info:
+      return "info";
+    case log::Level::Warn:
+      return "warn";
+    case log::Level::Error:
+      return "error";
+  }
+  return "info";
+}
+
+bool isTopicChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+// Kafka topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
+std::optional<std::string> topicNameError(std::string_view topic) {
+  if (topic.empty()) return "must not be empty; give a Kafka topic name";
+  if (topic.size() > 249 || topic == "." || topic == "..") {
+    return fmt::format("{} is not a valid Kafka topic name (at most 249 characters, not \".\" or \"..\")",
+                       tomlQuote(topic));
+  }
+  for (char c : topic) {
+    if (!isTopicChar(c)) {
+      return fmt::format("{} holds '{}', but Kafka topic names may only contain letters, digits, '.', '_' and '-' "
+                         "(a regular expression must start with '^')",
+                         tomlQuote(topic), c);
+    }
+  }
+  return std::nullopt;
+}
+
+// A topic entry: a name, or a regular expression starting with "^".
+std::optional<std::string> topicEntryError(std::string_view topic) {
+  if (!isTopicRegex(topic)) return topicNameError(topic);
+  try {
+    std::regex compiled{std::string(topic), std::regex::ECMAScript};
+  } catch (const std::regex_error& e) {
+    return fmt::format("{} is not a valid regular expression: {}", tomlQuote(topic), e.what());
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> listenAddressError(std::string_view listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos) return "must be host:port, e.g. \"0.0.0.0:9188\"";
+  std::string_view host = listen.substr(0, colon);
+  std::string_view port = listen.substr(colon + 1);
+  if (host.empty()) return "has no host; write host:port, e.g. \"0.0.0.0:9188\"";
+  if (host.front() == '[' ? host.back() != ']' || host.size() < 3 : host.find(':') != std::string_view::npos) {
+    return "write an IPv6 address in brackets, e.g. \"[::]:9188\"";
+  }
+  bool digits = !port.empty() && port.size() <= 5 &&
+                std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  int number = digits ? std::stoi(std::string(port)) : -1;
+  if (number < 0 || number > 65535) {
+    return fmt::format("has port {}, which is not a port number (0-65535); write host:port, e.g. \"0.0.0.0:9188\"",
+                       tomlQuote(port));
+  }
+  return std::nullopt;
+}
+
+bool isIdentifier(std::string_view name) {
+  return !name.empty() && name.size() <= 63 && !(name.front() >= '0' && name.front() <= '9') &&
+         std::all_of(name.begin(), name.end(),
+                     [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; });
+}
+
+void readLog(ConfigTable root, SinkConfig& out) {
+  ConfigTable t = root.table("log");
+  std::string level;
+  if (t.get("level", level) && !log::parseLevel(level, out.logLevel)) {
+    t.invalid("level", fmt::format("must be one of debug, info, warn, error, got {}", tomlQuote(level)));
+  }
+  std::string format;
+  if (t.get("format", format) && !log::parseFormat(format, out.logFormat)) {
+    t.invalid("format", fmt::format("must be plain or json, got {}", tomlQuote(format)));
+  }
+}
+
+void readDatabase(ConfigTable root, SinkDatabaseConfig& out) {
+  ConfigTable t = root.table("database");
+  t.require("conninfo", out.conninfo);
+  t.getSecretFile("password_file", out.passwordFile, out.password);
+  t.get("create_tables", out.createTables);
+  if (t.get("schema", out.schema) && !isIdentifier(out.schema)) {
+    t.invalid("schema", fmt::format("must be a plain lowercase identifier ([a-z_][a-z0-9_]*), got {}",
+                                    tomlQuote(out.schema)));
+  }
+  bool minSet = t.get("reconnect_backoff_min_ms", out.reconnectBackoffMinMs, 1);
+  t.get("reconnect_backoff_max_ms", out.reconnectBackoffMaxMs, 1);
+  if (out.reconnectBackoffMinMs > out.reconnectBackoffMaxMs) {
+    t.invalid(minSet ? "reconnect_backoff_min_ms" : "reconnect_backoff_max_ms",
+              fmt::format("reconnect_backoff_min_ms ({}) must not exceed reconnect_backoff_max_ms ({})",
+                          out.reconnectBackoffMinMs, out.reconnectBackoffMaxMs));
+  }
+}
+
+void readKafka(ConfigTable root, SinkKafkaConfig& out) {
+  ConfigTable t = root.table("kafka");
+  t.require("bootstrap_servers", out.bootstrapServers);
+  if (t.get("group_id", out.groupId) && out.groupId.empty()) {
+    t.invalid("group_id", "must not be empty; give the consumer group of this sink");
+  }
+  if (t.get("topics", out.topics)) {
+    for (const std::string& topic : out.topics) {
+      if (auto error = topicEntryError(topic)) t.invalid("topics", *error);
+    }
+  }
+  if (t.get("event_type_header", out.eventTypeHeader) && out.eventTypeHeader.empty()) {
+    t.invalid("event_type_header", "must not be empty; give the header holding the event type (e.g. \"eventType\")");
+  }
+  if (t.get("initial_offset", out.initialOffset) && out.initialOffset != "earliest" && out.initialOffset != "latest") {
+    t.invalid("initial_offset", fmt::format("must be \"earliest\" or \"latest\", got {}", tomlQuote(out.initialOffset)));
+  }
+
+  ConfigTable properties = t.table("properties");
+  for (auto& [name, value] : properties.entries(EntryValues::Scalars)) {
+    if (name == "bootstrap.servers" || name == "metadata.broker.list") {
+      properties.invalid(name, "is set by kafka.bootstrap_servers; set that instead and remove this property");
+    } else if (name == "group.id") {
+      properties.invalid(name, "is set by kafka.group_id; set that instead and remove this property");
+    } else if (name == "enable.auto.commit" || name == "enable.auto.offset.store") {
+      properties.invalid(name, "is managed by the sink: offsets are stored in the read-model database");
+    } else {
+      out.properties.emplace_back(name, value);
+    }
+  }
+  ConfigTable secretFiles = t.table("secret_files");
+  for (auto& [name, path] : secretFiles.entries(EntryValues::Strings)) {
+    if (properties.has(name)) {
+      secretFiles.invalid(name, "is also set in [kafka.properties]; keep only one of them");
+      continue;
+    }
+    std::string error;
+    std::optional<std::string> secret = readSecretFile(path, error);
+    if (!secret) {
+      secretFiles.invalid(name, fmt::format("{}; create the file (readable by the sink) or remove this entry", error));
+      continue;
+    }
+    if (secret->empty()) {
+      secretFiles.invalid(name, fmt::format("\"{}\" is empty; put the secret in it or remove this entry", path));
+      continue;
+    }
+    out.secretFiles.emplace_back(name, path);
+    out.secretValues.emplace_back(name, std::move(*secret));
+  }
+}
+
+void readBatch(ConfigTable root, BatchConfig& out) {
+  ConfigTable t = root.table("batch");
+  t.get("max_events", out.maxEvents, 1, 100000);
+  t.get("max_wait_ms", out.maxWaitMs, 0, 600000);
+}
+
+void readDeduplication(ConfigTable root, DeduplicationConfig& out) {
+  ConfigTable t = root.table("deduplication");
+  t.get("enabled", out.enabled);
+  if (t.get("id_header", out.idHeader) && out.idHeader.empty()) {
+    t.invalid("id_header", "must not be empty; give the header holding the event id (the relay writes \"id\")");
+  }
+  t.get("retention_hours", out.retentionHours, 1, 24 * 365 * 10);
+  t.get("prune_interval_ms", out.pruneIntervalMs, 1000, int64_t{24} * 3600 * 1000);
+}
+
+void readProjections(ConfigTable root, std::vector<ProjectionConfig>& out) {
+  std::vector<ConfigTable> tables = root.tables("projection");
+  for (size_t index = 0; index < tables.size(); ++index) {
+    ConfigTable& t = tables[index];
+    ProjectionConfig p;
+    p.name = fmt::format("projection_{}", index);
+    if (t.get("name", p.name)) {
+      if (p.name.empty()) t.invalid("name", "must not be empty; it labels outbox_sink_events_applied_total");
+      for (const ProjectionConfig& other : out) {
+        if (other.name == p.name) t.invalid("name", fmt::format("{} is already used; give each projection its own "
+                                                                "name", tomlQuote(p.name)));
+      }
+    }
+    if (t.require("topic", p.topic)) {
+      if (auto error = topicEntryError(p.topic)) t.invalid("topic", *error);
+    }
+    t.require("event_type", p.eventType);
+    bool sqlOk = t.require("sql", p.sql);
+    bool paramsOk = t.get("params", p.params) || !t.has("params");
+    for (const std::string& param : p.params) {
+      std::string error;
+      if (!parseParamSource(param, error)) t.invalid("params", fmt::format("{} {}", tomlQuote(param), error));
+    }
+    if (sqlOk && paramsOk) {
+      SqlParameters used = scanSqlParameters(p.sql);
+      if (static_cast<size_t>(used.highest) != p.params.size()) {
+        t.invalid("params", fmt::format("lists {} parameter(s) but the sql uses {} ($1..${}); give one entry per "
+                                        "$n, in order",
+                                        p.params.size(), used.highest, used.highest));
+      } else if (!used.unused.empty()) {
+        t.invalid("sql", fmt::format("never uses ${} (PostgreSQL cannot infer the type of an unused parameter); "
+                                     "use every $1..${}",
+                                     used.unused.front(), used.highest));
+      }
+    }
+    out.push_back(std::move(p));
+  }
+}
+
+void readMetrics(ConfigTable root, SinkMetricsConfig& out) {
+  ConfigTable t = root.table("metrics");
+  t.get("enabled", out.enabled);
+  if (t.get("listen", out.listen)) {
+    if (auto error = listenAddressError(out.listen)) t.invalid("listen", fmt::format("{} {}", tomlQuote(out.listen), *error));
+  }
+  t.get("lag_interval_ms", out.lagIntervalMs, 100, kIntMax);
+}
+
+}  // namespace
+
+SqlParameters scanSqlParameters(std::string_view sql) {
+  std::vector<bool> seen;
+  size_t i = 0;
+  auto skipUntil = [&](std::string_view end) {
+    size_t at = sql.find(end, i);
+    i = at == std::string_view::npos ? sql.size() : at + end.size();
+  };
+  while (i < sql.size()) {
+    char c = sql[i];
+    if (c == '\'' || c == '"') {
+      ++i;
+      skipUntil(std::string_view(&c, 1));  // '' and "" escapes just re-enter the literal
+    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      skipUntil("\n");
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      i += 2;
+      skipUntil("*/");
+    } else if (c == '$') {
+      size_t j = i + 1;
+      while (j < sql.size() && sql[j] >= '0' && sql[j] <= '9') ++j;
+      if (j > i + 1 && j - i <= 6) {
+        int n = std::stoi(std::string(sql.substr(i + 1, j - i - 1)));
+        if (n > 0) {
+          if (seen.size() < static_cast<size_t>(n) + 1) seen.resize(n + 1, false);
+          seen[n] = true;
+        }
+        i = j;
+      } else {
+        // A dollar-quoted string: $tag$ ... $tag$ (tag may be empty).
+        size_t close = sql.find('$', i + 1);
+        std::string_view tag = close == std::string_view::npos ? std::string_view() : sql.substr(i, close - i + 1);
+        bool isTag = !tag.empty() && std::all_of(tag.begin() + 1, tag.end() - 1, [](char t) {
+          return (t >= 'a' && t <= 'z') || (t >= 'A' && t <= 'Z') || (t >= '0' && t <= '9') || t == '_';
+        });
+        if (isTag) {
+          i = close + 1;
+          skipUntil(tag);
+        } else {
+          ++i;
+        }
+      }
+    } else {
+      ++i;
+    }
+  }
+  SqlParameters result;
+  result.highest = seen.empty() ? 0 : static_cast<int>(seen.size()) - 1;
+  for (int n = 1; n < result.highest; ++n) {
+    if (!seen[n]) result.unused.push_back(n);
+  }
+  return result;
+}
+
+std::vector<std::string> SinkConfig::subscription() const {
+  if (!kafka.topics.empty()) return kafka.topics;
+  std::vector<std::string> topics;
+  for (const ProjectionConfig& p : projections) {
+    if (std::find(topics.begin(), topics.end(), p.topic) == topics.end()) topics.push_back(p.topic);
+  }
+  return topics;
+}
+
+ConfigLoadResult<SinkConfig> parseSinkConfig(std::string_view tomlText, const std::string& sourceName) {
+  ConfigReader reader(sourceName);
+  if (!reader.parse(tomlText)) return {std::nullopt, reader.finish()};
+
+  SinkConfig config;
+  ConfigTable root = reader.root();
+  readLog(root, config);
+  readDatabase(root, config.database);
+  readKafka(root, config.kafka);
+  readBatch(root, config.batch);
+  readDeduplication(root, config.deduplication);
+  readProjections(root, config.projections);
+  readMetrics(root, config.metrics);
+  root.get("shutdown_timeout_ms", config.shutdownTimeoutMs, 1, kIntMax);
+  root.get("dead_letter_flush_timeout_ms", config.deadLetterFlushTimeoutMs, 1, kIntMax);
+  std::string onError;
+  if (root.get("on_error", onError)) {
+    if (onError == "dead_letter") {
+      config.onError = OnError::DeadLetter;
+    } else if (onError == "stop") {
+      config.onError = OnError::Stop;
+    } else {
+      root.invalid("on_error", fmt::format("must be \"dead_letter\" or \"stop\", got {}", tomlQuote(onError)));
+    }
+  }
+  if (root.get("dead_letter_topic", config.deadLetterTopic)) {
+    if (auto error = topicNameError(config.deadLetterTopic)) root.invalid("dead_letter_topic", *error);
+  }
+  if (config.projections.empty()) {
+    reader.addIssue(0, 0, "nothing to do: add a [[projection]] with topic, event_type, sql and params");
+  }
+
+  std::vector<ConfigIssue> issues = reader.finish();
+  if (!issues.empty()) return {std::nullopt, std::move(issues)};
+  return {std::move(config), {}};
+}
+
+ConfigLoadResult<SinkConfig> loadSinkConfig(const std::string& path) {
+  return loadConfigFile<SinkConfig>(path, parseSinkConfig);
+}
+
+std::string SinkConfig::redactedSummary() const {
+  constexpr std::string_view redacted = "\"<redacted>\"";
+  std::string s;
+  s += fmt::format("on_error = \"{}\"\n", onError == OnError::Stop ? "stop" : "dead_letter");
+  s += fmt::format("dead_letter_topic = {}\n", tomlQuote(deadLetterTopic));
+  s += fmt::format("dead_letter_flush_timeout_ms = {}\n", deadLetterFlushTimeoutMs);
+  s += fmt::format("shutdown_timeout_ms = {}\n\n", shutdownTimeoutMs);
+  s += fmt::format("[log]\nlevel = \"{}\"\nformat = \"{}\"\n\n", levelName(logLevel),
+                   logFormat == log::Format::Json ? "json" : "plain");
+
+  s += "[database]\n";
+  s += fmt::format("conninfo = {}\n", tomlQuote(redactConninfo(database.conninfo)));
+  if (database.passwordFile) {
+    s += fmt::format("password_file = {}\npassword = {}\n", tomlQuote(*database.passwordFile), redacted);
+  }
+  s += fmt::format("create_tables = {}\nschema = {}\n", database.createTables, tomlQuote(database.schema));
+  s += fmt::format("reconnect_backoff_min_ms = {}\nreconnect_backoff_max_ms = {}\n\n", database.reconnectBackoffMinMs,
+                   database.reconnectBackoffMaxMs);
+
+  s += "[kafka]\n";
+  s += fmt::format("bootstrap_servers = {}\ngroup_id = {}\n", tomlQuote(kafka.bootstrapServers),
+                   tomlQuote(kafka.groupId));
+  std::vector<std::string> quoted;
+  for (const std::string& t : subscription()) quoted.push_back(tomlQuote(t));
+  s += fmt::format("topics = [{}]\n", fmt::join(quoted, ", "));
+  s += fmt::format("event_type_header = {}\ninitial_offset = {}\n", tomlQuote(kafka.eventTypeHeader),
+                   tomlQuote(kafka.initialOffset));
+  if (!kafka.properties.empty()) {
+    s += "[kafka.properties]\n";
+    for (auto& [name, value] : kafka.properties) {
+      s += fmt::format("{} = {}\n", tomlKey(name), isSecretKafkaProperty(name) ? redacted : tomlQuote(value));
+    }
+  }
+  if (!kafka.secretFiles.empty()) {
+    s += "[kafka.secret_files]\n";
+    for (auto& [name, path] : kafka.secretFiles) s += fmt::format("{} = {}\n", tomlKey(name), tomlQuote(path));
+  }
+  s += '\n';
+
+  s += fmt::format("[batch]\nmax_events = {}\nmax_wait_ms = {}\n\n", batch.maxEvents, batch.maxWaitMs);
+  s += fmt::format("[deduplication]\nenabled = {}\nid_header = {}\nretention_hours = {}\nprune_interval_ms = {}\n\n",
+                   deduplication.enabled, tomlQuote(deduplication.idHeader), deduplication.retentionHours,
+                   deduplication.pruneIntervalMs);
+  for (const ProjectionConfig& p : projections) {
+    s += "[[projection]]\n";
+    s += fmt::format("name = {}\ntopic = {}\nevent_type = {}\nsql = {}\n", tomlQuote(p.name), tomlQuote(p.topic),
+                     tomlQuote(p.eventType), tomlQuote(p.sql));
+    std::vector<std::string> params;
+    for (const std::string& param : p.params) params.push_back(tomlQuote(param));
+    s += fmt::format("params = [{}]\n\n", fmt::join(params, ", "));
+  }
+  s += fmt::format("[metrics]\nenabled = {}\nlisten = {}\nlag_interval_ms = {}\n", metrics.enabled,
+                   tomlQuote(metrics.listen), metrics.lagIntervalMs);
+  return s;
+}
+
+}  // namespace outbox::sink

@@ -1,0 +1,90 @@
+#include "src/SinkMetrics.h"
+
+namespace outbox::sink {
+
+namespace {
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+prometheus::Counter& counter(prometheus::Registry& registry, const std::string& name, const std::string& help,
+                             const prometheus::Labels& labels = {}) {
+  return BuildCounter().Name(name).Help(help).Register(registry).Add(labels);
+}
+prometheus::Gauge& gauge(prometheus::Registry& registry, const std::string& name, const std::string& help) {
+  return BuildGauge().Name(name).Help(help).Register(registry).Add({});
+}
+}  // namespace
+
+SinkMetrics::SinkMetrics()
+    : consumed(counter(*registry_, "outbox_sink_events_consumed_total",
+                       "Records read from Kafka and handed to a batch (re-reads after a rewind count again).")),
+      skippedNoProjection(counter(*registry_, "outbox_sink_events_skipped_total",
+                                  "Committed events no projection applied to, by reason.",
+                                  {{"reason", "no_projection"}})),
+      skippedDuplicate(counter(*registry_, "outbox_sink_events_skipped_total",
+                               "Committed events no projection applied to, by reason.", {{"reason", "duplicate"}})),
+      deadLettered(counter(*registry_, "outbox_sink_events_dead_lettered_total",
+                           "Poison events sent to the dead-letter topic and committed past.")),
+      batches(counter(*registry_, "outbox_sink_batches_total", "Batches committed to the read-model database.")),
+      batchSeconds(BuildHistogram()
+                       .Name("outbox_sink_batch_seconds")
+                       .Help("Time to apply and commit one batch, from BEGIN to COMMIT.")
+                       .Register(*registry_)
+                       .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                                        0.25, 0.5, 1, 2.5, 5, 10, 30})),
+      dbRetries(counter(*registry_, "outbox_sink_db_retries_total",
+                        "Batches rolled back on a transient database error and retried from the stored offsets.")),
+      offsetConflicts(counter(*registry_, "outbox_sink_offset_conflicts_total",
+                              "Batches rolled back because another instance had moved a partition's stored offset.")),
+      dedupPruned(counter(*registry_, "outbox_sink_dedup_pruned_total",
+                          "Processed-event ids deleted after the deduplication retention.")),
+      assignedPartitions(gauge(*registry_, "outbox_sink_assigned_partitions",
+                               "Partitions assigned to this instance by the consumer group.")),
+      databaseConnected(gauge(*registry_, "outbox_sink_database_connected",
+                              "1 while the connection to the read-model database is up.")),
+      lastLoopTimestamp(gauge(*registry_, "outbox_sink_last_loop_timestamp_seconds",
+                              "Unix time of the event loop's last iteration.")),
+      appliedFamily_(BuildCounter()
+                         .Name("outbox_sink_events_applied_total")
+                         .Help("Committed applications of a projection to an event, by projection.")
+                         .Register(*registry_)),
+      lagFamily_(BuildGauge()
+                     .Name("outbox_sink_consumer_lag")
+                     .Help("Records in a partition after the committed position: high watermark minus the next "
+                           "offset stored in the database.")
+                     .Register(*registry_)) {
+  BuildGauge()
+      .Name("outbox_sink_build_info")
+      .Help("The sink's version (value 1).")
+      .Register(*registry_)
+      .Add({{"version", OUTBOX_RELAY_VERSION}})
+      .Set(1);
+}
+
+prometheus::Counter& SinkMetrics::applied(const std::string& projection) {
+  auto it = appliedByProjection_.find(projection);
+  if (it != appliedByProjection_.end()) return *it->second;
+  prometheus::Counter* c = &appliedFamily_.Add({{"projection", projection}});
+  appliedByProjection_.emplace(projection, c);
+  return *c;
+}
+
+void SinkMetrics::setLag(const std::string& topic, int32_t partition, int64_t lag) {
+  auto key = std::make_pair(topic, partition);
+  auto it = lagByPartition_.find(key);
+  if (it == lagByPartition_.end()) {
+    prometheus::Gauge* g = &lagFamily_.Add({{"topic", topic}, {"partition", std::to_string(partition)}});
+    it = lagByPartition_.emplace(key, g).first;
+  }
+  it->second->Set(static_cast<double>(lag));
+}
+
+void SinkMetrics::removeLag(const std::string& topic, int32_t partition) {
+  auto it = lagByPartition_.find(std::make_pair(topic, partition));
+  if (it == lagByPartition_.end()) return;
+  lagFamily_.Remove(it->second);
+  lagByPartition_.erase(it);
+}
+
+}  // namespace outbox::sink
