@@ -24,6 +24,28 @@ std::set<std::string> idsOf(const std::map<std::string, OutboxRow>& rows) {
 
 std::vector<std::string> topicsOf(const std::string& prefix) { return {prefix + ".order", prefix + ".customer"}; }
 
+// Stops the dev stack's Kafka, and starts it again at the latest when the test ends, also when it fails midway:
+// the following tests need it.
+class KafkaOutage {
+ public:
+  KafkaOutage() { devstack("stop-kafka"); }
+  ~KafkaOutage() {
+    try {
+      end();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  }
+  void end() {
+    if (!down_) return;
+    down_ = false;
+    devstack("start-kafka");
+  }
+
+ private:
+  bool down_ = true;
+};
+
 }  // namespace
 
 TEST(RelayFault, KillNineAtRandomMomentsLosesNothing) {
@@ -96,7 +118,7 @@ TEST(RelayFault, KafkaDownForThirtySecondsLosesNothingAndConfirmsNothingUnacknow
         << "nothing was delivered before Kafka was stopped";
   }
 
-  devstack("stop-kafka");
+  KafkaOutage outage;
   Lsn stoppedAt = currentWalInsertLsn(pg);
   auto outageEnd = std::chrono::steady_clock::now() + 30s;
   // While Kafka is down, no commit made after it stopped may be confirmed: take the first such commit's WAL position
@@ -122,7 +144,7 @@ TEST(RelayFault, KafkaDownForThirtySecondsLosesNothingAndConfirmsNothingUnacknow
   }
   EXPECT_GT(samples, 20);
   EXPECT_TRUE(relay->running()) << "the relay gave up while Kafka was down";
-  devstack("start-kafka");
+  outage.end();
   std::this_thread::sleep_for(3s);  // a little more load with Kafka back
   load.stop();
 
