@@ -1,0 +1,198 @@
+// Projections: topic and event-type matching, and the parameters taken from an event.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "src/Projection.h"
+
+using namespace outbox::sink;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Optional;
+
+namespace {
+
+ProjectionConfig projection(std::string topic, std::string type, std::vector<std::string> params,
+                            std::string name = "p") {
+  ProjectionConfig c;
+  c.name = std::move(name);
+  c.topic = std::move(topic);
+  c.eventType = std::move(type);
+  std::string sql = "SELECT";
+  for (size_t i = 1; i <= params.size(); ++i) sql += (i > 1 ? ", $" : " $") + std::to_string(i);
+  c.sql = sql;
+  c.params = std::move(params);
+  return c;
+}
+
+struct Event {
+  std::string topic = "outbox.event.order";
+  std::string key = "o-1";
+  std::string payload = R"({"orderId":"o-1","customerId":"c-7","total":42.5,"paid":true,"note":null,
+                            "lines":[{"sku":"a/b","qty":2}],"address":{"city":"Zürich"}})";
+  SinkEvent view() const {
+    SinkEvent e;
+    e.topic = topic;
+    e.partition = 2;
+    e.offset = 1234;
+    e.timestampMs = 1700000000123;
+    e.key = key;
+    e.payload = payload;
+    e.headers = {{"id", "6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11"}, {"eventType", "OrderCreated"}, {"trace", "t1"},
+                 {"trace", "t2"}};
+    return e;
+  }
+};
+
+ParamValues extract(const ProjectionConfig& config, const SinkEvent& event, std::string* errorOut = nullptr) {
+  Projection p(config);
+  EventView view(event, "eventType");
+  ParamValues values;
+  std::string error;
+  bool ok = p.extract(view, values, error);
+  if (errorOut) *errorOut = error;
+  if (!ok) return {};
+  return values;
+}
+
+}  // namespace
+
+TEST(SinkProjectionTest, JsonPointersGiveTextOfTheValue) {
+  Event e;
+  auto values = extract(projection("t", "*", {"/orderId", "/total", "/paid", "/note", "/lines/0/sku", "/lines/0/qty",
+                                              "/address", "/address/city", "/lines"}),
+                        e.view());
+  ASSERT_EQ(values.size(), 9u);
+  EXPECT_THAT(values[0], Optional(std::string("o-1")));
+  EXPECT_THAT(values[1], Optional(std::string("42.5")));
+  EXPECT_THAT(values[2], Optional(std::string("true")));
+  EXPECT_EQ(values[3], std::nullopt);  // JSON null is SQL NULL
+  EXPECT_THAT(values[4], Optional(std::string("a/b")));
+  EXPECT_THAT(values[5], Optional(std::string("2")));
+  EXPECT_THAT(values[6], Optional(std::string(R"({"city":"Zürich"})")));
+  EXPECT_THAT(values[7], Optional(std::string("Zürich")));
+  EXPECT_THAT(values[8], Optional(std::string(R"([{"qty":2,"sku":"a/b"}])")));
+}
+
+TEST(SinkProjectionTest, RecordAttributes) {
+  Event e;
+  auto values = extract(projection("t", "*", {"@id", "@key", "@topic", "@partition", "@offset", "@timestamp", "@type",
+                                              "@header:trace", "@payload"}),
+                        e.view());
+  ASSERT_EQ(values.size(), 9u);
+  EXPECT_THAT(values[0], Optional(std::string("6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11")));
+  EXPECT_THAT(values[1], Optional(std::string("o-1")));
+  EXPECT_THAT(values[2], Optional(std::string("outbox.event.order")));
+  EXPECT_THAT(values[3], Optional(std::string("2")));
+  EXPECT_THAT(values[4], Optional(std::string("1234")));
+  EXPECT_THAT(values[5], Optional(std::string("1700000000123")));
+  EXPECT_THAT(values[6], Optional(std::string("OrderCreated")));
+  EXPECT_THAT(values[7], Optional(std::string("t2")));  // the last of repeated headers
+  EXPECT_THAT(values[8], Optional(e.payload));
+}
+
+TEST(SinkProjectionTest, MissingFieldIsAnErrorUnlessOptional) {
+  Event e;
+  std::string error;
+  EXPECT_TRUE(extract(projection("t", "*", {"/orderId", "/discount"}, "orders"), e.view(), &error).empty());
+  EXPECT_THAT(error, HasSubstr("projection orders: parameter /discount: the payload has no field /discount"));
+  auto values = extract(projection("t", "*", {"?/discount", "?@header:missing", "/orderId"}), e.view());
+  ASSERT_EQ(values.size(), 3u);
+  EXPECT_EQ(values[0], std::nullopt);
+  EXPECT_EQ(values[1], std::nullopt);
+  EXPECT_THAT(values[2], Optional(std::string("o-1")));
+  EXPECT_TRUE(extract(projection("t", "*", {"@header:missing"}), e.view(), &error).empty());
+  EXPECT_THAT(error, HasSubstr("no header \"missing\""));
+}
+
+TEST(SinkProjectionTest, InvalidJsonIsAnErrorOnlyWhenAPointerNeedsIt) {
+  Event e;
+  e.payload = R"({"orderId": "o-1",)";
+  std::string error;
+  EXPECT_TRUE(extract(projection("t", "*", {"?/orderId"}), e.view(), &error).empty());
+  EXPECT_THAT(error, HasSubstr("not valid JSON"));
+  auto values = extract(projection("t", "*", {"@key", "@payload"}), e.view());
+  ASSERT_EQ(values.size(), 2u);
+  EXPECT_THAT(values[1], Optional(e.payload));
+}
+
+TEST(SinkProjectionTest, TombstoneHasNoPayload) {
+  Event e;
+  SinkEvent view = e.view();
+  view.payload.reset();
+  view.key.reset();
+  std::string error;
+  EXPECT_TRUE(extract(projection("t", "*", {"/orderId"}), view, &error).empty());
+  EXPECT_THAT(error, HasSubstr("tombstone"));
+  auto values = extract(projection("t", "*", {"@key", "@payload"}), view);
+  ASSERT_EQ(values.size(), 2u);
+  EXPECT_EQ(values[0], std::nullopt);
+  EXPECT_EQ(values[1], std::nullopt);
+}
+
+TEST(SinkProjectionTest, ParamSourceParsing) {
+  std::string error;
+  EXPECT_TRUE(parseParamSource("/a~1b/c~0d", error));
+  EXPECT_TRUE(parseParamSource("?@header:x", error));
+  EXPECT_FALSE(parseParamSource("", error));
+  EXPECT_FALSE(parseParamSource("?", error));
+  EXPECT_FALSE(parseParamSource("a/b", error));
+  EXPECT_FALSE(parseParamSource("/a~2", error));
+  EXPECT_THAT(error, HasSubstr("JSON pointer"));
+  EXPECT_FALSE(parseParamSource("@offsets", error));
+  auto pointer = parseParamSource("/a~1b", error);
+  ASSERT_TRUE(pointer);
+  nlohmann::json doc = nlohmann::json::parse(R"({"a/b": 1})");
+  EXPECT_TRUE(doc.contains(pointer->pointer));
+}
+
+TEST(SinkProjectionTest, MatchingByTopicAndTypeInConfigOrder) {
+  ProjectionSet set({projection("outbox.event.order", "OrderCreated", {}, "created"),
+                     projection("^outbox\\.event\\.", "*", {}, "audit"),
+                     projection("outbox.event.order", "OrderCancelled", {}, "cancelled"),
+                     projection("^outbox\\.event\\.cust", "CustomerCreated", {}, "customers")});
+  Event e;
+  std::vector<size_t> out;
+  SinkEvent created = e.view();
+  set.matching(EventView(created, "eventType"), out);
+  EXPECT_THAT(out, ElementsAre(0, 1));
+
+  SinkEvent cancelled = e.view();
+  cancelled.headers = {{"eventType", "OrderCancelled"}};
+  set.matching(EventView(cancelled, "eventType"), out);
+  EXPECT_THAT(out, ElementsAre(1, 2));
+
+  Event c;
+  c.topic = "outbox.event.customer";
+  SinkEvent customer = c.view();
+  customer.headers = {{"eventType", "CustomerCreated"}};
+  set.matching(EventView(customer, "eventType"), out);
+  EXPECT_THAT(out, ElementsAre(1, 3));
+
+  SinkEvent untyped = c.view();
+  untyped.headers = {};
+  set.matching(EventView(untyped, "eventType"), out);
+  EXPECT_THAT(out, ElementsAre(1));  // "*" matches an event without a type header
+
+  Event other;
+  other.topic = "elsewhere";
+  SinkEvent elsewhere = other.view();
+  set.matching(EventView(elsewhere, "eventType"), out);
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(SinkProjectionTest, EventTypeHeaderIsConfigurable) {
+  Event e;
+  SinkEvent event = e.view();
+  event.headers = {{"type", "OrderCreated"}};
+  ProjectionSet set({projection("outbox.event.order", "OrderCreated", {"@type"})});
+  std::vector<size_t> out;
+  set.matching(EventView(event, "eventType"), out);
+  EXPECT_TRUE(out.empty());
+  EventView typed(event, "type");
+  set.matching(typed, out);
+  EXPECT_THAT(out, ElementsAre(0));
+  ParamValues values;
+  std::string error;
+  ASSERT_TRUE(set.at(0).extract(typed, values, error)) << error;
+  EXPECT_THAT(values[0], Optional(std::string("OrderCreated")));
+}
