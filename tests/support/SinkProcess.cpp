@@ -280,7 +280,8 @@ void OrderReadModel::addProjections(SinkConfigBuilder& config, const std::string
 }
 
 int64_t OrderReadModel::appliedRows() {
-  return std::stoll(pg_.scalar(fmt::format("SELECT count(*) FROM {}_applied", prefix_)).value_or("0"));
+  PgConnection pg(pgUrl());
+  return std::stoll(pg.scalar(fmt::format("SELECT count(*) FROM {}_applied", prefix_)).value_or("0"));
 }
 
 std::string OrderReadModel::differences(const std::vector<TestEvent>& events) {
@@ -305,12 +306,13 @@ std::string OrderReadModel::differences(const std::vector<TestEvent>& events) {
     }
   }
 
+  PgConnection pg(pgUrl());  // a fresh connection: a test may have restarted the database
   std::vector<std::string> problems;
   auto problem = [&](std::string p) {
     if (problems.size() < 10) problems.push_back(std::move(p));
   };
   std::map<std::string, Order> actualOrders;
-  for (auto& row : pg_.rows(fmt::format("SELECT order_id, customer_id, total, status FROM {}_orders", prefix_))) {
+  for (auto& row : pg.rows(fmt::format("SELECT order_id, customer_id, total, status FROM {}_orders", prefix_))) {
     actualOrders[row[0]] = Order{row[1], row[2], row[3]};
   }
   if (actualOrders.size() != orders.size()) {
@@ -326,7 +328,7 @@ std::string OrderReadModel::differences(const std::vector<TestEvent>& events) {
     }
   }
   std::map<std::string, std::pair<int64_t, int64_t>> actualCounts;
-  for (auto& row : pg_.rows(fmt::format("SELECT customer_id, created, cancelled FROM {}_counts", prefix_))) {
+  for (auto& row : pg.rows(fmt::format("SELECT customer_id, created, cancelled FROM {}_counts", prefix_))) {
     actualCounts[row[0]] = {std::stoll(row[1]), std::stoll(row[2])};
   }
   if (actualCounts != counts) {
@@ -338,7 +340,7 @@ std::string OrderReadModel::differences(const std::vector<TestEvent>& events) {
       }
     }
   }
-  auto applied = pg_.rows(fmt::format("SELECT count(*), count(DISTINCT event_id) FROM {}_applied", prefix_));
+  auto applied = pg.rows(fmt::format("SELECT count(*), count(DISTINCT event_id) FROM {}_applied", prefix_));
   int64_t rows = std::stoll(applied[0][0]);
   int64_t distinct = std::stoll(applied[0][1]);
   if (rows != static_cast<int64_t>(ids.size()) || distinct != rows) {
