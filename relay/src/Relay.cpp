@@ -165,7 +165,8 @@ void Relay::streamLoop() {
     refreshGauges();
     if (read >= 4096) continue;  // more is waiting: read it before sleeping
 
-    auto untilStatus = std::chrono::duration_cast<milliseconds>(lastStatusAt_ + interval - now);
+    auto nextStatusAt = lastStatusAt_ + (inflight_.confirmedLsn() > lastSentStatus_ ? advanceInterval : interval);
+    auto untilStatus = std::chrono::duration_cast<milliseconds>(nextStatusAt - now);
     int timeout = static_cast<int>(std::clamp<int64_t>(untilStatus.count(), 0, 1000));
     pollfd fds[3] = {{publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}, {stream_->socket(), POLLIN, 0}};
     int nfds = backpressured() ? 2 : 3;
