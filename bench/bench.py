@@ -277,6 +277,7 @@ listen = "127.0.0.1:{self.port}"
         self.proc = subprocess.Popen((extra_cmd or []) + [bench.relay_bin, "--config", self.cfg],
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
+        bench.contenders.append(self)
 
     def published(self):
         try:
@@ -339,6 +340,7 @@ class Debezium:
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self.log, "w"), text=True)
         self.pid = self.proc.pid
+        bench.contenders.append(self)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -411,6 +413,7 @@ class Bench:
         self.results = {"phases": {}}
         self.checks = []  # (name, passed, detail)
         self.sink_db = None
+        self.contenders = []  # every relay and Debezium started: cleanup stops those still running
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
     def check(self, name, ok, detail=""):
@@ -438,6 +441,11 @@ class Bench:
                 raise BenchError(f"creating topics failed: {r.stderr[-2000:]}")
 
     def cleanup(self):
+        for c in self.contenders:
+            try:
+                c.stop()
+            except Exception as e:
+                log(f"stopping a contender: {e}")
         for slot in self.slots:
             try:
                 self.pg.sql(f"SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots "
@@ -925,6 +933,8 @@ def machine_facts(b):
         "librdkafka": sh("dpkg-query -W -f='${Version}' librdkafka1"),
         "libpq": sh("dpkg-query -W -f='${Version}' libpq5"),
         "relay": sh(f"{b.relay_bin} --version"),
+        "source": sh(f"cd {b.a.repo} && git rev-parse --short HEAD") +
+        (" + uncommitted changes in relay/ sinks/" if sh(f"cd {b.a.repo} && git status --porcelain relay sinks") else ""),
         "debezium": "3.6.1.Final (debezium-embedded, debezium-connector-postgres; kafka-clients 4.3.0)"
         if b.a.with_debezium else "not run",
         "java": sh("java -version 2>&1 | head -1"),
