@@ -231,6 +231,7 @@ TEST(RelayDelivery, SeveralOutboxTablesWithCustomColumnNames) {
                    {"payload_column", "body"}},
                   {{"eventName", "event_name"}, {"tenant", "tenant"}}});
   ReplicationCleanup cleanup(config.slot(), config.publication(), {plain, custom});
+  cleanup.addSchema(schema);
   auto relay = RelayProcess::start(config.render());
   ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s));
 

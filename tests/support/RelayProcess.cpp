@@ -462,6 +462,7 @@ ReplicationCleanup::~ReplicationCleanup() {
     }
     pg.exec("DROP PUBLICATION IF EXISTS " + publication_);
     for (auto& t : tables_) pg.exec("DROP TABLE IF EXISTS " + t + " CASCADE");
+    for (auto& schema : schemas_) pg.exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE");
   } catch (const std::exception& e) {
     ADD_FAILURE() << "cleanup of slot " << slot_ << " failed: " << e.what();
   }

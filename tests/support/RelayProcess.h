@@ -195,11 +195,13 @@ class ReplicationCleanup {
   ReplicationCleanup(std::string slot, std::string publication, std::vector<std::string> tables = {});
   ~ReplicationCleanup();
   void addTable(const std::string& table) { tables_.push_back(table); }
+  void addSchema(const std::string& schema) { schemas_.push_back(schema); }  // dropped with CASCADE
 
  private:
   std::string slot_;
   std::string publication_;
   std::vector<std::string> tables_;
+  std::vector<std::string> schemas_;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
