@@ -412,13 +412,20 @@ class Bench:
         self.work = tempfile.mkdtemp(prefix=f"outbox-bench-{self.run_id}-")
         self.results = {"phases": {}}
         self.checks = []  # (name, passed, detail)
-        self.sink_db = None
+        self.sink_dbs = []
         self.contenders = []  # every relay and Debezium started: cleanup stops those still running
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
     def check(self, name, ok, detail=""):
         self.checks.append((name, bool(ok), detail))
         log(f"{'PASS' if ok else 'FAIL'} {name} {detail}")
+
+    def slot_of(self, name):
+        """The contender's slot, created now if the backlog phase did not run."""
+        for slot in self.slots:
+            if slot.startswith(f"bench_{name}_"):
+                return slot
+        return self.slot(name)
 
     def slot(self, name):
         slot = f"bench_{name}_{self.run_id}"
@@ -452,11 +459,11 @@ class Bench:
                             f"WHERE slot_name = '{slot}' AND NOT active")
             except Exception as e:
                 log(f"dropping slot {slot}: {e}")
-        if self.sink_db:
+        for db in self.sink_dbs:
             try:
-                self.pg.sql(f"DROP DATABASE IF EXISTS {self.sink_db} WITH (FORCE)")
+                self.pg.sql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
             except Exception as e:
-                log(f"dropping database {self.sink_db}: {e}")
+                log(f"dropping database {db}: {e}")
         try:
             self.pg.sql(f"DROP PUBLICATION IF EXISTS {self.pub}; DROP PUBLICATION IF EXISTS {self.pub_dbz}; "
                         f"DROP TABLE IF EXISTS public.{self.table}")
@@ -707,7 +714,7 @@ class Bench:
         if self.a.with_debezium:
             contenders.append(("debezium", self.dbz_prefix))
         for name, prefix in contenders:
-            slot = [s for s in self.slots if s.startswith(f"bench_{name}_")][0]
+            slot = self.slot_of(name)
             self.pg.advance_slot(slot)
             topic = f"{prefix}outbox.event.order"
             if name == "relay":
@@ -758,7 +765,7 @@ class Bench:
     # -- 3. one large transaction -----------------------------------------------------------------------------
     def phase_large(self):
         n = self.a.large_rows
-        slot = [s for s in self.slots if s.startswith("bench_relay_")][0]
+        slot = self.slot_of("relay")
         self.pg.advance_slot(slot)
         relay = Relay(self, slot, self.pub, self.relay_prefix, "large")
         try:
@@ -806,14 +813,8 @@ class Bench:
             res["not_measured"] = why
             log(f"sink: not measured: {why}")
             return
-        # The read model lives in a database of its own, dropped at the end, so the run leaves nothing behind.
-        self.sink_db = f"bench_{self.run_id}"
-        self.pg.sql(f"CREATE DATABASE {self.sink_db}")
-        sink_url = self.pgurl.rsplit("/", 1)[0] + "/" + self.sink_db
-        self.sink_pg = Pg(sink_url)
-        self.sink_pg.file(os.path.join(self.a.repo, "schema/read_model.sql"))
         # The events: OrderCreated {orderId, customerId, total}, published by the relay to a topic of their own.
-        slot = [s for s in self.slots if s.startswith("bench_relay_")][0]
+        slot = self.slot_of("relay")
         self.pg.advance_slot(slot)
         relay = Relay(self, slot, self.pub, self.relay_prefix, "sink-input")
         try:
@@ -827,21 +828,48 @@ class Bench:
         finally:
             relay.stop()
         topic = f"{self.relay_prefix}outbox.event.sinkorder"
+        res["sink"] = self.run_sink(example, topic, m, "sink", dedup=None)
+        if res["sink"] is None:
+            res["not_measured"] = "the sink did not project every event in time"
+            return
+        if self.a.sink_variants:
+            res["sink_no_dedup"] = self.run_sink(example, topic, m, "nodedup", dedup=False)
+        # The limit: the same rows, written by plain batched SQL (500 events per transaction, one multi-row INSERT
+        # for the history and one aggregated upsert for the counters), streamed through one psql.
+        res["raw_insert"] = self.raw_insert(m)
+        res["sink_vs_raw"] = round(res["sink"]["events_per_s"] / res["raw_insert"]["events_per_s"], 3)
+
+    def read_model_db(self, label):
+        """A database of its own for each read model, dropped at the end, so the run leaves nothing behind."""
+        db = f"bench_{self.run_id}_{label}"
+        self.pg.sql(f"CREATE DATABASE {db}")
+        self.sink_dbs.append(db)
+        pg = Pg(self.pgurl.rsplit("/", 1)[0] + "/" + db)
+        pg.file(os.path.join(self.a.repo, "schema/read_model.sql"))
+        return pg
+
+    def run_sink(self, example, topic, m, label, dedup):
+        pg = self.read_model_db(label)
         # The demo's sink configuration, pointed at that topic; everything else as examples/sink.toml has it.
         port = free_port()
         with open(example) as f:
             cfg = f.read()
         cfg = re.sub(r'(?m)^topics = .*$', f'topics = ["{topic}"]', cfg)
-        cfg = re.sub(r'(?m)^group_id = .*$', f'group_id = "bench-{self.run_id}"', cfg)
+        cfg = re.sub(r'(?m)^group_id = .*$', f'group_id = "bench-{self.run_id}-{label}"', cfg)
         cfg = re.sub(r'(?m)^listen = .*$', f'listen = "127.0.0.1:{port}"', cfg)
         cfg = cfg.replace('"outbox.event.order"', f'"{topic}"')
-        cfg = cfg.replace('conninfo = "${PGURL}"', f'conninfo = "{sink_url}"')
-        cfg_path = os.path.join(self.work, "sink.toml")
+        cfg = cfg.replace('conninfo = "${PGURL}"', f'conninfo = "{pg.url}"')
+        if dedup is not None:
+            cfg = re.sub(r'(?m)^(\[deduplication\]\s*\nenabled = )\w+', lambda mm: mm.group(1) + str(dedup).lower(), cfg)
+        batch = re.search(r'(?m)^max_events = (\d+)', cfg)
+        dd = re.search(r'(?m)^\[deduplication\]\s*\nenabled = (\w+)', cfg)
+        desc = (f"examples/sink.toml: batch.max_events {batch.group(1) if batch else '?'}, deduplication "
+                f"{dd.group(1) if dd else '?'}; 2 projections per event")
+        cfg_path = os.path.join(self.work, f"sink-{label}.toml")
         with open(cfg_path, "w") as f:
             f.write(cfg)
-        history_before = int(self.sink_pg.sql("SELECT count(*) FROM public.customer_order_history"))
-        log(f"sink: outbox-sink projects {m} OrderCreated events (examples/sink.toml, batch as configured there)")
-        sink_log = os.path.join(self.work, "sink.log")
+        log(f"sink: outbox-sink projects {m} OrderCreated events ({desc})")
+        sink_log = os.path.join(self.work, f"sink-{label}.log")
         t0 = time.monotonic()
         sp = subprocess.Popen([self.sink_bin, "--config", cfg_path], stdout=open(sink_log, "w"), stderr=subprocess.STDOUT)
         done = None
@@ -867,22 +895,17 @@ class Bench:
                 sp.wait(60)
             except subprocess.TimeoutExpired:
                 sp.kill()
-        history = int(self.sink_pg.sql("SELECT count(*) FROM public.customer_order_history")) - history_before
-        self.check("sink: every event projected into the read model", done is not None and history == m,
+        history = int(pg.sql("SELECT count(*) FROM public.customer_order_history"))
+        self.check(f"sink ({label}): every event projected into the read model", done is not None and history == m,
                    f"{history} of {m} rows")
         if done is None:
-            res["not_measured"] = "the sink did not project every event in time"
-            return
+            return None
         secs = done - t0
-        res["sink"] = {"seconds": round(secs, 2), "events_per_s": round(m / secs), "cpu_s": round(cpu or 0, 2),
-                       "peak_rss_mb": round((hwm or 0) / 1024, 1),
-                       "config": "examples/sink.toml (batch.max_events 500, deduplication on), 2 projections per event"}
-        # The limit: the same rows, written by plain batched SQL (500 events per transaction, one multi-row INSERT
-        # for the history and one aggregated upsert for the counters), streamed through one psql.
-        res["raw_insert"] = self.raw_insert(m)
-        res["sink_vs_raw"] = round(res["sink"]["events_per_s"] / res["raw_insert"]["events_per_s"], 3)
+        return {"seconds": round(secs, 2), "events_per_s": round(m / secs), "cpu_s": round(cpu or 0, 2),
+                "peak_rss_mb": round((hwm or 0) / 1024, 1), "config": desc}
 
     def raw_insert(self, m, batch=500):
+        pg = self.read_model_db("raw")
         rid = f"r{self.run_id}"
         path = os.path.join(self.work, "raw.sql")
         with open(path, "w") as f:
@@ -899,7 +922,7 @@ class Bench:
                         "+ EXCLUDED.orders_created, total_spent = customer_order_counts.total_spent + "
                         "EXCLUDED.total_spent;\nCOMMIT;\n")
         t0 = time.monotonic()
-        self.sink_pg.file(path)
+        pg.file(path)
         secs = time.monotonic() - t0
         return {"seconds": round(secs, 2), "events_per_s": round(m / secs), "batch": batch,
                 "method": "psql -f: per 500 events one transaction with a multi-row INSERT into "
@@ -1014,7 +1037,12 @@ def markdown(r):
         else:
             out += ["| what | seconds | events/s | CPU s | peak RSS MB |", "| --- | ---: | ---: | ---: | ---: |",
                     f"| outbox-sink ({sk['sink']['config']}) | {fmt(sk['sink']['seconds'])} | "
-                    f"{fmt(sk['sink']['events_per_s'])} | {fmt(sk['sink']['cpu_s'])} | {fmt(sk['sink']['peak_rss_mb'])} |",
+                    f"{fmt(sk['sink']['events_per_s'])} | {fmt(sk['sink']['cpu_s'])} | {fmt(sk['sink']['peak_rss_mb'])} |"]
+            v = sk.get("sink_no_dedup")
+            if v:
+                out.append(f"| outbox-sink, variant ({v['config']}) | {fmt(v['seconds'])} | {fmt(v['events_per_s'])} | "
+                           f"{fmt(v['cpu_s'])} | {fmt(v['peak_rss_mb'])} |")
+            out += [
                     f"| raw batched INSERT ({sk['raw_insert']['method']}) | {fmt(sk['raw_insert']['seconds'])} | "
                     f"{fmt(sk['raw_insert']['events_per_s'])} | — | — |", "",
                     f"sink / raw INSERT: **{sk['sink_vs_raw']}×** (target ≥ 0.5×)", ""]
@@ -1101,6 +1129,7 @@ def main():
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--large-rows", type=int, default=1_000_000)
     ap.add_argument("--sink-events", type=int, default=200_000)
+    ap.add_argument("--sink-variants", action="store_true", help="also run the sink with deduplication off")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--live-seconds", type=int, default=25)
     ap.add_argument("--live-rates", default="1000,5000,max")
