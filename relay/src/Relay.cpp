@@ -76,11 +76,10 @@ int Relay::run() {
   }
   log::info("kafka producer: {}", publisher_->effectiveProperties());
 
-  auto backoff = milliseconds(config_.source.reconnectBackoffMinMs);
+  backoff_ = milliseconds(config_.source.reconnectBackoffMinMs);
   while (!stopRequested() && !failedStatus_) {
     try {
       connectAndStream();
-      backoff = milliseconds(config_.source.reconnectBackoffMinMs);
     } catch (const SlotBusyError& e) {
       metrics_.standby.Set(1);
       metrics_.streaming.Set(0);
@@ -96,9 +95,9 @@ int Relay::run() {
       metrics_.streaming.Set(0);
       metrics_.postgresConnected.Set(0);
       metrics_.reconnects("postgres").Increment();
-      log::warn("postgres: {}; reconnecting in {} ms", e.what(), backoff.count());
-      waitServing(backoff);
-      backoff = std::min(backoff * 2, milliseconds(config_.source.reconnectBackoffMaxMs));
+      log::warn("postgres: {}; reconnecting in {} ms", e.what(), backoff_.count());
+      waitServing(backoff_);
+      backoff_ = std::min(backoff_ * 2, milliseconds(config_.source.reconnectBackoffMaxMs));
     } catch (const std::exception& e) {
       // A bug or an impossible state: stop without confirming anything more, and say what happened.
       fail(kExitProtocol, std::string("internal error: ") + e.what());
@@ -131,6 +130,7 @@ void Relay::connectAndStream() {
   stream_->start(inflight_.resumeLsn());
   metrics_.standby.Set(0);
   metrics_.streaming.Set(1);
+  backoff_ = milliseconds(config_.source.reconnectBackoffMinMs);
   lastStatusAt_ = Clock::now();
   lastSentStatus_ = Lsn();
   streamLoop();

@@ -77,6 +77,8 @@ private:
   uint64_t skipEvents_ = 0;
   std::optional<InflightTransactions::OpenTransaction> resume_;
 
+  // Reconnect backoff: doubles per failed attempt, back to the minimum once streaming resumed.
+  std::chrono::milliseconds backoff_{0};
   int stopPipe_[2] = {-1, -1};
   bool stopping_ = false;
   std::optional<int> failedStatus_;
