@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "common/Log.h"
+#include "src/PgConnect.h"
 #include "src/PgOutputDecoder.h"
 
 namespace outbox {
@@ -67,17 +68,7 @@ void ReplicationStream::failConnection(const std::string& what) {
 
 const ServerIdentity& ReplicationStream::connect() {
   if (conn_) close();
-  // The configured conninfo is expanded first; replication=database and the password file's secret are
-  // added after it, so they win. The password is never part of a string that could be logged.
-  std::vector<const char*> keys = {"dbname", "replication", "fallback_application_name"};
-  std::vector<const char*> values = {config_.conninfo.c_str(), "database", "outbox-relay"};
-  if (!config_.password.empty()) {
-    keys.push_back("password");
-    values.push_back(config_.password.c_str());
-  }
-  keys.push_back(nullptr);
-  values.push_back(nullptr);
-  conn_ = PQconnectdbParams(keys.data(), values.data(), 1);
+  conn_ = connectToSource(config_, {{"replication", "database"}, {"fallback_application_name", "outbox-relay"}});
   if (PQstatus(conn_) != CONNECTION_OK) failConnection("cannot connect to PostgreSQL");
   PQsetNoticeProcessor(conn_, [](void*, const char* message) { log::info("postgres: {}", trimmed(message)); }, nullptr);
 

@@ -1,9 +1,7 @@
 #include "src/ServerWalProbe.h"
 
-#include <string>
-#include <vector>
-
 #include "common/Log.h"
+#include "src/PgConnect.h"
 
 namespace outbox {
 
@@ -18,15 +16,9 @@ std::optional<Lsn> ServerWalProbe::currentWalLsn() {
   }
   if (!conn_) {
     // Same connection settings as the stream, without replication; bounded so a dead server cannot stall the loop.
-    std::vector<const char*> keys = {"dbname", "fallback_application_name", "connect_timeout", "options"};
-    std::vector<const char*> values = {config_.conninfo.c_str(), "outbox-relay-lag", "5", "-c statement_timeout=5000"};
-    if (!config_.password.empty()) {
-      keys.push_back("password");
-      values.push_back(config_.password.c_str());
-    }
-    keys.push_back(nullptr);
-    values.push_back(nullptr);
-    conn_ = PQconnectdbParams(keys.data(), values.data(), 1);
+    conn_ = connectToSource(config_, {{"fallback_application_name", "outbox-relay-lag"},
+                                      {"connect_timeout", "5"},
+                                      {"options", "-c statement_timeout=5000"}});
     if (PQstatus(conn_) != CONNECTION_OK) {
       log::debug("lag probe: cannot connect: {}", PQerrorMessage(conn_));
       PQfinish(conn_);
