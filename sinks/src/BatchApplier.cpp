@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <memory>
+#include <set>
 
 #include "common/Log.h"
 
@@ -189,11 +190,229 @@ StagedBatch BatchApplier::stage(const std::vector<SinkEvent>& events, const Stor
                                 const std::map<TopicPartition, int64_t>& nextOffsets) {
   using Status = StagedBatch::Status;
   if (!connected()) return failed(Status::Transient, "not connected to the database");
-  StagedBatch batch;
-  batch.appliedByProjection.assign(projections_.all().size(), 0);
   std::string error;
   if (!exec("BEGIN", error)) return failed(Status::Transient, "BEGIN: " + error);
   inTransaction_ = true;
+  bool fallback = false;
+  StagedBatch batch = stagePipelined(events, expected, nextOffsets, fallback);
+  if (!fallback) return batch;
+  if (!exec("BEGIN", error)) return failed(Status::Transient, "BEGIN: " + error);
+  inTransaction_ = true;
+  return stageOneByOne(events, expected, nextOffsets);
+}
+
+namespace {
+
+// One statement of a pipelined batch.
+struct Queued {
+  enum class Kind { Dedup, Projection, Offset };
+  Kind kind;
+  std::string statement;  // prepared statement name
+  size_t ref = 0;         // projection index (Projection)
+  ParamValues values;
+};
+
+// A PostgreSQL text array literal of `items`: {"a","b\"c"}.
+std::string textArray(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+constexpr size_t kPipelineChunk = 256;  // statements per Sync: bounds what either side buffers
+
+}  // namespace
+
+StagedBatch BatchApplier::stagePipelined(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
+                                         const std::map<TopicPartition, int64_t>& nextOffsets, bool& fallback) {
+  using Status = StagedBatch::Status;
+  fallback = false;
+  StagedBatch batch;
+  batch.appliedByProjection.assign(projections_.all().size(), 0);
+  const bool dedup = config_.deduplication.enabled;
+
+  // Ids applied before, in one query; ids repeated inside the batch are caught in memory.
+  std::set<std::string> processed;
+  if (dedup) {
+    std::vector<std::string> ids;
+    for (const SinkEvent& e : events) {
+      if (auto id = e.header(config_.deduplication.idHeader)) ids.emplace_back(*id);
+    }
+    if (!ids.empty()) {
+      std::string array = textArray(ids);
+      std::string sql = fmt::format("SELECT event_id FROM {} WHERE consumer_group = $1 AND event_id = ANY($2::text[])",
+                                    table("outbox_sink_processed_events"));
+      const char* params[] = {config_.kafka.groupId.c_str(), array.c_str()};
+      ResultPtr r(PQexecParams(conn_, sql.c_str(), 2, nullptr, params, nullptr, nullptr, 0));
+      if (!ok(r.get())) {
+        Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
+        return failed(s, "reading processed event ids: " + errorText(conn_, r.get()));
+      }
+      for (int row = 0; row < PQntuples(r.get()); ++row) processed.insert(PQgetvalue(r.get(), row, 0));
+    }
+  }
+
+  std::vector<Queued> queue;
+  std::vector<size_t> matches;
+  std::vector<ParamValues> perProjection;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const SinkEvent& event = events[i];
+    EventView view(event, config_.kafka.eventTypeHeader);
+    if (dedup) {
+      if (std::optional<std::string_view> id = event.header(config_.deduplication.idHeader)) {
+        if (!processed.insert(std::string(*id)).second) {
+          ++batch.duplicates;
+          continue;
+        }
+        queue.push_back(Queued{Queued::Kind::Dedup, "dedup", 0, {config_.kafka.groupId, std::string(*id)}});
+      }
+    }
+    projections_.matching(view, matches);
+    if (matches.empty()) {
+      ++batch.noProjection;
+      continue;
+    }
+    // Every parameter first: an event that lacks one runs no statement at all.
+    perProjection.resize(matches.size());
+    std::optional<std::string> poison;
+    for (size_t m = 0; m < matches.size() && !poison; ++m) {
+      std::string error;
+      if (!projections_.at(matches[m]).extract(view, perProjection[m], error)) poison = error;
+    }
+    if (poison) {
+      if (config_.onError == OnError::Stop) {
+        rollback();
+        StagedBatch stopped;
+        stopped.status = Status::Poison;
+        stopped.error = *poison;
+        stopped.poison.push_back(PoisonEvent{i, *poison});
+        return stopped;
+      }
+      batch.poison.push_back(PoisonEvent{i, std::move(*poison)});
+      continue;
+    }
+    for (size_t m = 0; m < matches.size(); ++m) {
+      queue.push_back(Queued{Queued::Kind::Projection, fmt::format("p{}", matches[m]), matches[m],
+                             std::move(perProjection[m])});
+    }
+  }
+  std::vector<const TopicPartition*> offsetPartitions;
+  for (const auto& [tp, next] : nextOffsets) {
+    auto it = expected.find(tp);
+    bool known = it != expected.end() && it->second.has_value();
+    queue.push_back(Queued{Queued::Kind::Offset, "offsets", offsetPartitions.size(),
+                           {config_.kafka.groupId, tp.first, std::to_string(tp.second), std::to_string(next),
+                            known ? std::optional<std::string>(std::to_string(it->second.value())) : std::nullopt}});
+    offsetPartitions.push_back(&tp);
+  }
+
+  if (PQenterPipelineMode(conn_) != 1) return failed(Status::Transient, "cannot enter pipeline mode");
+  std::optional<std::string> sqlError;  // the first statement that failed
+  bool transient = false;
+  std::optional<std::string> conflict;
+  bool dedupRace = false;
+  std::vector<const char*> pointers;
+  for (size_t sent = 0; sent < queue.size() && !sqlError && !conflict && !dedupRace;) {
+    size_t end = std::min(queue.size(), sent + kPipelineChunk);
+    for (size_t q = sent; q < end; ++q) {
+      pointers.clear();
+      for (const auto& v : queue[q].values) pointers.push_back(v ? v->c_str() : nullptr);
+      if (PQsendQueryPrepared(conn_, queue[q].statement.c_str(), static_cast<int>(pointers.size()), pointers.data(),
+                              nullptr, nullptr, 0) != 1) {
+        sqlError = std::string("sending a statement: ") + PQerrorMessage(conn_);
+        transient = true;
+        break;
+      }
+    }
+    if (transient || PQpipelineSync(conn_) != 1) {
+      transient = true;
+      if (!sqlError) sqlError = std::string("pipeline sync: ") + PQerrorMessage(conn_);
+      break;
+    }
+    size_t next = sent;
+    int idle = 0;
+    while (true) {
+      ResultPtr r(PQgetResult(conn_));
+      if (!r) {
+        // NULL ends one statement's results; on a broken connection nothing more comes.
+        if (PQstatus(conn_) != CONNECTION_OK || ++idle > static_cast<int>(2 * kPipelineChunk + 8)) {
+          transient = true;
+          if (!sqlError) sqlError = std::string("connection lost: ") + PQerrorMessage(conn_);
+          break;
+        }
+        continue;
+      }
+      idle = 0;
+      ExecStatusType status = PQresultStatus(r.get());
+      if (status == PGRES_PIPELINE_SYNC) break;
+      if (next >= end) continue;  // nothing else is expected before the Sync
+      const Queued& q = queue[next++];
+      if (status == PGRES_PIPELINE_ABORTED) continue;
+      if (!ok(r.get())) {
+        if (!sqlError) {
+          transient = transientFailure(conn_, r.get());
+          sqlError = (q.kind == Queued::Kind::Projection ? "projection " + projections_.at(q.ref).name() + ": "
+                                                          : std::string()) +
+                     errorText(conn_, r.get());
+        }
+        if (PQstatus(conn_) != CONNECTION_OK) {
+          transient = true;
+          break;
+        }
+        continue;
+      }
+      if (q.kind == Queued::Kind::Dedup && std::strcmp(PQcmdTuples(r.get()), "0") == 0) {
+        dedupRace = true;  // another transaction recorded this id since our read: let the exact path decide
+      } else if (q.kind == Queued::Kind::Offset && PQntuples(r.get()) != 1) {
+        const TopicPartition& tp = *offsetPartitions[q.ref];
+        conflict = fmt::format("the stored offset of {} [{}] is no longer {}: another instance of group {} moved it",
+                               tp.first, tp.second,
+                               q.values[4] ? *q.values[4] : std::string("absent"), config_.kafka.groupId);
+      } else if (q.kind == Queued::Kind::Projection) {
+        ++batch.appliedByProjection[q.ref];
+      }
+    }
+    if (transient) break;
+    sent = end;
+  }
+  if (transient) {
+    disconnect();  // the connection is unusable or mid-pipeline: start afresh
+    StagedBatch b;
+    b.status = Status::Transient;
+    b.error = *sqlError;
+    return b;
+  }
+  if (PQexitPipelineMode(conn_) != 1) {
+    std::string why = PQerrorMessage(conn_);
+    disconnect();
+    StagedBatch b;
+    b.status = Status::Transient;
+    b.error = "leaving pipeline mode: " + why;
+    return b;
+  }
+  if (conflict) return failed(Status::Conflict, *conflict);
+  if (sqlError || dedupRace) {
+    rollback();
+    fallback = true;
+    return batch;
+  }
+  return batch;
+}
+
+StagedBatch BatchApplier::stageOneByOne(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
+                                        const std::map<TopicPartition, int64_t>& nextOffsets) {
+  using Status = StagedBatch::Status;
+  StagedBatch batch;
+  batch.appliedByProjection.assign(projections_.all().size(), 0);
+  std::string error;
 
   const bool dedup = config_.deduplication.enabled;
   const bool savepoints = config_.onError == OnError::DeadLetter;

@@ -84,8 +84,14 @@ class BatchApplier {
   int64_t pruneProcessedEvents(std::string& error);
 
  private:
-  struct Result;
   bool exec(const char* sql, std::string& error);
+  // The fast way: the whole batch in pipelined round trips (libpq pipeline mode), no savepoints. Sets `fallback`
+  // (and rolls back) when a statement fails for a reason other than a transient one: the batch is then staged
+  // again one event at a time, with savepoints, to find and skip the poison event.
+  StagedBatch stagePipelined(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
+                             const std::map<TopicPartition, int64_t>& nextOffsets, bool& fallback);
+  StagedBatch stageOneByOne(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
+                            const std::map<TopicPartition, int64_t>& nextOffsets);
   std::string table(const char* name) const;
   StagedBatch failed(StagedBatch::Status status, std::string error);
 

@@ -2,9 +2,38 @@
 
 #include <fmt/format.h>
 
+#include <regex.h>
+
 #include <stdexcept>
 
 namespace outbox::sink {
+
+struct TopicRegex::Compiled {
+  regex_t regex;
+};
+
+std::shared_ptr<const TopicRegex> TopicRegex::compile(const std::string& pattern, std::string& error) {
+  auto compiled = std::make_unique<Compiled>();
+  int rc = regcomp(&compiled->regex, pattern.c_str(), REG_EXTENDED | REG_NOSUB);
+  if (rc != 0) {
+    char message[256];
+    regerror(rc, &compiled->regex, message, sizeof message);
+    error = message;
+    return nullptr;
+  }
+  std::shared_ptr<TopicRegex> out(new TopicRegex());
+  out->compiled_ = std::move(compiled);
+  return out;
+}
+
+TopicRegex::~TopicRegex() {
+  if (compiled_) regfree(&compiled_->regex);
+}
+
+bool TopicRegex::search(std::string_view text) const {
+  std::string copy(text);  // regexec needs a terminated string
+  return regexec(&compiled_->regex, copy.c_str(), 0, nullptr, 0) == 0;
+}
 
 std::optional<std::string_view> SinkEvent::header(std::string_view name) const {
   for (auto it = headers.rbegin(); it != headers.rend(); ++it) {
@@ -89,7 +118,11 @@ const nlohmann::json* EventView::json(std::string& error) {
 
 Projection::Projection(const ProjectionConfig& config)
     : name_(config.name), topic_(config.topic), eventType_(config.eventType), sql_(config.sql) {
-  if (isTopicRegex(topic_)) topicRegex_.emplace(topic_, std::regex::ECMAScript | std::regex::optimize);
+  if (isTopicRegex(topic_)) {
+    std::string error;
+    topicRegex_ = TopicRegex::compile(topic_, error);
+    if (!topicRegex_) throw std::invalid_argument("projection " + name_ + ": topic " + topic_ + ": " + error);
+  }
   for (const std::string& text : config.params) {
     std::string error;
     std::optional<ParamSource> source = parseParamSource(text, error);
@@ -99,7 +132,7 @@ Projection::Projection(const ProjectionConfig& config)
 }
 
 bool Projection::matchesTopic(std::string_view topic) const {
-  if (topicRegex_) return std::regex_search(topic.begin(), topic.end(), *topicRegex_);
+  if (topicRegex_) return topicRegex_->search(topic);
   return topic == topic_;
 }
 

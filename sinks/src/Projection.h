@@ -12,8 +12,8 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -22,6 +22,25 @@
 #include "src/SinkConfig.h"
 
 namespace outbox::sink {
+
+// Whether a topic entry is a regular expression ("^..."), as librdkafka treats subscriptions.
+inline bool isTopicRegex(std::string_view topic) { return !topic.empty() && topic.front() == '^'; }
+
+// A POSIX extended regular expression (regcomp), the dialect closest to librdkafka's topic patterns.
+class TopicRegex {
+ public:
+  // nullopt with `error` set when `pattern` does not compile.
+  static std::shared_ptr<const TopicRegex> compile(const std::string& pattern, std::string& error);
+  ~TopicRegex();
+  TopicRegex(const TopicRegex&) = delete;
+  TopicRegex& operator=(const TopicRegex&) = delete;
+  bool search(std::string_view text) const;
+
+ private:
+  TopicRegex() = default;
+  struct Compiled;
+  std::unique_ptr<Compiled> compiled_;
+};
 
 // One consumed Kafka record, as views into librdkafka's message (or a test's strings).
 struct SinkEvent {
@@ -85,7 +104,7 @@ class Projection {
  private:
   std::string name_;
   std::string topic_;
-  std::optional<std::regex> topicRegex_;
+  std::shared_ptr<const TopicRegex> topicRegex_;
   std::string eventType_;
   std::string sql_;
   std::vector<ParamSource> params_;
@@ -105,7 +124,5 @@ class ProjectionSet {
   std::map<std::string, std::vector<size_t>, std::less<>> byTopic_;
 };
 
-// Whether a topic entry is a regular expression ("^..."), as librdkafka treats subscriptions.
-inline bool isTopicRegex(std::string_view topic) { return !topic.empty() && topic.front() == '^'; }
 
 }  // namespace outbox::sink

@@ -287,6 +287,7 @@ void Sink::flushBatch() {
   // Only for lag tools: the database is the source of truth, so a lost Kafka commit is harmless.
   rd_kafka_commit(consumer_, commitList.list, 1);
 
+  updateLag(next);
   metrics_.batches.Increment();
   metrics_.batchSeconds.Observe(std::chrono::duration<double>(Clock::now() - started).count());
   for (size_t i = 0; i < batch.appliedByProjection.size(); ++i) {
@@ -442,7 +443,14 @@ void Sink::onRevoke(rd_kafka_topic_partition_list_t* partitions) {
 
 void Sink::updateLag() {
   nextLag_ = Clock::now() + milliseconds(config_.metrics.lagIntervalMs);
-  for (const TopicPartition& tp : assigned_) {
+  std::map<TopicPartition, int64_t> all;
+  for (const TopicPartition& tp : assigned_) all.emplace(tp, 0);
+  updateLag(all);
+}
+
+void Sink::updateLag(const std::map<TopicPartition, int64_t>& partitions) {
+  // The high watermarks librdkafka learnt from its last fetch responses: no request to the broker.
+  for (const auto& [tp, unused] : partitions) {
     int64_t low = -1;
     int64_t high = -1;
     if (rd_kafka_get_watermark_offsets(consumer_, tp.first.c_str(), tp.second, &low, &high) !=

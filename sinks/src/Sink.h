@@ -62,6 +62,7 @@ class Sink {
   // Reconnects if needed, re-reads the stored offsets of the assigned partitions and seeks to them.
   void rewind();
   void updateLag();
+  void updateLag(const std::map<TopicPartition, int64_t>& partitions);
   void maybePrune();
   void sleepWhileRunning(std::chrono::milliseconds duration);
   void fail(int status, const std::string& message);

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <regex>
 
 #include "src/Projection.h"
 
@@ -52,10 +51,9 @@ std::optional<std::string> topicNameError(std::string_view topic) {
 // A topic entry: a name, or a regular expression starting with "^".
 std::optional<std::string> topicEntryError(std::string_view topic) {
   if (!isTopicRegex(topic)) return topicNameError(topic);
-  try {
-    std::regex compiled{std::string(topic), std::regex::ECMAScript};
-  } catch (const std::regex_error& e) {
-    return fmt::format("{} is not a valid regular expression: {}", tomlQuote(topic), e.what());
+  std::string error;
+  if (!TopicRegex::compile(std::string(topic), error)) {
+    return fmt::format("{} is not a valid regular expression (POSIX extended): {}", tomlQuote(topic), error);
   }
   return std::nullopt;
 }

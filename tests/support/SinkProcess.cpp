@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -93,11 +93,12 @@ SinkProcess::SinkProcess(const std::string& configToml, const std::string& label
     : ChildProcess({binPath("outbox-sink"), "--config", writeTempFile("sink.toml", configToml)}, label) {}
 
 std::optional<std::string> SinkProcess::adminAddress() const {
-  static const std::regex serving(R"(serving /metrics, /healthz and /readyz on (\S+))");
-  std::smatch match;
+  constexpr std::string_view marker = "serving /metrics, /healthz and /readyz on ";
   std::string text = log();
-  if (std::regex_search(text, match, serving)) return match[1].str();
-  return std::nullopt;
+  size_t at = text.find(marker);
+  if (at == std::string::npos) return std::nullopt;
+  at += marker.size();
+  return text.substr(at, text.find_first_of(" \n", at) - at);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -292,17 +293,17 @@ std::string OrderReadModel::differences(const std::vector<TestEvent>& events) {
   std::map<std::string, Order> orders;
   std::map<std::string, std::pair<int64_t, int64_t>> counts;
   std::set<std::string> ids;
-  static const std::regex created(R"re(\{"orderId":"([^"]+)","customerId":"([^"]+)","total":([0-9.]+),)re");
-  static const std::regex cancelled(R"re(\{"orderId":"([^"]+)","customerId":"([^"]+)"\})re");
   for (const TestEvent& e : events) {
     if (!ids.insert(e.id).second) continue;  // each event once
-    std::smatch m;
-    if (e.type == "OrderCreated" && std::regex_search(e.value, m, created)) {
-      orders[m[1]] = Order{m[2], m[3], "created"};
-      ++counts[m[2]].first;
-    } else if (e.type == "OrderCancelled" && std::regex_search(e.value, m, cancelled)) {
-      orders[m[1]].status = "cancelled";
-      ++counts[m[2]].second;
+    nlohmann::json payload = nlohmann::json::parse(e.value);
+    std::string orderId = payload.at("orderId");
+    std::string customerId = payload.at("customerId");
+    if (e.type == "OrderCreated") {
+      orders[orderId] = Order{customerId, fmt::format("{:.2f}", payload.at("total").get<double>()), "created"};
+      ++counts[customerId].first;
+    } else if (e.type == "OrderCancelled") {
+      orders[orderId].status = "cancelled";
+      ++counts[customerId].second;
     }
   }
 
