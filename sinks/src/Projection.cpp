@@ -4,6 +4,7 @@
 
 #include <regex.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace outbox::sink {
@@ -117,7 +118,8 @@ const nlohmann::json* EventView::json(std::string& error) {
 }
 
 Projection::Projection(const ProjectionConfig& config)
-    : name_(config.name), topic_(config.topic), eventType_(config.eventType), sql_(config.sql) {
+    : name_(config.name), topic_(config.topic), eventTypes_(config.eventTypes), sql_(config.sql) {
+  anyType_ = std::find(eventTypes_.begin(), eventTypes_.end(), "*") != eventTypes_.end();
   if (isTopicRegex(topic_)) {
     std::string error;
     topicRegex_ = TopicRegex::compile(topic_, error);
@@ -137,8 +139,8 @@ bool Projection::matchesTopic(std::string_view topic) const {
 }
 
 bool Projection::matchesType(std::optional<std::string_view> type) const {
-  if (eventType_ == "*") return true;
-  return type && *type == eventType_;
+  if (anyType_) return true;
+  return type && std::find(eventTypes_.begin(), eventTypes_.end(), *type) != eventTypes_.end();
 }
 
 namespace {

@@ -105,7 +105,8 @@ class Projection {
   std::string name_;
   std::string topic_;
   std::shared_ptr<const TopicRegex> topicRegex_;
-  std::string eventType_;
+  std::vector<std::string> eventTypes_;
+  bool anyType_ = false;
   std::string sql_;
   std::vector<ParamSource> params_;
 };

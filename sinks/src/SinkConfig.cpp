@@ -196,7 +196,21 @@ void readProjections(ConfigTable root, std::vector<ProjectionConfig>& out) {
     if (t.require("topic", p.topic)) {
       if (auto error = topicEntryError(p.topic)) t.invalid("topic", *error);
     }
-    t.require("event_type", p.eventType);
+    if (t.has("event_types")) {
+      std::string ignored;
+      if (t.has("event_type") && t.get("event_type", ignored)) {
+        t.invalid("event_type", "set either event_type or event_types, not both");
+      }
+      if (t.get("event_types", p.eventTypes) && p.eventTypes.empty()) {
+        t.invalid("event_types", "must not be empty; list the event types, or write event_type = \"*\" for all");
+      }
+      for (const std::string& type : p.eventTypes) {
+        if (type.empty()) t.invalid("event_types", "holds an empty event type");
+      }
+    } else {
+      std::string type;
+      if (t.require("event_type", type)) p.eventTypes = {type};
+    }
     bool sqlOk = t.require("sql", p.sql);
     bool paramsOk = t.get("params", p.params) || !t.has("params");
     for (const std::string& param : p.params) {
@@ -378,8 +392,10 @@ std::string SinkConfig::redactedSummary() const {
                    deduplication.pruneIntervalMs);
   for (const ProjectionConfig& p : projections) {
     s += "[[projection]]\n";
-    s += fmt::format("name = {}\ntopic = {}\nevent_type = {}\nsql = {}\n", tomlQuote(p.name), tomlQuote(p.topic),
-                     tomlQuote(p.eventType), tomlQuote(p.sql));
+    std::vector<std::string> types;
+    for (const std::string& type : p.eventTypes) types.push_back(tomlQuote(type));
+    s += fmt::format("name = {}\ntopic = {}\nevent_types = [{}]\nsql = {}\n", tomlQuote(p.name), tomlQuote(p.topic),
+                     fmt::join(types, ", "), tomlQuote(p.sql));
     std::vector<std::string> params;
     for (const std::string& param : p.params) params.push_back(tomlQuote(param));
     s += fmt::format("params = [{}]\n\n", fmt::join(params, ", "));

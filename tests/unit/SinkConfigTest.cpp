@@ -204,6 +204,36 @@ params = ["/a", "/b", "/c"]
   EXPECT_THAT(text, HasSubstr("projection[1].sql: never uses $2"));
 }
 
+TEST(SinkConfigTest, EventTypesList) {
+  auto r = parse(R"([database]
+conninfo = "x"
+[kafka]
+bootstrap_servers = "k"
+[[projection]]
+topic = "t"
+event_types = ["OrderCreated", "OrderPlaced"]
+sql = "SELECT 1"
+[[projection]]
+topic = "t"
+event_type = "A"
+event_types = ["B"]
+sql = "SELECT 1"
+[[projection]]
+topic = "t"
+event_types = []
+sql = "SELECT 1"
+[[projection]]
+topic = "t"
+sql = "SELECT 1"
+)");
+  ASSERT_FALSE(r.ok());
+  std::string text = issuesText(r.issues);
+  EXPECT_THAT(text, HasSubstr("sink.toml:11:14: projection[1].event_type: set either event_type or event_types"));
+  EXPECT_THAT(text, HasSubstr("sink.toml:16:15: projection[2].event_types: must not be empty"));
+  EXPECT_THAT(text, HasSubstr("projection[3].event_type: is required"));
+  EXPECT_THAT(text, Not(HasSubstr("projection[0]")));
+}
+
 TEST(SinkConfigTest, NothingToDoIsAnIssue) {
   auto r = parse("[database]\nconninfo = \"x\"\n[kafka]\nbootstrap_servers = \"k\"\n");
   ASSERT_FALSE(r.ok());

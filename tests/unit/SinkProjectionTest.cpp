@@ -16,7 +16,7 @@ ProjectionConfig projection(std::string topic, std::string type, std::vector<std
   ProjectionConfig c;
   c.name = std::move(name);
   c.topic = std::move(topic);
-  c.eventType = std::move(type);
+  c.eventTypes = {std::move(type)};
   std::string sql = "SELECT";
   for (size_t i = 1; i <= params.size(); ++i) sql += (i > 1 ? ", $" : " $") + std::to_string(i);
   c.sql = sql;
@@ -178,6 +178,20 @@ TEST(SinkProjectionTest, MatchingByTopicAndTypeInConfigOrder) {
   SinkEvent elsewhere = other.view();
   set.matching(EventView(elsewhere, "eventType"), out);
   EXPECT_TRUE(out.empty());
+}
+
+TEST(SinkProjectionTest, SeveralEventTypes) {
+  ProjectionConfig config = projection("outbox.event.order", "OrderCreated", {});
+  config.eventTypes.push_back("OrderPlaced");
+  ProjectionSet set({config});
+  Event e;
+  std::vector<size_t> out;
+  for (const char* type : {"OrderCreated", "OrderPlaced", "OrderPaid"}) {
+    SinkEvent event = e.view();
+    event.headers = {{"eventType", type}};
+    set.matching(EventView(event, "eventType"), out);
+    EXPECT_EQ(out.size(), std::string(type) == "OrderPaid" ? 0u : 1u) << type;
+  }
 }
 
 TEST(SinkProjectionTest, EventTypeHeaderIsConfigurable) {
