@@ -84,8 +84,12 @@ RelayMetrics::RelayMetrics()
       .Register(*registry_)
       .Add({{"version", OUTBOX_RELAY_VERSION}})
       .Set(1);
+  // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
+  // first increment (a counter series born at 1 has no earlier sample to increase from).
   reconnects("postgres");
   reconnects("kafka");
+  publishErrors("queue_full");
+  publishErrors("produce_failed");
 }
 
 uint16_t RelayMetrics::eventLabels(std::string_view table, std::string_view topic) {
@@ -101,6 +105,8 @@ uint16_t RelayMetrics::eventLabels(std::string_view table, std::string_view topi
   }
   std::string tableLabel = overflow ? "other" : std::string(table);
   std::string topicLabel = overflow ? "other" : std::string(topic);
+  // A table's dead-letter counter starts at 0 once the table is seen (see the constructor on why).
+  if (!overflow) deadLetteredFamily_.Add({{"table", tableLabel}});
   EventLabels labels;
   labels.published = &eventsPublishedFamily_.Add({{"table", tableLabel}, {"topic", topicLabel}});
   labels.bytes = &bytesPublishedFamily_.Add({{"table", tableLabel}, {"topic", topicLabel}});

@@ -1,0 +1,597 @@
+// Observability end to end: a real Prometheus (Debian's /usr/bin/prometheus) scrapes the relay and the sink
+// (projecting the relay's topics) with the alert rules of helm/outbox-relay/files/alerts loaded, while a load goes
+// through both. Every PromQL expression of the Grafana dashboard and of the rules must parse, every dashboard query
+// must return data, no alert may fire on the healthy system, and the scrapes must pass `promtool check metrics`.
+// /readyz and the OutboxRelayNotReady alert must follow a Kafka outage both ways. No password may show in logs or on
+// /metrics, and every line of a json-format log is a JSON object with ts, level and msg.
+// HTTP goes through the curl command line tool; nothing here speaks HTTP itself.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "support/RelayProcess.h"
+#include "support/TestEnv.h"
+
+using namespace outbox;
+using namespace outbox::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+const std::string kDashboard = "helm/outbox-relay/files/dashboards/outbox-relay.json";
+const std::string kRules = "helm/outbox-relay/files/alerts/outbox-relay-rules.yaml";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Commands and HTTP (through curl)
+
+std::string shellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct ShellResult {
+  int status = -1;
+  std::string output;  // stdout and stderr
+};
+
+ShellResult shell(const std::string& command) {
+  ShellResult result;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) throw std::runtime_error("popen failed: " + command);
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) result.output.append(buf, n);
+  int status = pclose(pipe);
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+struct HttpResponse {
+  int status = 0;  // 0: no HTTP answer at all
+  std::string body;
+};
+
+// GET `url`, with `query` parameters URL-encoded by curl.
+HttpResponse httpGet(const std::string& url, const std::vector<std::pair<std::string, std::string>>& query = {}) {
+  std::string command = "curl -sS --max-time 20 -G -w '\\n%{http_code}'";
+  for (auto& [k, v] : query) command += " --data-urlencode " + shellQuote(k + "=" + v);
+  ShellResult r = shell(command + " " + shellQuote(url));
+  HttpResponse response;
+  size_t nl = r.output.rfind('\n');
+  if (nl == std::string::npos) return response;
+  response.status = std::atoi(r.output.c_str() + nl + 1);
+  response.body = r.output.substr(0, nl);
+  return response;
+}
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("cannot find a free port");
+  }
+  int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+std::string readSource(const std::string& relative) {
+  std::ifstream in(sourcePath(relative));
+  if (!in) throw std::runtime_error("cannot read " + sourcePath(relative));
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The relay and the sink log "serving /metrics, /healthz and /readyz on HOST:PORT" at start (port 0 resolved).
+std::string waitForMetricsAddress(ChildProcess& process) {
+  static const std::regex serving(R"(serving /metrics, /healthz and /readyz on ([0-9.]+:[0-9]+))");
+  std::string address;
+  waitFor(
+      [&] {
+        std::smatch m;
+        std::string log = process.log();
+        if (std::regex_search(log, m, serving)) address = m[1];
+        return !address.empty() || !process.running();
+      },
+      60s);
+  if (address.empty()) throw std::runtime_error(process.label() + " never logged its metrics address");
+  return address;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prometheus
+
+class Prometheus {
+ public:
+  // Scrapes each job's targets every second and evaluates `ruleFile` every second.
+  Prometheus(const std::vector<std::pair<std::string, std::string>>& jobTargets, const std::string& ruleFile) {
+    port_ = freePort();
+    std::ostringstream config;
+    config << "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n";
+    config << "rule_files:\n  - " << json(ruleFile).dump() << "\n";
+    config << "scrape_configs:\n";
+    for (auto& [job, target] : jobTargets) {
+      config << "  - job_name: " << json(job).dump() << "\n    static_configs:\n      - targets: ["
+             << json(target).dump() << "]\n";
+    }
+    configPath_ = writeTempFile("prometheus.yml", config.str());
+    storage_ = std::filesystem::path(configPath_).parent_path() / "data";
+    process_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{"/usr/bin/prometheus", "--config.file=" + configPath_,
+                                 "--storage.tsdb.path=" + storage_.string(),
+                                 "--web.listen-address=127.0.0.1:" + std::to_string(port_), "--log.level=warn"},
+        "prometheus");
+    bool ready = waitFor([&] { return httpGet(url("/-/ready")).status == 200 || !process_->running(); }, 60s, 200ms);
+    if (!ready || !process_->running()) throw std::runtime_error("Prometheus did not become ready");
+  }
+  ~Prometheus() {
+    process_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(std::filesystem::path(configPath_).parent_path(), ec);
+  }
+
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+
+  // /api/v1/query; the whole answer ({"status": ..., "data": ...} or {"status": "error", "error": ...}).
+  json query(const std::string& expr) const {
+    HttpResponse r = httpGet(url("/api/v1/query"), {{"query", expr}});
+    try {
+      return json::parse(r.body);
+    } catch (const std::exception&) {
+      return json{{"status", "error"}, {"error", "HTTP " + std::to_string(r.status) + ": " + r.body}};
+    }
+  }
+  static bool ok(const json& answer) { return answer.value("status", "") == "success"; }
+  static size_t resultCount(const json& answer) {
+    if (!ok(answer)) return 0;
+    const json& result = answer["data"]["result"];
+    return result.is_array() ? result.size() : 1;  // scalars and strings are one value
+  }
+  json rules() const { return json::parse(httpGet(url("/api/v1/rules")).body); }
+
+ private:
+  int port_ = 0;
+  std::string configPath_;
+  std::filesystem::path storage_;
+  std::unique_ptr<ChildProcess> process_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// The dashboard's queries
+
+struct PanelQuery {
+  std::string panel;
+  std::string expr;  // Grafana variables substituted
+};
+
+// Replaces $name, ${name} and [[name]] by `value`.
+void substitute(std::string& expr, const std::string& name, const std::string& value) {
+  for (const std::string& form : {"${" + name + "}", "[[" + name + "]]", "$" + name}) {
+    for (size_t at = expr.find(form); at != std::string::npos; at = expr.find(form, at + value.size())) {
+      expr.replace(at, form.size(), value);
+    }
+  }
+}
+
+// Grafana's built-in intervals become fixed ranges; the dashboard's variables take "All" (their allValue) or their
+// current value.
+std::string grafanaToPromQL(std::string expr, const json& dashboard) {
+  substitute(expr, "__rate_interval", "1m");
+  substitute(expr, "__interval", "15s");
+  for (const json& variable : dashboard["templating"]["list"]) {
+    std::string name = variable.at("name");
+    if (variable.value("type", "") == "datasource") continue;
+    std::string value = ".*";
+    if (variable.value("includeAll", false)) {
+      value = variable.value("allValue", ".*");
+    } else if (variable.contains("current") && variable["current"].contains("value")) {
+      const json& current = variable["current"]["value"];
+      value = current.is_array() ? current.at(0).get<std::string>() : current.get<std::string>();
+    }
+    substitute(expr, name, value);
+  }
+  return expr;
+}
+
+std::vector<PanelQuery> dashboardQueries(const json& dashboard, std::vector<std::string>& problems) {
+  std::vector<PanelQuery> out;
+  std::function<void(const json&)> walk = [&](const json& panels) {
+    for (const json& panel : panels) {
+      std::string title = panel.value("title", "(untitled)");
+      if (panel.contains("panels")) walk(panel["panels"]);
+      if (panel.value("type", "") == "row") continue;
+      if (!panel.contains("targets") || panel["targets"].empty()) {
+        problems.push_back("panel \"" + title + "\" has no queries");
+        continue;
+      }
+      for (const json& target : panel["targets"]) {
+        std::string expr = target.value("expr", "");
+        if (expr.empty()) {
+          problems.push_back("panel \"" + title + "\" has a target without expr");
+          continue;
+        }
+        std::string promql = grafanaToPromQL(expr, dashboard);
+        if (promql.find('$') != std::string::npos || promql.find("[[") != std::string::npos) {
+          problems.push_back("panel \"" + title + "\": a Grafana variable or function is left in " + promql);
+        }
+        out.push_back({title, promql});
+      }
+    }
+  };
+  walk(dashboard.at("panels"));
+  return out;
+}
+
+// The selectors inside label_values(SELECTOR, label) of the dashboard's query variables (the part Prometheus runs).
+std::vector<std::string> variableSelectors(const json& dashboard) {
+  std::vector<std::string> out;
+  static const std::regex labelValues(R"(label_values\((.*),\s*\w+\)\s*$)");
+  for (const json& variable : dashboard["templating"]["list"]) {
+    if (variable.value("type", "") != "query") continue;
+    std::string text =
+        variable["query"].is_object() ? variable["query"].value("query", "") : variable["query"].get<std::string>();
+    std::smatch m;
+    out.push_back(std::regex_search(text, m, labelValues) ? m[1].str() : text);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The sink
+
+std::string sinkConfig(const std::string& topicRegex, const std::string& readModel, const std::string& groupId) {
+  std::ostringstream out;
+  out << "dead_letter_topic = " << tomlString(groupId + ".deadletter") << "\n\n";
+  out << "[log]\nlevel = \"info\"\n\n";
+  out << "[database]\nconninfo = " << tomlString(pgUrl()) << "\n\n";
+  out << "[kafka]\nbootstrap_servers = " << tomlString(kafkaBootstrap()) << "\ngroup_id = " << tomlString(groupId)
+      << "\n[kafka.properties]\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n\n";
+  out << "[batch]\nmax_events = 100\nmax_wait_ms = 50\n\n";
+  out << "[[projection]]\nname = \"observability\"\ntopic = " << tomlString(topicRegex)
+      << "\nevent_type = \"*\"\nsql = "
+      << tomlString("INSERT INTO " + readModel +
+                    " (id, payload) VALUES ($1::uuid, $2::jsonb) ON CONFLICT (id) DO NOTHING")
+      << "\nparams = [\"@id\", \"@payload\"]\n\n";
+  out << "[metrics]\nlisten = \"127.0.0.1:0\"\nlag_interval_ms = 1000\n";
+  return out.str();
+}
+
+std::string describe(const json& answer) {
+  std::string text = answer.dump();
+  return text.size() > 400 ? text.substr(0, 400) + "..." : text;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+
+TEST(Observability, DashboardAndAlertRulesWorkAgainstARealPrometheus) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "obs");
+  std::string topicPrefix = uniqueName("obs");
+  RelayConfigBuilder config;
+  config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {{"eventType", "type"}}});
+  config.metricsListen("127.0.0.1:0");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  // A publication of every operation, as users often create it: the relay counts the UPDATEs and DELETEs it ignores.
+  pg.exec("CREATE PUBLICATION " + config.publication() + " FOR TABLE public." + table);
+  auto relay = RelayProcess::start(config.render());
+  std::string relayAddress = waitForMetricsAddress(*relay);
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s));
+
+  std::vector<std::pair<std::string, std::string>> jobs = {{"outbox-relay", relayAddress}};
+  // The sink projects the relay's topics into a read model; its example config must be valid (it is the schema the
+  // test's config follows).
+  auto example = runCommand({binPath("outbox-sink"), "--check-config", sourcePath("examples/sink.toml")}, 60s);
+  ASSERT_TRUE(example.status.success()) << "outbox-sink --check-config examples/sink.toml:\n" << example.output;
+  std::string readModel = uniqueName("obs_read_model");
+  pg.exec("CREATE TABLE public." + readModel + " (id uuid PRIMARY KEY, payload jsonb)");
+  cleanup.addTable(readModel);
+  std::string sinkConfigPath =
+      writeTempFile("sink.toml", sinkConfig("^" + topicPrefix + "\\..*", readModel, uniqueName("obs-sink")));
+  auto check = runCommand({binPath("outbox-sink"), "--check-config", sinkConfigPath}, 60s);
+  ASSERT_TRUE(check.status.success()) << "the sink rejects the test's config:\n" << check.output;
+  ChildProcess sink({binPath("outbox-sink"), "--config", sinkConfigPath}, "sink");
+  jobs.emplace_back("outbox-sink", waitForMetricsAddress(sink));
+
+  Prometheus prometheus(jobs, sourcePath(kRules));
+  BackgroundLoad load(table, makeAggregates(topicPrefix, 20), 5, 20ms, 7);
+  // Outbox housekeeping as applications do it: published rows are deleted (and, here, one is updated).
+  ASSERT_TRUE(waitFor([&] { return load.written() >= 50; }, 60s));
+  pg.exec("UPDATE " + table + " SET type = type WHERE id = (SELECT id FROM " + table + " LIMIT 1)");
+  pg.exec("DELETE FROM " + table + " WHERE id IN (SELECT id FROM " + table + " LIMIT 10)");
+
+  json dashboard = json::parse(readSource(kDashboard));
+  std::vector<std::string> problems;
+  std::vector<PanelQuery> queries = dashboardQueries(dashboard, problems);
+  for (const std::string& p : problems) ADD_FAILURE() << kDashboard << ": " << p;
+  ASSERT_GT(queries.size(), 20u);
+
+  // Not only series but the load in them: events flow, and the latency histograms have observations (a
+  // histogram_quantile over empty buckets is NaN, which no comparison keeps).
+  const std::vector<std::string> flowing = {
+      "sum(rate(outbox_relay_events_published_total{job=\"outbox-relay\"}[1m])) > 0",
+      "histogram_quantile(0.99, sum by (le) "
+      "(rate(outbox_relay_commit_to_ack_seconds_bucket{job=\"outbox-relay\"}[1m]))) >= 0",
+      "sum(rate(outbox_sink_events_applied_total{job=\"outbox-sink\"}[1m])) > 0",
+      "histogram_quantile(0.99, sum by (le) (rate(outbox_sink_batch_seconds_bucket{job=\"outbox-sink\"}[1m]))) >= 0",
+  };
+
+  // Every panel query shows data once Prometheus has a few scrapes of a loaded relay (and sink).
+  bool allData = waitFor(
+      [&] {
+        for (const std::string& expr : flowing) {
+          if (Prometheus::resultCount(prometheus.query(expr)) == 0) return false;
+        }
+        for (const PanelQuery& q : queries) {
+          if (Prometheus::resultCount(prometheus.query(q.expr)) == 0) return false;
+        }
+        return true;
+      },
+      90s, 2s);
+  for (const std::string& expr : flowing) {
+    json answer = prometheus.query(expr);
+    EXPECT_GT(Prometheus::resultCount(answer), 0u) << "no load seen: " << expr << "\n" << describe(answer);
+  }
+  for (const PanelQuery& q : queries) {
+    json answer = prometheus.query(q.expr);
+    EXPECT_TRUE(Prometheus::ok(answer)) << "panel \"" << q.panel << "\": " << q.expr << "\n" << describe(answer);
+    EXPECT_GT(Prometheus::resultCount(answer), 0u) << "panel \"" << q.panel << "\" shows no data: " << q.expr << "\n"
+                                                   << describe(answer);
+  }
+  EXPECT_TRUE(allData || HasFailure());
+  for (const std::string& selector : variableSelectors(dashboard)) {
+    json answer = prometheus.query(selector);
+    EXPECT_TRUE(Prometheus::ok(answer)) << "dashboard variable query " << selector << "\n" << describe(answer);
+  }
+
+  // The rule file, as Prometheus loaded it: every alert of the file is there, evaluates without error, its
+  // expression parses, and none fires while everything is healthy.
+  std::string rulesText = readSource(kRules);
+  size_t alertsInFile = 0;
+  for (size_t at = rulesText.find("- alert:"); at != std::string::npos; at = rulesText.find("- alert:", at + 1)) {
+    ++alertsInFile;
+  }
+  json loaded;
+  bool evaluated = waitFor(
+      [&] {
+        loaded = prometheus.rules();
+        size_t evaluatedRules = 0;
+        for (const json& group : loaded["data"]["groups"]) {
+          for (const json& rule : group["rules"]) evaluatedRules += rule.value("health", "") != "unknown";
+        }
+        return evaluatedRules >= alertsInFile;
+      },
+      60s, 1s);
+  EXPECT_TRUE(evaluated) << "Prometheus did not evaluate every rule: " << describe(loaded);
+  // An alert over a misspelt metric would evaluate fine and never fire: every metric a rule names must be one
+  // Prometheus has scraped.
+  json names = json::parse(httpGet(prometheus.url("/api/v1/label/__name__/values")).body);
+  std::set<std::string> scraped(names["data"].begin(), names["data"].end());
+  static const std::regex metricName(R"(\b(outbox_[a-z0-9_]+|up)\b)");
+  size_t alertsLoaded = 0;
+  for (const json& group : loaded["data"]["groups"]) {
+    for (const json& rule : group["rules"]) {
+      ++alertsLoaded;
+      std::string name = rule.value("name", "");
+      std::string expr = rule.value("query", "");
+      for (std::sregex_iterator it(expr.begin(), expr.end(), metricName), end; it != end; ++it) {
+        EXPECT_TRUE(scraped.count((*it)[1].str()))
+            << name << " names " << (*it)[1].str() << ", which neither the relay nor the sink exports: " << expr;
+      }
+      EXPECT_EQ(rule.value("health", ""), "ok") << name << ": " << rule.value("lastError", "") << "\n" << expr;
+      json answer = prometheus.query(expr);
+      EXPECT_TRUE(Prometheus::ok(answer)) << name << ": " << expr << "\n" << describe(answer);
+      EXPECT_EQ(Prometheus::resultCount(answer), 0u) << "alert " << name << " fires on a healthy relay"
+                                                     << " and sink"
+                                                     << ": " << expr << "\n"
+                                                     << describe(answer);
+    }
+  }
+  EXPECT_EQ(alertsLoaded, alertsInFile) << "Prometheus loaded a different number of alerts than " << kRules << " has";
+
+  auto promtoolRules = runCommand({"/usr/bin/promtool", "check", "rules", sourcePath(kRules)}, 60s);
+  EXPECT_TRUE(promtoolRules.status.success()) << promtoolRules.output;
+  for (auto& [job, address] : jobs) {
+    ShellResult lint = shell("curl -sS --max-time 20 " + shellQuote("http://" + address + "/metrics") +
+                             " | /usr/bin/promtool check metrics");
+    EXPECT_EQ(lint.status, 0) << job << ": promtool check metrics failed:\n" << lint.output;
+    EXPECT_EQ(lint.output, "") << job << ": promtool check metrics reports:\n" << lint.output;
+  }
+
+  load.stop();
+  EXPECT_TRUE(relay->running()) << "the relay died";
+  EXPECT_TRUE(sink.running()) << "the sink died";
+}
+
+namespace {
+// Stops the dev stack's Kafka, and starts it again at the latest when the test ends, also when it fails midway.
+class KafkaOutage {
+ public:
+  KafkaOutage() { devstack("stop-kafka"); }
+  ~KafkaOutage() {
+    try {
+      end();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  }
+  void end() {
+    if (!down_) return;
+    down_ = false;
+    devstack("start-kafka");
+  }
+
+ private:
+  bool down_ = true;
+};
+}  // namespace
+
+TEST(Observability, ReadyzAndNotReadyAlertFollowAKafkaOutage) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "obsk");
+  RelayConfigBuilder config;
+  config.addOutbox({table, uniqueName("obsk") + ".{aggregatetype}", {}, {}});
+  config.metricsListen("127.0.0.1:0");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start(config.render());
+  std::string base = "http://" + waitForMetricsAddress(*relay);
+  Prometheus prometheus({{"outbox-relay", base.substr(7)}}, sourcePath(kRules));
+
+  // The alert's expression, without its `for`: what Prometheus would hold pending.
+  std::string notReady;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        json rules = prometheus.rules();  // a named value: a temporary would die before the loop runs
+        for (const json& group : rules["data"]["groups"]) {
+          for (const json& rule : group["rules"]) {
+            if (rule.value("name", "") == "OutboxRelayNotReady") notReady = rule.value("query", "");
+          }
+        }
+        return !notReady.empty();
+      },
+      30s));
+  auto status = [&](const std::string& path) { return httpGet(base + path).status; };
+  auto notReadyFires = [&] { return Prometheus::resultCount(prometheus.query(notReady)) > 0; };
+
+  ASSERT_TRUE(waitFor([&] { return status("/readyz") == 200; }, 120s)) << httpGet(base + "/readyz").body;
+  ASSERT_TRUE(
+      waitFor([&] { return Prometheus::resultCount(prometheus.query("up{job=\"outbox-relay\"} == 1")) > 0; }, 60s));
+  EXPECT_FALSE(notReadyFires());
+  EXPECT_EQ(status("/healthz"), 200);
+
+  {
+    KafkaOutage outage;
+    EXPECT_TRUE(waitFor([&] { return status("/readyz") == 503; }, 120s, 250ms))
+        << "/readyz still answers " << status("/readyz") << " with Kafka down";
+    HttpResponse readyz = httpGet(base + "/readyz");
+    EXPECT_EQ(readyz.status, 503);
+    EXPECT_NE(readyz.body.find("Kafka"), std::string::npos) << readyz.body;
+    EXPECT_EQ(status("/healthz"), 200) << "liveness must not follow Kafka";
+    EXPECT_TRUE(waitFor(notReadyFires, 60s, 1s)) << "OutboxRelayNotReady does not see the outage: " << notReady;
+    EXPECT_EQ(status("/healthz"), 200);
+    outage.end();
+  }
+  EXPECT_TRUE(waitFor([&] { return status("/readyz") == 200; }, 180s, 250ms))
+      << "/readyz answers " << status("/readyz") << " after Kafka returned: " << httpGet(base + "/readyz").body;
+  EXPECT_EQ(status("/healthz"), 200);
+  EXPECT_TRUE(waitFor([&] { return !notReadyFires(); }, 60s, 1s)) << "OutboxRelayNotReady still fires";
+  EXPECT_TRUE(relay->running());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+namespace {
+// PGURL with `password` in the URI's user info: postgresql://user:PASSWORD@host:port/db.
+std::string withPassword(const std::string& url, const std::string& password) {
+  size_t scheme = url.find("://");
+  size_t at = url.find('@', scheme == std::string::npos ? 0 : scheme + 3);
+  if (scheme == std::string::npos || at == std::string::npos) throw std::runtime_error("PGURL without user: " + url);
+  std::string user = url.substr(scheme + 3, at - scheme - 3);
+  user = user.substr(0, user.find(':'));
+  return url.substr(0, scheme + 3) + user + ":" + password + url.substr(at);
+}
+// The line of `text` holding position `at`.
+std::string lineAround(const std::string& text, size_t at) {
+  if (at == std::string::npos) return "";
+  size_t start = text.rfind('\n', at);
+  size_t end = text.find('\n', at);
+  start = start == std::string::npos ? 0 : start + 1;
+  return text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+}  // namespace
+
+TEST(Observability, NoPasswordInLogsOrMetricsAndJsonLogsAreJsonLines) {
+  // trust authentication in the dev stack: any password is accepted, so all three places can carry it.
+  std::string password = "obsPw" + std::to_string(getpid()) + "x" +
+                         std::to_string(std::chrono::steady_clock::now().time_since_epoch().count() % 1000000007);
+  std::string passwordFile = writeTempFile("pg-password", password + "\n");
+  std::string kafkaSecretFile = writeTempFile("kafka-password", password + "\n");
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "obss");
+  ReplicationCleanup dropTable(uniqueName("obss_noslot"), uniqueName("obss_nopub"), {table});
+  std::string topicPrefix = uniqueName("obss");
+  KafkaOffsets offsets(kafkaBootstrap());
+
+  for (std::string format : {"plain", "json"}) {
+    SCOPED_TRACE("log format " + format);
+    RelayConfigBuilder config;
+    config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}});
+    config.metricsListen("127.0.0.1:0");
+    config.logLevel("debug");
+    config.source("password_file", tomlString(passwordFile));
+    std::string toml = config.render();
+    std::string plainConninfo = "conninfo = " + tomlString(pgUrl()) + "\n";
+    size_t at = toml.find(plainConninfo);
+    ASSERT_NE(at, std::string::npos);
+    toml.replace(at, plainConninfo.size(), "conninfo = " + tomlString(withPassword(pgUrl(), password)) + "\n");
+    size_t formatAt = toml.find("format = \"plain\"");
+    ASSERT_NE(formatAt, std::string::npos);
+    toml.replace(formatAt, 16, "format = " + tomlString(format));
+    toml += "\n[kafka.secret_files]\n\"sasl.password\" = " + tomlString(kafkaSecretFile) + "\n";
+    ASSERT_NE(toml.find(password), std::string::npos);  // the relay gets it in its config file
+
+    ReplicationCleanup cleanup(config.slot(), config.publication());
+    auto relay = RelayProcess::start(toml, "relay-" + format);
+    std::string base = "http://" + waitForMetricsAddress(*relay);
+    ASSERT_TRUE(waitFor([&] { return httpGet(base + "/readyz").status == 200; }, 120s))
+        << httpGet(base + "/readyz").body;
+    int64_t before = offsets.recordCount(topicPrefix + ".order");
+    pg.exec("INSERT INTO " + table +
+            " (aggregatetype, aggregateid, type, payload) SELECT 'order', 'o-' || g, 'Created', "
+            "jsonb_build_object('n', g) FROM generate_series(1, 50) g");
+    EXPECT_TRUE(waitFor([&] { return offsets.recordCount(topicPrefix + ".order") >= before + 50; }, 60s));
+    std::string scraped =
+        httpGet(base + "/metrics").body + httpGet(base + "/healthz").body + httpGet(base + "/readyz").body;
+    EXPECT_NE(scraped.find("outbox_relay_events_published_total"), std::string::npos);
+    relay->sigterm();
+    auto exit = relay->waitExit(60s);
+    ASSERT_TRUE(exit.has_value()) << "the relay did not stop on SIGTERM";
+    EXPECT_TRUE(exit->success()) << exit->toString();
+
+    std::string log = relay->log();
+    EXPECT_EQ(log.find(password), std::string::npos)
+        << "the password is in the " << format << " log: " << lineAround(log, log.find(password));
+    EXPECT_EQ(scraped.find(password), std::string::npos)
+        << "the password is on /metrics, /healthz or /readyz: " << lineAround(scraped, scraped.find(password));
+    EXPECT_NE(log.find("<redacted>"), std::string::npos) << "the start-up summary shows no redacted secret";
+
+    if (format == "json") {
+      std::istringstream lines(log);
+      std::string line;
+      int count = 0;
+      while (std::getline(lines, line)) {
+        ++count;
+        json record;
+        try {
+          record = json::parse(line);
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << "line " << count << " of the json log is not JSON (" << e.what() << "): " << line;
+          continue;
+        }
+        EXPECT_TRUE(record.is_object() && record.contains("ts") && record["ts"].is_string() &&
+                    record.contains("level") && record["level"].is_string() && record.contains("msg") &&
+                    record["msg"].is_string())
+            << "line " << count << " lacks ts/level/msg: " << line;
+      }
+      EXPECT_GT(count, 3);
+    }
+  }
+}
