@@ -85,7 +85,8 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
     disconnect();
     return ConnectResult::Transient;
   }
-  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char*) {}, nullptr);
 
   auto failedSetup = [&](const std::string& what, const std::string& why, bool transient) {
     error = what + ": " + why;
@@ -113,9 +114,10 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
         table("outbox_sink_offsets"), table("outbox_sink_processed_events"));
     ResultPtr r(PQexec(conn_, ddl.c_str()));
     if (!ok(r.get())) {
-      return failedSetup("cannot create the sink's tables (or set database.create_tables = false and apply "
-                         "schema/sink.sql)",
-                         errorText(conn_, r.get()), transientFailure(conn_, r.get()));
+      return failedSetup(
+          "cannot create the sink's tables (or set database.create_tables = false and apply "
+          "schema/sink.sql)",
+          errorText(conn_, r.get()), transientFailure(conn_, r.get()));
     }
   }
 
@@ -135,8 +137,8 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
       "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
       "updated_at = now() WHERE o.next_offset = $5::bigint RETURNING 1",
       table("outbox_sink_offsets"));
-  std::string stored =
-      fmt::format("SELECT topic, partition, next_offset FROM {} WHERE consumer_group = $1", table("outbox_sink_offsets"));
+  std::string stored = fmt::format("SELECT topic, partition, next_offset FROM {} WHERE consumer_group = $1",
+                                   table("outbox_sink_offsets"));
   std::string dedup = fmt::format(
       "INSERT INTO {} (consumer_group, event_id, processed_at) VALUES ($1, $2, now()) ON CONFLICT DO NOTHING",
       table("outbox_sink_processed_events"));
@@ -144,10 +146,12 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
       fmt::format("DELETE FROM {} WHERE consumer_group = $1 AND processed_at < now() - make_interval(hours => $2)",
                   table("outbox_sink_processed_events"));
   for (auto& [name, sql, n] : {std::tuple<const char*, std::string&, int>{"offsets", offsets, 5},
-                               {"stored", stored, 1}, {"dedup", dedup, 2}, {"prune", prune, 2}}) {
+                               {"stored", stored, 1},
+                               {"dedup", dedup, 2},
+                               {"prune", prune, 2}}) {
     if (auto why = prepare(name, sql, n)) {
-      return failedSetup("cannot prepare the sink's own statements (are its tables there? see schema/sink.sql)",
-                         *why, false);
+      return failedSetup("cannot prepare the sink's own statements (are its tables there? see schema/sink.sql)", *why,
+                         false);
     }
   }
   return ConnectResult::Ok;
@@ -300,15 +304,17 @@ StagedBatch BatchApplier::stagePipelined(const std::vector<SinkEvent>& events, c
       continue;
     }
     for (size_t m = 0; m < matches.size(); ++m) {
-      queue.push_back(Queued{Queued::Kind::Projection, fmt::format("p{}", matches[m]), matches[m],
-                             std::move(perProjection[m])});
+      queue.push_back(
+          Queued{Queued::Kind::Projection, fmt::format("p{}", matches[m]), matches[m], std::move(perProjection[m])});
     }
   }
   std::vector<const TopicPartition*> offsetPartitions;
   for (const auto& [tp, next] : nextOffsets) {
     auto it = expected.find(tp);
     bool known = it != expected.end() && it->second.has_value();
-    queue.push_back(Queued{Queued::Kind::Offset, "offsets", offsetPartitions.size(),
+    queue.push_back(Queued{Queued::Kind::Offset,
+                           "offsets",
+                           offsetPartitions.size(),
                            {config_.kafka.groupId, tp.first, std::to_string(tp.second), std::to_string(next),
                             known ? std::optional<std::string>(std::to_string(it->second.value())) : std::nullopt}});
     offsetPartitions.push_back(&tp);
@@ -360,7 +366,7 @@ StagedBatch BatchApplier::stagePipelined(const std::vector<SinkEvent>& events, c
         if (!sqlError) {
           transient = transientFailure(conn_, r.get());
           sqlError = (q.kind == Queued::Kind::Projection ? "projection " + projections_.at(q.ref).name() + ": "
-                                                          : std::string()) +
+                                                         : std::string()) +
                      errorText(conn_, r.get());
         }
         if (PQstatus(conn_) != CONNECTION_OK) {
@@ -373,9 +379,9 @@ StagedBatch BatchApplier::stagePipelined(const std::vector<SinkEvent>& events, c
         dedupRace = true;  // another transaction recorded this id since our read: let the exact path decide
       } else if (q.kind == Queued::Kind::Offset && PQntuples(r.get()) != 1) {
         const TopicPartition& tp = *offsetPartitions[q.ref];
-        conflict = fmt::format("the stored offset of {} [{}] is no longer {}: another instance of group {} moved it",
-                               tp.first, tp.second,
-                               q.values[4] ? *q.values[4] : std::string("absent"), config_.kafka.groupId);
+        conflict =
+            fmt::format("the stored offset of {} [{}] is no longer {}: another instance of group {} moved it", tp.first,
+                        tp.second, q.values[4] ? *q.values[4] : std::string("absent"), config_.kafka.groupId);
       } else if (q.kind == Queued::Kind::Projection) {
         ++batch.appliedByProjection[q.ref];
       }
@@ -453,11 +459,12 @@ StagedBatch BatchApplier::stageOneByOne(const std::vector<SinkEvent>& events, co
       pointers.clear();
       for (const auto& v : values) pointers.push_back(v ? v->c_str() : nullptr);
       std::string name = fmt::format("p{}", index);
-      ResultPtr r(PQexecPrepared(conn_, name.c_str(), static_cast<int>(pointers.size()), pointers.data(), nullptr,
-                                 nullptr, 0));
+      ResultPtr r(
+          PQexecPrepared(conn_, name.c_str(), static_cast<int>(pointers.size()), pointers.data(), nullptr, nullptr, 0));
       if (!ok(r.get())) {
         if (transientFailure(conn_, r.get())) {
-          return failed(Status::Transient, fmt::format("projection {}: {}", projection.name(), errorText(conn_, r.get())));
+          return failed(Status::Transient,
+                        fmt::format("projection {}: {}", projection.name(), errorText(conn_, r.get())));
         }
         poison = fmt::format("projection {}: {}", projection.name(), errorText(conn_, r.get()));
         break;
@@ -472,7 +479,8 @@ StagedBatch BatchApplier::stageOneByOne(const std::vector<SinkEvent>& events, co
         stopped.poison.push_back(PoisonEvent{i, *poison});
         return stopped;
       }
-      if (!exec("ROLLBACK TO SAVEPOINT event", error)) return failed(Status::Transient, "ROLLBACK TO SAVEPOINT: " + error);
+      if (!exec("ROLLBACK TO SAVEPOINT event", error))
+        return failed(Status::Transient, "ROLLBACK TO SAVEPOINT: " + error);
       batch.poison.push_back(PoisonEvent{i, std::move(*poison)});
       continue;
     }
@@ -496,8 +504,7 @@ StagedBatch BatchApplier::stageOneByOne(const std::vector<SinkEvent>& events, co
     if (PQntuples(r.get()) != 1) {
       return failed(Status::Conflict,
                     fmt::format("the stored offset of {} [{}] is no longer {}: another instance of group {} moved it",
-                                tp.first, tp.second, beforeText,
-                                config_.kafka.groupId));
+                                tp.first, tp.second, beforeText, config_.kafka.groupId));
     }
   }
   return batch;

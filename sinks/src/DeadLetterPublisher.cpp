@@ -28,18 +28,19 @@ rd_kafka_conf_t* makeKafkaConf(const SinkConfig& config,
 
 void kafkaLogCallback(const rd_kafka_t*, int level, const char* facility, const char* message) {
   // Syslog levels; called from librdkafka's threads, the logger writes whole lines.
-  log::Level mapped = level <= 3 ? log::Level::Error : level == 4 ? log::Level::Warn
-                      : level <= 6 ? log::Level::Info : log::Level::Debug;
+  log::Level mapped = level <= 3   ? log::Level::Error
+                      : level == 4 ? log::Level::Warn
+                      : level <= 6 ? log::Level::Info
+                                   : log::Level::Debug;
   if (!log::enabled(mapped)) return;
   log::write(mapped, std::string("kafka: ") + message, {{"facility", facility}});
 }
 
 DeadLetterPublisher::DeadLetterPublisher(const SinkConfig& config) : config_(config) {
   // Consumer-only properties in [kafka.properties] would make librdkafka warn; they are harmless.
-  rd_kafka_conf_t* conf = makeKafkaConf(config, {{"enable.idempotence", "true"},
-                                                 {"acks", "all"},
-                                                 {"linger.ms", "0"},
-                                                 {"client.id", "outbox-sink-deadletter"}});
+  rd_kafka_conf_t* conf = makeKafkaConf(
+      config,
+      {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "0"}, {"client.id", "outbox-sink-deadletter"}});
   rd_kafka_conf_set_opaque(conf, this);
   rd_kafka_conf_set_dr_msg_cb(conf, &DeadLetterPublisher::deliveryReport);
   char err[512];
@@ -85,10 +86,10 @@ bool DeadLetterPublisher::publish(const SinkEvent& event, const std::string& rea
   void* value = event.payload ? const_cast<char*>(event.payload->data()) : nullptr;
   size_t valueLen = event.payload ? event.payload->size() : 0;
   while (true) {
-    rd_kafka_resp_err_t rc = rd_kafka_producev(
-        producer_, RD_KAFKA_V_TOPIC(config_.deadLetterTopic.c_str()), RD_KAFKA_V_KEY(key, keyLen),
-        RD_KAFKA_V_VALUE(value, valueLen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
-        RD_KAFKA_V_END);
+    rd_kafka_resp_err_t rc =
+        rd_kafka_producev(producer_, RD_KAFKA_V_TOPIC(config_.deadLetterTopic.c_str()), RD_KAFKA_V_KEY(key, keyLen),
+                          RD_KAFKA_V_VALUE(value, valueLen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
     if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) return true;  // headers now belong to the message
     if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       rd_kafka_poll(producer_, 100);

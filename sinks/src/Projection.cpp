@@ -1,7 +1,6 @@
 #include "src/Projection.h"
 
 #include <fmt/format.h>
-
 #include <regex.h>
 
 #include <algorithm>
@@ -66,8 +65,9 @@ std::optional<ParamSource> parseParamSource(std::string_view text, std::string& 
     return source;
   }
   if (rest.front() != '@') {
-    error = "must start with '/' (a JSON pointer into the payload, e.g. \"/customerId\") or '@' (a record "
-            "attribute: @id, @key, @topic, @partition, @offset, @timestamp, @payload, @type, @header:NAME)";
+    error =
+        "must start with '/' (a JSON pointer into the payload, e.g. \"/customerId\") or '@' (a record "
+        "attribute: @id, @key, @topic, @partition, @offset, @timestamp, @payload, @type, @header:NAME)";
     return std::nullopt;
   }
   static const std::pair<std::string_view, ParamSource::Kind> kAttributes[] = {
@@ -92,8 +92,9 @@ std::optional<ParamSource> parseParamSource(std::string_view text, std::string& 
     }
     return source;
   }
-  error = fmt::format("is not a record attribute; use one of @id, @key, @topic, @partition, @offset, @timestamp, "
-                      "@payload, @type, @header:NAME");
+  error = fmt::format(
+      "is not a record attribute; use one of @id, @key, @topic, @partition, @offset, @timestamp, "
+      "@payload, @type, @header:NAME");
   return std::nullopt;
 }
 

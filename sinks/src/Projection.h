@@ -8,11 +8,10 @@
 // A JSON null is SQL NULL; a string is its text; numbers and booleans their JSON text; objects and arrays their
 // JSON text (for json/jsonb columns).
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -124,6 +123,5 @@ class ProjectionSet {
   std::vector<Projection> projections_;
   std::map<std::string, std::vector<size_t>, std::less<>> byTopic_;
 };
-
 
 }  // namespace outbox::sink

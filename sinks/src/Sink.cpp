@@ -25,9 +25,7 @@ struct PartitionList {
   }
 };
 
-double unixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+double unixNow() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 std::string describe(const TopicPartition& tp) { return fmt::format("{} [{}]", tp.first, tp.second); }
 
@@ -47,8 +45,8 @@ SinkEvent toEvent(rd_kafka_message_t* m) {
     const void* value;
     size_t size;
     for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
-      e.headers.emplace_back(name, value != nullptr ? std::string_view(static_cast<const char*>(value), size)
-                                                    : std::string_view());
+      e.headers.emplace_back(
+          name, value != nullptr ? std::string_view(static_cast<const char*>(value), size) : std::string_view());
     }
   }
   return e;
@@ -106,13 +104,12 @@ int Sink::run() {
 
   try {
     if (config_.onError == OnError::DeadLetter) deadLetters_ = std::make_unique<DeadLetterPublisher>(config_);
-    rd_kafka_conf_t* conf = makeKafkaConf(
-        config_, {{"group.id", config_.kafka.groupId},
-                  {"client.id", "outbox-sink"},
-                  {"enable.auto.commit", "false"},
-                  {"enable.auto.offset.store", "false"},
-                  {"auto.offset.reset", config_.kafka.initialOffset},
-                  {"enable.partition.eof", "false"}});
+    rd_kafka_conf_t* conf = makeKafkaConf(config_, {{"group.id", config_.kafka.groupId},
+                                                    {"client.id", "outbox-sink"},
+                                                    {"enable.auto.commit", "false"},
+                                                    {"enable.auto.offset.store", "false"},
+                                                    {"auto.offset.reset", config_.kafka.initialOffset},
+                                                    {"enable.partition.eof", "false"}});
     rd_kafka_conf_set_opaque(conf, this);
     rd_kafka_conf_set_rebalance_cb(conf, &Sink::rebalanceCallback);
     char err[512];
@@ -192,7 +189,8 @@ void Sink::handleMessage(rd_kafka_message_t* message) {
   }
   TopicPartition tp(rd_kafka_topic_name(message->rkt), message->partition);
   auto position = position_.find(tp);
-  if (rewindNeeded_ || assigned_.count(tp) == 0 || (position != position_.end() && message->offset < position->second)) {
+  if (rewindNeeded_ || assigned_.count(tp) == 0 ||
+      (position != position_.end() && message->offset < position->second)) {
     // Not ours any more, or from before a seek: the database says where this partition goes on.
     rd_kafka_message_destroy(message);
     return;
@@ -375,7 +373,8 @@ void Sink::rebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_t
 
 void Sink::onAssign(rd_kafka_topic_partition_list_t* partitions) {
   std::vector<TopicPartition> tps;
-  for (int i = 0; i < partitions->cnt; ++i) tps.emplace_back(partitions->elems[i].topic, partitions->elems[i].partition);
+  for (int i = 0; i < partitions->cnt; ++i)
+    tps.emplace_back(partitions->elems[i].topic, partitions->elems[i].partition);
   // The positions come from the database. Without it nothing can be applied anyway, so wait for it here (the
   // consumer's heartbeats go on in librdkafka's threads; max.poll.interval.ms bounds the wait).
   std::optional<StoredOffsets> stored;
@@ -410,7 +409,8 @@ void Sink::onAssign(rd_kafka_topic_partition_list_t* partitions) {
     assigned_.insert(tp);
     stored_[tp] = offset;
     position_[tp] = offset ? *offset : -1;
-    described.push_back(fmt::format("{}@{}", describe(tp), offset ? std::to_string(*offset) : config_.kafka.initialOffset));
+    described.push_back(
+        fmt::format("{}@{}", describe(tp), offset ? std::to_string(*offset) : config_.kafka.initialOffset));
   }
   metrics_.assignedPartitions.Set(static_cast<double>(assigned_.size()));
   log::info("assigned {}", fmt::join(described, ", "));
@@ -474,7 +474,8 @@ void Sink::maybePrune() {
     return;
   }
   metrics_.dedupPruned.Increment(static_cast<double>(deleted));
-  if (deleted > 0) log::info("pruned {} processed event id(s) older than {} h", deleted, config_.deduplication.retentionHours);
+  if (deleted > 0)
+    log::info("pruned {} processed event id(s) older than {} h", deleted, config_.deduplication.retentionHours);
 }
 
 }  // namespace outbox::sink

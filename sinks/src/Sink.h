@@ -31,9 +31,9 @@ namespace outbox::sink {
 // Exit statuses of outbox-sink (also in --help).
 enum ExitStatus : int {
   kExitOk = 0,
-  kExitFailure = 1,       // a fatal Kafka or database error
-  kExitSetup = 2,         // configuration or setup error (e.g. a projection's SQL does not prepare)
-  kExitPoisonEvent = 3,   // on_error = "stop" and an event could not be applied
+  kExitFailure = 1,      // a fatal Kafka or database error
+  kExitSetup = 2,        // configuration or setup error (e.g. a projection's SQL does not prepare)
+  kExitPoisonEvent = 3,  // on_error = "stop" and an event could not be applied
 };
 
 class Sink {
@@ -78,7 +78,7 @@ class Sink {
   bool failed_ = false;
 
   std::set<TopicPartition> assigned_;
-  StoredOffsets stored_;                       // what the database holds, as of our last read or commit
+  StoredOffsets stored_;                        // what the database holds, as of our last read or commit
   std::map<TopicPartition, int64_t> position_;  // next offset to accept (stale records below it are dropped)
   std::vector<rd_kafka_message_t*> pending_;
   std::chrono::steady_clock::time_point batchDeadline_;

@@ -40,9 +40,10 @@ std::optional<std::string> topicNameError(std::string_view topic) {
   }
   for (char c : topic) {
     if (!isTopicChar(c)) {
-      return fmt::format("{} holds '{}', but Kafka topic names may only contain letters, digits, '.', '_' and '-' "
-                         "(a regular expression must start with '^')",
-                         tomlQuote(topic), c);
+      return fmt::format(
+          "{} holds '{}', but Kafka topic names may only contain letters, digits, '.', '_' and '-' "
+          "(a regular expression must start with '^')",
+          tomlQuote(topic), c);
     }
   }
   return std::nullopt;
@@ -101,8 +102,8 @@ void readDatabase(ConfigTable root, SinkDatabaseConfig& out) {
   t.getSecretFile("password_file", out.passwordFile, out.password);
   t.get("create_tables", out.createTables);
   if (t.get("schema", out.schema) && !isIdentifier(out.schema)) {
-    t.invalid("schema", fmt::format("must be a plain lowercase identifier ([a-z_][a-z0-9_]*), got {}",
-                                    tomlQuote(out.schema)));
+    t.invalid("schema",
+              fmt::format("must be a plain lowercase identifier ([a-z_][a-z0-9_]*), got {}", tomlQuote(out.schema)));
   }
   bool minSet = t.get("reconnect_backoff_min_ms", out.reconnectBackoffMinMs, 1);
   t.get("reconnect_backoff_max_ms", out.reconnectBackoffMaxMs, 1);
@@ -128,7 +129,8 @@ void readKafka(ConfigTable root, SinkKafkaConfig& out) {
     t.invalid("event_type_header", "must not be empty; give the header holding the event type (e.g. \"eventType\")");
   }
   if (t.get("initial_offset", out.initialOffset) && out.initialOffset != "earliest" && out.initialOffset != "latest") {
-    t.invalid("initial_offset", fmt::format("must be \"earliest\" or \"latest\", got {}", tomlQuote(out.initialOffset)));
+    t.invalid("initial_offset",
+              fmt::format("must be \"earliest\" or \"latest\", got {}", tomlQuote(out.initialOffset)));
   }
 
   ConfigTable properties = t.table("properties");
@@ -189,8 +191,10 @@ void readProjections(ConfigTable root, std::vector<ProjectionConfig>& out) {
     if (t.get("name", p.name)) {
       if (p.name.empty()) t.invalid("name", "must not be empty; it labels outbox_sink_events_applied_total");
       for (const ProjectionConfig& other : out) {
-        if (other.name == p.name) t.invalid("name", fmt::format("{} is already used; give each projection its own "
-                                                                "name", tomlQuote(p.name)));
+        if (other.name == p.name)
+          t.invalid("name", fmt::format("{} is already used; give each projection its own "
+                                        "name",
+                                        tomlQuote(p.name)));
       }
     }
     if (t.require("topic", p.topic)) {
@@ -237,7 +241,8 @@ void readMetrics(ConfigTable root, SinkMetricsConfig& out) {
   ConfigTable t = root.table("metrics");
   t.get("enabled", out.enabled);
   if (t.get("listen", out.listen)) {
-    if (auto error = listenAddressError(out.listen)) t.invalid("listen", fmt::format("{} {}", tomlQuote(out.listen), *error));
+    if (auto error = listenAddressError(out.listen))
+      t.invalid("listen", fmt::format("{} {}", tomlQuote(out.listen), *error));
   }
   t.get("lag_interval_ms", out.lagIntervalMs, 100, kIntMax);
 }

@@ -52,12 +52,12 @@ struct DeduplicationConfig {
 enum class OnError { DeadLetter, Stop };
 
 struct ProjectionConfig {
-  std::string name;       // label of the applied-events metric
-  std::string topic;      // a topic name, or a regular expression starting with "^"
+  std::string name;   // label of the applied-events metric
+  std::string topic;  // a topic name, or a regular expression starting with "^"
   // Values of the event type header it applies to (TOML: event_type = "X", or event_types = ["X", "Y"]);
   // "*" = any event, with or without the header.
   std::vector<std::string> eventTypes;
-  std::string sql;        // a statement with $1..$n
+  std::string sql;                  // a statement with $1..$n
   std::vector<std::string> params;  // JSON pointers into the payload ("/customerId") or record attributes ("@key")
 };
 

@@ -1,9 +1,8 @@
 // outbox-sink against the real PostgreSQL and Kafka: projections of many events, de-duplication of re-published
 // events, poison events to the dead-letter topic, on_error = "stop", the command line, metrics, throughput.
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <fmt/format.h>
 
 #include <chrono>
 #include <iostream>
@@ -80,7 +79,8 @@ TEST_F(SinkDeliveryTest, SinkSkipsEventsPublishedTwiceWithDeduplication) {
   // The relay re-publishes after a crash: the same events (same ids) again, after the originals.
   produceAll(events);
   ASSERT_TRUE(waitForStoredOffsets(config.group(), topic, 6000, 60s))
-      << "stored offsets reached " << storedOffsetSum(config.group(), topic) << "\n" << sink->logTail();
+      << "stored offsets reached " << storedOffsetSum(config.group(), topic) << "\n"
+      << sink->logTail();
   EXPECT_EQ(model.differences(events), "");
   EXPECT_EQ(model.appliedRows(), 3000);
   std::string metrics = httpGet(*sink->adminAddress(), "/metrics");
@@ -119,8 +119,9 @@ TEST_F(SinkDeliveryTest, SinkDeadLettersPoisonEventsAndAppliesTheFollowingOnes) 
   ASSERT_EQ(orders.size(), 2u);
   EXPECT_EQ(orders[0], (std::vector<std::string>{"a", "10.00", "cancelled"}));
   EXPECT_EQ(orders[1], (std::vector<std::string>{"e", "20.00", "created"}));
-  EXPECT_EQ(pg.scalar(fmt::format("SELECT created || '/' || cancelled FROM {}_counts WHERE customer_id = 'c1'", prefix)),
-            "2/1");
+  EXPECT_EQ(
+      pg.scalar(fmt::format("SELECT created || '/' || cancelled FROM {}_counts WHERE customer_id = 'c1'", prefix)),
+      "2/1");
   // The applied log ("*") ran for every event, but a poison event's savepoint rolled back its row too.
   EXPECT_EQ(model.appliedRows(), 4);
 
@@ -185,16 +186,18 @@ TEST(SinkCliTest, SinkVersionHelpAndConfigCheck) {
   CommandResult unknown = runCommand({binPath("outbox-sink"), "--frobnicate"}, 10s);
   EXPECT_EQ(unknown.status.code, 2);
 
-  std::string bad = writeTempFile("bad.toml", "[database]\nconninfo = \"x\"\nport = 5\n[kafka]\nbootstrap_servers = "
-                                              "\"k\"\n[[projection]]\ntopic = \"t\"\nevent_type = \"*\"\nsql = "
-                                              "\"SELECT $1\"\nparams = [\"nope\"]\n");
+  std::string bad = writeTempFile("bad.toml",
+                                  "[database]\nconninfo = \"x\"\nport = 5\n[kafka]\nbootstrap_servers = "
+                                  "\"k\"\n[[projection]]\ntopic = \"t\"\nevent_type = \"*\"\nsql = "
+                                  "\"SELECT $1\"\nparams = [\"nope\"]\n");
   CommandResult check = runCommand({binPath("outbox-sink"), "--check-config", bad}, 10s);
   EXPECT_EQ(check.status.code, 2);
   EXPECT_THAT(check.output, HasSubstr(bad + ":3:1: database.port: unknown key"));
   EXPECT_THAT(check.output, HasSubstr(bad + ":10:10: projection[0].params: \"nope\" must start with '/'"));
 
-  std::string good = writeTempFile("good.toml", "[database]\nconninfo = \"x\"\n[kafka]\nbootstrap_servers = \"k\"\n"
-                                                "[[projection]]\ntopic = \"t\"\nevent_type = \"*\"\nsql = \"SELECT 1\"\n");
+  std::string good = writeTempFile("good.toml",
+                                   "[database]\nconninfo = \"x\"\n[kafka]\nbootstrap_servers = \"k\"\n"
+                                   "[[projection]]\ntopic = \"t\"\nevent_type = \"*\"\nsql = \"SELECT 1\"\n");
   CommandResult ok = runCommand({binPath("outbox-sink"), "--check-config", good}, 10s);
   EXPECT_TRUE(ok.status.success()) << ok.output;
   EXPECT_THAT(ok.output, HasSubstr("valid"));

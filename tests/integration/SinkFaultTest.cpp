@@ -1,10 +1,9 @@
 // outbox-sink under faults, against the real PostgreSQL and Kafka: kill -9 during a load and restart, a second
 // instance taking over the partitions of a killed one, the read-model database restarted during a load. After each,
 // the read model must be exactly the one computed from the events: nothing lost, nothing applied twice.
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <fmt/format.h>
 
 #include <chrono>
 #include <iostream>
@@ -109,7 +108,8 @@ TEST_F(SinkFaultTest, SinkSecondInstanceTakesOverTheKilledOnesPartitions) {
   first.insert(first.end(), rest.begin(), rest.end());
   int64_t total = static_cast<int64_t>(first.size());
   ASSERT_TRUE(waitForStoredOffsets(config.group(), topic, total, 120s))
-      << storedOffsetSum(config.group(), topic) << " of " << total << "\n" << b->logTail();
+      << storedOffsetSum(config.group(), topic) << " of " << total << "\n"
+      << b->logTail();
   EXPECT_EQ(model.differences(first), "");
   EXPECT_TRUE(b->running());
   // The last assignment of b holds all three partitions.
@@ -156,7 +156,8 @@ TEST_F(SinkFaultTest, SinkReadModelDatabaseRestartedDuringALoad) {
   first.insert(first.end(), rest.begin(), rest.end());
   int64_t total = static_cast<int64_t>(first.size());
   ASSERT_TRUE(waitForStoredOffsets(config.group(), topic, total, 120s))
-      << storedOffsetSum(config.group(), topic) << " of " << total << "\n" << sink->logTail();
+      << storedOffsetSum(config.group(), topic) << " of " << total << "\n"
+      << sink->logTail();
   EXPECT_EQ(model->differences(first), "");
   EXPECT_TRUE(sink->running());
   EXPECT_THAT(sink->log(), HasSubstr("rewound"));

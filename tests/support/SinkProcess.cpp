@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -236,14 +236,14 @@ std::vector<TestEvent> takeEvents(OrderStream& stream, int count) {
 // Read model
 
 OrderReadModel::OrderReadModel(PgConnection& pg, const std::string& prefix) : pg_(pg), prefix_(prefix) {
-  pg_.exec(fmt::format(
-      "CREATE TABLE {0}_orders (order_id text PRIMARY KEY, customer_id text NOT NULL, "
-      "  total numeric(12,2) NOT NULL CHECK (total >= 0), status text NOT NULL);"
-      "CREATE TABLE {0}_counts (customer_id text PRIMARY KEY, created integer NOT NULL DEFAULT 0, "
-      "  cancelled integer NOT NULL DEFAULT 0);"
-      "CREATE TABLE {0}_applied (event_id text NOT NULL, topic text NOT NULL, partition integer NOT NULL, "
-      "  \"offset\" bigint NOT NULL)",
-      prefix_));
+  pg_.exec(
+      fmt::format("CREATE TABLE {0}_orders (order_id text PRIMARY KEY, customer_id text NOT NULL, "
+                  "  total numeric(12,2) NOT NULL CHECK (total >= 0), status text NOT NULL);"
+                  "CREATE TABLE {0}_counts (customer_id text PRIMARY KEY, created integer NOT NULL DEFAULT 0, "
+                  "  cancelled integer NOT NULL DEFAULT 0);"
+                  "CREATE TABLE {0}_applied (event_id text NOT NULL, topic text NOT NULL, partition integer NOT NULL, "
+                  "  \"offset\" bigint NOT NULL)",
+                  prefix_));
 }
 
 OrderReadModel::~OrderReadModel() {

@@ -33,7 +33,6 @@ params = ["/orderId", "/customerId"]
 
 ConfigLoadResult<SinkConfig> parse(const std::string& text) { return parseSinkConfig(text, "sink.toml"); }
 
-
 }  // namespace
 
 TEST(SinkConfigTest, MinimalConfigGetsDefaults) {
@@ -241,7 +240,8 @@ TEST(SinkConfigTest, NothingToDoIsAnIssue) {
 }
 
 TEST(SinkConfigTest, DuplicateProjectionNamesAreRejected) {
-  auto r = parse(kMinimal + "name = \"a\"\n[[projection]]\nname = \"a\"\ntopic = \"t\"\nevent_type = \"*\"\nsql = \"SELECT 1\"\n");
+  auto r = parse(kMinimal +
+                 "name = \"a\"\n[[projection]]\nname = \"a\"\ntopic = \"t\"\nevent_type = \"*\"\nsql = \"SELECT 1\"\n");
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(issuesText(r.issues), HasSubstr("projection[1].name: \"a\" is already used"));
 }
@@ -260,14 +260,16 @@ TEST(SinkConfigTest, SecretsAreReadFromFilesAndRedacted) {
   std::ofstream(dir + "/kafka") << "kafka-secret";
   auto r = parse(R"([database]
 conninfo = "postgresql://sink:inline-pass@db/read"
-password_file = ")" + dir + R"(/pg"
+password_file = ")" +
+                 dir + R"(/pg"
 [kafka]
 bootstrap_servers = "k"
 [kafka.properties]
 "sasl.username" = "user"
 "ssl.key.password" = "inline-kafka"
 [kafka.secret_files]
-"sasl.password" = ")" + dir + R"(/kafka"
+"sasl.password" = ")" +
+                 dir + R"(/kafka"
 [[projection]]
 topic = "t"
 event_type = "*"

@@ -37,7 +37,9 @@ struct Event {
     e.timestampMs = 1700000000123;
     e.key = key;
     e.payload = payload;
-    e.headers = {{"id", "6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11"}, {"eventType", "OrderCreated"}, {"trace", "t1"},
+    e.headers = {{"id", "6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11"},
+                 {"eventType", "OrderCreated"},
+                 {"trace", "t1"},
                  {"trace", "t2"}};
     return e;
   }
@@ -58,8 +60,9 @@ ParamValues extract(const ProjectionConfig& config, const SinkEvent& event, std:
 
 TEST(SinkProjectionTest, JsonPointersGiveTextOfTheValue) {
   Event e;
-  auto values = extract(projection("t", "*", {"/orderId", "/total", "/paid", "/note", "/lines/0/sku", "/lines/0/qty",
-                                              "/address", "/address/city", "/lines"}),
+  auto values = extract(projection("t", "*",
+                                   {"/orderId", "/total", "/paid", "/note", "/lines/0/sku", "/lines/0/qty", "/address",
+                                    "/address/city", "/lines"}),
                         e.view());
   ASSERT_EQ(values.size(), 9u);
   EXPECT_THAT(values[0], Optional(std::string("o-1")));
@@ -75,8 +78,9 @@ TEST(SinkProjectionTest, JsonPointersGiveTextOfTheValue) {
 
 TEST(SinkProjectionTest, RecordAttributes) {
   Event e;
-  auto values = extract(projection("t", "*", {"@id", "@key", "@topic", "@partition", "@offset", "@timestamp", "@type",
-                                              "@header:trace", "@payload"}),
+  auto values = extract(projection("t", "*",
+                                   {"@id", "@key", "@topic", "@partition", "@offset", "@timestamp", "@type",
+                                    "@header:trace", "@payload"}),
                         e.view());
   ASSERT_EQ(values.size(), 9u);
   EXPECT_THAT(values[0], Optional(std::string("6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11")));
