@@ -896,7 +896,7 @@ class Bench:
         cfg_path = os.path.join(self.work, f"sink-{label}.toml")
         with open(cfg_path, "w") as f:
             f.write(cfg)
-        log(f"sink: outbox-sink projects {m} OrderCreated events ({desc})")
+        log(f"sink: outbox-sink projects {m} events ({desc})")
         sink_log = os.path.join(self.work, f"sink-{label}.log")
         t0 = time.monotonic()
         sp = subprocess.Popen([self.sink_bin, "--config", cfg_path], stdout=open(sink_log, "w"), stderr=subprocess.STDOUT)
