@@ -242,6 +242,7 @@ void Sink::flushBatch() {
       }
       committed = applier_.commit(error);
       if (!committed) {
+        ++transientFailures_;
         metrics_.dbRetries.Increment();
         log::warn("read-model database: {}; rewinding to the stored offsets", error);
         applier_.disconnect();
@@ -250,6 +251,7 @@ void Sink::flushBatch() {
       break;
     }
     case StagedBatch::Status::Transient:
+      ++transientFailures_;
       metrics_.dbRetries.Increment();
       log::warn("read-model database: {}; rolling back, rewinding to the stored offsets and retrying", batch.error);
       applier_.disconnect();
@@ -285,6 +287,7 @@ void Sink::flushBatch() {
   // Only for lag tools: the database is the source of truth, so a lost Kafka commit is harmless.
   rd_kafka_commit(consumer_, commitList.list, 1);
 
+  transientFailures_ = 0;
   updateLag(next);
   metrics_.batches.Increment();
   metrics_.batchSeconds.Observe(std::chrono::duration<double>(Clock::now() - started).count());
@@ -303,6 +306,15 @@ void Sink::flushBatch() {
 void Sink::rewind() {
   discardPending();
   milliseconds backoff(config_.database.reconnectBackoffMinMs);
+  if (transientFailures_ > 1) {
+    // The first retry is immediate; a failure that repeats (serialization failures, deadlocks under contention)
+    // waits min, 2 min, 4 min ... up to the maximum.
+    int doublings = std::min(transientFailures_ - 2, 20);
+    milliseconds wait =
+        std::min(backoff * (int64_t{1} << doublings), milliseconds(config_.database.reconnectBackoffMaxMs));
+    log::info("retrying in {} ms ({} transient failures in a row)", wait.count(), transientFailures_);
+    sleepWhileRunning(wait);
+  }
   while (!stop_.load()) {
     if (!applier_.connected()) {
       if (!connectDatabase()) return;

@@ -83,6 +83,7 @@ class Sink {
   std::vector<rd_kafka_message_t*> pending_;
   std::chrono::steady_clock::time_point batchDeadline_;
   bool rewindNeeded_ = false;
+  int transientFailures_ = 0;  // in a row; the retries back off exponentially
   std::chrono::steady_clock::time_point nextLag_;
   std::chrono::steady_clock::time_point nextPrune_;
 };
