@@ -1,5 +1,6 @@
 #include "src/InflightTransactions.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace outbox {
@@ -15,19 +16,17 @@ InflightTransactions::Sequence InflightTransactions::begin(Lsn finalLsn, pgoutpu
 }
 
 InflightTransactions::Entry* InflightTransactions::find(Sequence seq) {
-  // Sequences in the ring are increasing but not dense (abandoned ones leave gaps), so search from the back:
-  // events are added to the newest transaction, and reports mostly concern recent ones.
-  for (auto it = ring_.rbegin(); it != ring_.rend(); ++it) {
-    if (it->seq == seq) return &*it;
-    if (it->seq < seq) break;
-  }
-  return nullptr;
+  // Sequences in the ring increase (abandoned ones leave gaps): binary search. Delivery reports mostly concern
+  // the oldest transactions, events are added to the newest, and the ring can hold many thousand entries.
+  auto it = std::lower_bound(ring_.begin(), ring_.end(), seq, [](const Entry& e, Sequence s) { return e.seq < s; });
+  return it != ring_.end() && it->seq == seq ? &*it : nullptr;
 }
 
-std::optional<pgoutput::PgTimestamp> InflightTransactions::commitTimeOf(Sequence txn) const {
-  const Entry* entry = find(txn);
-  if (entry == nullptr) return std::nullopt;
-  return entry->commitTime;
+std::optional<pgoutput::PgTimestamp> InflightTransactions::oldestPendingCommitTime() const {
+  for (const Entry& entry : ring_) {
+    if (entry.commitTime.micros != 0) return entry.commitTime;  // non-transactional messages have none
+  }
+  return std::nullopt;
 }
 
 void InflightTransactions::addEvent(Sequence txn, uint64_t bytes) {
@@ -48,20 +47,22 @@ void InflightTransactions::commit(Sequence txn, Lsn endLsn) {
   advance();
 }
 
-void InflightTransactions::acknowledge(Sequence txn, uint64_t bytes) {
+std::optional<pgoutput::PgTimestamp> InflightTransactions::acknowledge(Sequence txn, uint64_t bytes) {
   // In-flight counters track what Kafka holds, whether or not the transaction is still tracked.
   if (inflightEvents_ > 0) --inflightEvents_;
   inflightBytes_ = inflightBytes_ >= bytes ? inflightBytes_ - bytes : 0;
   Entry* entry = find(txn);
-  if (entry == nullptr) return;  // an abandoned transaction's event
+  if (entry == nullptr) return std::nullopt;  // an abandoned transaction's event
   if (entry->pending > 0) --entry->pending;
-  advance();
+  std::optional<pgoutput::PgTimestamp> commitTime;
+  if (entry->commitTime.micros != 0) commitTime = entry->commitTime;
+  if (entry->committed && entry->pending == 0 && entry == &ring_.front()) advance();
+  return commitTime;
 }
 
 void InflightTransactions::advance() {
   while (!ring_.empty() && ring_.front().committed && ring_.front().pending == 0) {
     if (ring_.front().endLsn > confirmed_) confirmed_ = ring_.front().endLsn;
-    lastAckedCommitTime_ = ring_.front().commitTime;
     ring_.pop_front();
   }
 }

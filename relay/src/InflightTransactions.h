@@ -31,8 +31,9 @@ public:
   // The transaction's Commit arrived: no more events will be added; `endLsn` becomes confirmable once all of
   // its events are acknowledged.
   void commit(Sequence txn, Lsn endLsn);
-  // A delivery report: Kafka acknowledged one event of `txn`.
-  void acknowledge(Sequence txn, uint64_t bytes);
+  // A delivery report: Kafka acknowledged one event of `txn`. Returns the transaction's commit time (for the
+  // commit-to-acknowledgement latency), nullopt for an abandoned transaction or one without a commit time.
+  std::optional<pgoutput::PgTimestamp> acknowledge(Sequence txn, uint64_t bytes);
   // The server reported its WAL end in a keepalive. With nothing in flight and no transaction open, everything
   // the server decoded up to there was either published and acknowledged or not an outbox event, so an idle
   // outbox on a busy database does not hold back WAL.
@@ -41,10 +42,9 @@ public:
   void resetConfirmed(Lsn lsn);
 
   Lsn confirmedLsn() const { return confirmed_; }
-  // Commit time of the newest transaction whose events were all acknowledged (for the source-lag metric).
-  std::optional<pgoutput::PgTimestamp> lastAcknowledgedCommitTime() const { return lastAckedCommitTime_; }
-  // The commit time of a tracked transaction (for the commit-to-acknowledgement latency).
-  std::optional<pgoutput::PgTimestamp> commitTimeOf(Sequence txn) const;
+  // Commit time of the oldest transaction not yet fully acknowledged (for the source-lag metric: how long the
+  // oldest committed event has waited for Kafka); nullopt when nothing with a commit time is in flight.
+  std::optional<pgoutput::PgTimestamp> oldestPendingCommitTime() const;
   uint64_t inflightEvents() const { return inflightEvents_; }
   uint64_t inflightBytes() const { return inflightBytes_; }
   size_t transactions() const { return ring_.size(); }
@@ -85,7 +85,6 @@ private:
   Sequence nextSeq_ = 1;
   Lsn confirmed_;
   Lsn received_;
-  std::optional<pgoutput::PgTimestamp> lastAckedCommitTime_;
   uint64_t inflightEvents_ = 0;
   uint64_t inflightBytes_ = 0;
 };

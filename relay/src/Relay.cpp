@@ -194,10 +194,11 @@ void Relay::refreshGauges() {
   }
   metrics_.lastLoopTimestamp.Set(unixSecondsNow());
   probeLag();
-  if (inflight_.empty()) {
+  // Source lag: how long the oldest committed event still in flight has waited (0 when nothing waits).
+  if (auto oldest = inflight_.oldestPendingCommitTime()) {
+    metrics_.sourceLagSeconds.Set(std::max(0.0, unixSecondsNow() - static_cast<double>(oldest->unixMicros()) / 1e6));
+  } else {
     metrics_.sourceLagSeconds.Set(0);
-  } else if (auto acked = inflight_.lastAcknowledgedCommitTime()) {
-    metrics_.sourceLagSeconds.Set(std::max(0.0, unixSecondsNow() - static_cast<double>(acked->unixMicros()) / 1e6));
   }
 }
 
@@ -364,11 +365,10 @@ void Relay::onDelivery(const KafkaPublisher::Delivery& delivery) {
   const auto& labels = metrics_.labels(static_cast<uint16_t>(delivery.opaque >> 48));
   labels.published->Increment();
   labels.bytes->Increment(static_cast<double>(delivery.bytes));
-  if (auto commitTime = inflight_.commitTimeOf(seq); commitTime && commitTime->micros != 0) {
+  if (auto commitTime = inflight_.acknowledge(seq, delivery.bytes)) {
     double latency = unixSecondsNow() - static_cast<double>(commitTime->unixMicros()) / 1e6;
     metrics_.commitToAckSeconds.Observe(std::max(0.0, latency));
   }
-  inflight_.acknowledge(seq, delivery.bytes);
 }
 
 void Relay::waitServing(milliseconds duration) {

@@ -33,7 +33,29 @@ TEST(InflightTransactions, ConfirmsOnlyWhenTransactionAndAllEarlierOnesAreAcknow
   EXPECT_EQ(ring.inflightEvents(), 0u);
   EXPECT_EQ(ring.inflightBytes(), 0u);
   EXPECT_TRUE(ring.empty());
-  EXPECT_EQ(ring.lastAcknowledgedCommitTime()->micros, 2);
+  EXPECT_FALSE(ring.oldestPendingCommitTime().has_value());
+}
+
+TEST(InflightTransactions, SourceLagFollowsTheOldestPendingTransactionAndAcknowledgeReturnsItsCommitTime) {
+  InflightTransactions ring;
+  auto message = ring.begin(Lsn(50), ts(0));  // a non-transactional message: no commit time
+  ring.addEvent(message, 1);
+  ring.commit(message, Lsn(60));
+  EXPECT_FALSE(ring.oldestPendingCommitTime().has_value()) << "a zero commit time is no time";
+  auto t1 = ring.begin(Lsn(100), ts(1000));
+  ring.addEvent(t1, 1);
+  ring.commit(t1, Lsn(110));
+  auto t2 = ring.begin(Lsn(200), ts(2000));
+  ring.addEvent(t2, 1);
+  EXPECT_EQ(ring.oldestPendingCommitTime()->micros, 1000);
+  EXPECT_FALSE(ring.acknowledge(message, 1).has_value());
+  EXPECT_EQ(ring.acknowledge(t2, 1)->micros, 2000);
+  EXPECT_EQ(ring.oldestPendingCommitTime()->micros, 1000) << "t1 still waits";
+  EXPECT_EQ(ring.acknowledge(t1, 1)->micros, 1000);
+  EXPECT_EQ(ring.oldestPendingCommitTime()->micros, 2000) << "t2 is open";
+  ring.commit(t2, Lsn(210));
+  EXPECT_FALSE(ring.oldestPendingCommitTime().has_value());
+  EXPECT_EQ(ring.confirmedLsn(), Lsn(210));
 }
 
 TEST(InflightTransactions, AnUncommittedTransactionIsNeverConfirmedEvenWhenAllItsEventsAreAcknowledged) {
