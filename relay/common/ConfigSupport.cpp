@@ -758,4 +758,35 @@ std::optional<std::string> listenAddressError(std::string_view listen) {
   return std::nullopt;
 }
 
+bool isValidKafkaTopic(std::string_view topic) {
+  return !topic.empty() && topic.size() <= 249 && topic != "." && topic != ".." &&
+         std::all_of(topic.begin(), topic.end(), isKafkaTopicChar);
+}
+
+std::optional<std::string> kafkaTopicNameError(std::string_view topic) {
+  if (topic.empty()) return "must not be empty; give a Kafka topic name";
+  if (topic.size() > 249 || topic == "." || topic == "..") {
+    return fmt::format("{} is not a valid Kafka topic name (at most 249 characters, not \".\" or \"..\")",
+                       tomlQuote(topic));
+  }
+  for (char c : topic) {
+    if (!isKafkaTopicChar(c)) {
+      return fmt::format("{} holds '{}', but Kafka topic names may only contain letters, digits, '.', '_' and '-'",
+                         tomlQuote(topic), c);
+    }
+  }
+  return std::nullopt;
+}
+
+void readLogSection(ConfigTable root, log::Level& level, log::Format& format) {
+  ConfigTable t = root.table("log");
+  std::string text;
+  if (t.get("level", text) && !log::parseLevel(text, level)) {
+    t.invalid("level", fmt::format("must be one of debug, info, warn, error, got {}", tomlQuote(text)));
+  }
+  if (t.get("format", text) && !log::parseFormat(text, format)) {
+    t.invalid("format", fmt::format("must be plain or json, got {}", tomlQuote(text)));
+  }
+}
+
 }  // namespace outbox

@@ -17,6 +17,8 @@
 
 #include <toml++/toml.h>
 
+#include "common/Log.h"
+
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -205,5 +207,16 @@ class ConfigReader {
 
 // Why `listen` is not a usable "host:port" (or "[ipv6]:port"; port 0 lets the system pick), or nullopt.
 std::optional<std::string> listenAddressError(std::string_view listen);
+
+// Kafka's rule for topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
+inline bool isKafkaTopicChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+bool isValidKafkaTopic(std::string_view topic);
+// Why `topic` is not a valid Kafka topic name (for a config issue), or nullopt.
+std::optional<std::string> kafkaTopicNameError(std::string_view topic);
+
+// The [log] table both binaries share: level (debug|info|warn|error) and format (plain|json).
+void readLogSection(ConfigTable root, log::Level& level, log::Format& format);
 
 }  // namespace outbox

@@ -12,15 +12,6 @@ namespace {
 Level g_level = Level::Info;
 Format g_format = Format::Plain;
 
-const char* levelName(Level level) {
-  switch (level) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warn: return "warn";
-    case Level::Error: return "error";
-  }
-  return "info";
-}
 
 std::string timestamp() {
   auto now = std::chrono::system_clock::now();
@@ -33,6 +24,18 @@ std::string timestamp() {
   return fmt::format("{}.{:03d}Z", buf, static_cast<int>(millis));
 }
 }  // namespace
+
+const char* levelName(Level level) {
+  switch (level) {
+    case Level::Debug: return "debug";
+    case Level::Info: return "info";
+    case Level::Warn: return "warn";
+    case Level::Error: return "error";
+  }
+  return "info";
+}
+
+const char* formatName(Format format) { return format == Format::Json ? "json" : "plain"; }
 
 void configure(Level level, Format format) {
   g_level = level;

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/ConfigSupport.h"
 #include "common/Log.h"
 
 namespace outbox {
@@ -91,15 +92,7 @@ std::string_view OutboxRouter::outboxName(RelationId id) const {
   return it == routes_.end() ? std::string_view() : std::string_view(it->second.name);
 }
 
-bool OutboxRouter::isValidTopic(std::string_view topic) {
-  if (topic.empty() || topic.size() > 249 || topic == "." || topic == "..") return false;
-  for (char c : topic) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
+bool OutboxRouter::isValidTopic(std::string_view topic) { return isValidKafkaTopic(topic); }
 
 std::optional<std::string_view> OutboxRouter::columnText(const pgoutput::TupleData& tuple, int index) const {
   if (index < 0 || static_cast<size_t>(index) >= tuple.size()) return std::nullopt;

@@ -11,22 +11,6 @@ namespace {
 
 constexpr int kIntMax = std::numeric_limits<int>::max();
 
-const char* levelName(log::Level level) {
-  switch (level) {
-    case log::Level::Debug:
-      return "debug";
-    case log::Level::Info:
-      return "info";
-    case log::Level::Warn:
-      return "warn";
-    case log::Level::Error:
-      return "error";
-  }
-  return "info";
-}
-
-const char* formatName(log::Format format) { return format == log::Format::Json ? "json" : "plain"; }
-
 // Replication slot names: lowercase letters, digits and '_', at most NAMEDATALEN-1 = 63 bytes
 // (https://www.postgresql.org/docs/current/warm-standby.html#STREAMING-REPLICATION-SLOTS-MANIPULATION).
 bool isSlotName(std::string_view name) {
@@ -40,10 +24,6 @@ void checkSlotName(ConfigTable& table, std::string_view key, const std::string& 
   table.invalid(key, fmt::format("must match [a-z0-9_]{{1,63}}, got {}; a {} name may only hold lowercase letters, "
                                  "digits and '_', at most 63 of them",
                                  tomlQuote(value), what));
-}
-
-bool isTopicChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
 }
 
 // The {placeholders} of a topic template, or nullopt with `error` set when the template is malformed.
@@ -73,7 +53,7 @@ std::optional<std::vector<std::string>> templatePlaceholders(std::string_view te
     } else if (c == '}') {
       error = fmt::format("the '}}' at position {} of {} has no matching '{{'", i + 1, tomlQuote(text));
       return std::nullopt;
-    } else if (!isTopicChar(c)) {
+    } else if (!isKafkaTopicChar(c)) {
       error = fmt::format("{} holds '{}', but Kafka topic names may only contain letters, digits, '.', '_' and '-'",
                           tomlQuote(text), c);
       return std::nullopt;
@@ -82,18 +62,6 @@ std::optional<std::vector<std::string>> templatePlaceholders(std::string_view te
   return names;
 }
 
-
-void readLog(ConfigTable root, LogConfig& out) {
-  ConfigTable t = root.table("log");
-  std::string level;
-  if (t.get("level", level) && !log::parseLevel(level, out.level)) {
-    t.invalid("level", fmt::format("must be one of debug, info, warn, error, got {}", tomlQuote(level)));
-  }
-  std::string format;
-  if (t.get("format", format) && !log::parseFormat(format, out.format)) {
-    t.invalid("format", fmt::format("must be plain or json, got {}", tomlQuote(format)));
-  }
-}
 
 void readSource(ConfigTable root, SourceConfig& out) {
   ConfigTable t = root.table("source");
@@ -282,7 +250,7 @@ ConfigLoadResult<RelayConfig> parseRelayConfig(std::string_view tomlText, const 
 
   RelayConfig config;
   ConfigTable root = reader.root();
-  readLog(root, config.log);
+  readLogSection(root, config.log.level, config.log.format);
   readSource(root, config.source);
   readKafka(root, config.kafka);
   readOutboxes(root, config.outboxes);
@@ -326,7 +294,7 @@ std::string RelayConfig::redactedSummary() const {
   s += fmt::format("shutdown_timeout_ms = {}\n", shutdownTimeoutMs);
   s += fmt::format("dead_letter_topic = {}\n\n", tomlQuote(deadLetterTopic));
 
-  s += fmt::format("[log]\nlevel = \"{}\"\nformat = \"{}\"\n\n", levelName(log.level), formatName(log.format));
+  s += fmt::format("[log]\nlevel = \"{}\"\nformat = \"{}\"\n\n", log::levelName(log.level), log::formatName(log.format));
 
   s += "[source]\n";
   s += fmt::format("conninfo = {}\n", tomlQuote(redactConninfo(source.conninfo)));

@@ -60,8 +60,8 @@ struct MessagesConfig {
 };
 
 struct LimitsConfig {
-  uint64_t maxInflightEvents = 20000;
-  uint64_t maxInflightBytes = 16ull * 1024 * 1024;
+  uint64_t maxInflightEvents = 10000;
+  uint64_t maxInflightBytes = 8ull * 1024 * 1024;
 };
 
 struct MetricsConfig {

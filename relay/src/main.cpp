@@ -9,6 +9,7 @@
 
 #include "common/Log.h"
 #include "common/AdminServer.h"
+#include "common/CommandLine.h"
 #include "src/Relay.h"
 #include "src/RelayConfig.h"
 #include "src/RelayMetrics.h"
@@ -59,46 +60,14 @@ outbox::HealthCheck relayHealth(const outbox::RelayMetrics& metrics) {
   return health;
 }
 
-int printIssues(const std::vector<outbox::ConfigIssue>& issues) {
-  for (const auto& issue : issues) std::fprintf(stderr, "%s\n", issue.toString().c_str());
-  return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string configPath;
-  bool checkOnly = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    if (arg == "--version") {
-      std::printf("outbox-relay %s\n", OUTBOX_RELAY_VERSION);
-      return 0;
-    }
-    if ((arg == "--config" || arg == "--check-config") && i + 1 < argc) {
-      checkOnly = arg == "--check-config";
-      configPath = argv[++i];
-      continue;
-    }
-    std::fprintf(stderr, "outbox-relay: unknown or incomplete argument \"%s\"\n\n%s", arg.c_str(), kUsage);
-    return 2;
-  }
-  if (configPath.empty()) {
-    std::fprintf(stderr, "outbox-relay: --config FILE is required\n\n%s", kUsage);
-    return 2;
-  }
-
-  auto loaded = outbox::loadRelayConfig(configPath);
-  if (!loaded.ok()) return printIssues(loaded.issues);
+  outbox::CommandLine commandLine;
+  if (auto status = outbox::parseCommandLine(argc, argv, "outbox-relay", kUsage, commandLine)) return *status;
+  auto loaded = outbox::loadRelayConfig(commandLine.configPath);
+  if (auto status = outbox::finishConfigCheck(loaded, commandLine)) return *status;
   const outbox::RelayConfig& config = *loaded.config;
-  if (checkOnly) {
-    std::printf("%s: valid\n", configPath.c_str());
-    return 0;
-  }
 
   outbox::log::configure(config.log.level, config.log.format);
   outbox::log::info("outbox-relay {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION,

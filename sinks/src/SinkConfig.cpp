@@ -13,40 +13,11 @@ namespace {
 
 constexpr int kIntMax = std::numeric_limits<int>::max();
 
-const char* levelName(log::Level level) {
-  switch (level) {
-    case log::Level::Debug:
-      return "debug";
-    case log::Level::Info:
-      return "info";
-    case log::Level::Warn:
-      return "warn";
-    case log::Level::Error:
-      return "error";
-  }
-  return "info";
-}
-
-bool isTopicChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-}
-
-// Kafka topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
+// A topic name, with a hint for those who meant a regular expression.
 std::optional<std::string> topicNameError(std::string_view topic) {
-  if (topic.empty()) return "must not be empty; give a Kafka topic name";
-  if (topic.size() > 249 || topic == "." || topic == "..") {
-    return fmt::format("{} is not a valid Kafka topic name (at most 249 characters, not \".\" or \"..\")",
-                       tomlQuote(topic));
-  }
-  for (char c : topic) {
-    if (!isTopicChar(c)) {
-      return fmt::format(
-          "{} holds '{}', but Kafka topic names may only contain letters, digits, '.', '_' and '-' "
-          "(a regular expression must start with '^')",
-          tomlQuote(topic), c);
-    }
-  }
-  return std::nullopt;
+  auto error = kafkaTopicNameError(topic);
+  if (error && topic.find_first_of("*+?[]()|\\$") != std::string_view::npos) *error += " (a regular expression must start with '^')";
+  return error;
 }
 
 // A topic entry: a name, or a regular expression starting with "^".
@@ -59,41 +30,10 @@ std::optional<std::string> topicEntryError(std::string_view topic) {
   return std::nullopt;
 }
 
-std::optional<std::string> listenAddressError(std::string_view listen) {
-  size_t colon = listen.rfind(':');
-  if (colon == std::string_view::npos) return "must be host:port, e.g. \"0.0.0.0:9188\"";
-  std::string_view host = listen.substr(0, colon);
-  std::string_view port = listen.substr(colon + 1);
-  if (host.empty()) return "has no host; write host:port, e.g. \"0.0.0.0:9188\"";
-  if (host.front() == '[' ? host.back() != ']' || host.size() < 3 : host.find(':') != std::string_view::npos) {
-    return "write an IPv6 address in brackets, e.g. \"[::]:9188\"";
-  }
-  bool digits = !port.empty() && port.size() <= 5 &&
-                std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
-  int number = digits ? std::stoi(std::string(port)) : -1;
-  if (number < 0 || number > 65535) {
-    return fmt::format("has port {}, which is not a port number (0-65535); write host:port, e.g. \"0.0.0.0:9188\"",
-                       tomlQuote(port));
-  }
-  return std::nullopt;
-}
-
 bool isIdentifier(std::string_view name) {
   return !name.empty() && name.size() <= 63 && !(name.front() >= '0' && name.front() <= '9') &&
          std::all_of(name.begin(), name.end(),
                      [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; });
-}
-
-void readLog(ConfigTable root, SinkConfig& out) {
-  ConfigTable t = root.table("log");
-  std::string level;
-  if (t.get("level", level) && !log::parseLevel(level, out.logLevel)) {
-    t.invalid("level", fmt::format("must be one of debug, info, warn, error, got {}", tomlQuote(level)));
-  }
-  std::string format;
-  if (t.get("format", format) && !log::parseFormat(format, out.logFormat)) {
-    t.invalid("format", fmt::format("must be plain or json, got {}", tomlQuote(format)));
-  }
 }
 
 void readDatabase(ConfigTable root, SinkDatabaseConfig& out) {
@@ -317,7 +257,7 @@ ConfigLoadResult<SinkConfig> parseSinkConfig(std::string_view tomlText, const st
 
   SinkConfig config;
   ConfigTable root = reader.root();
-  readLog(root, config);
+  readLogSection(root, config.logLevel, config.logFormat);
   readDatabase(root, config.database);
   readKafka(root, config.kafka);
   readBatch(root, config.batch);
@@ -359,8 +299,8 @@ std::string SinkConfig::redactedSummary() const {
   s += fmt::format("dead_letter_topic = {}\n", tomlQuote(deadLetterTopic));
   s += fmt::format("dead_letter_flush_timeout_ms = {}\n", deadLetterFlushTimeoutMs);
   s += fmt::format("shutdown_timeout_ms = {}\n\n", shutdownTimeoutMs);
-  s += fmt::format("[log]\nlevel = \"{}\"\nformat = \"{}\"\n\n", levelName(logLevel),
-                   logFormat == log::Format::Json ? "json" : "plain");
+  s += fmt::format("[log]\nlevel = \"{}\"\nformat = \"{}\"\n\n", log::levelName(logLevel),
+                   log::formatName(logFormat));
 
   s += "[database]\n";
   s += fmt::format("conninfo = {}\n", tomlQuote(redactConninfo(database.conninfo)));

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/AdminServer.h"
+#include "common/CommandLine.h"
 #include "common/Log.h"
 #include "src/Sink.h"
 #include "src/SinkConfig.h"
@@ -59,41 +60,11 @@ outbox::HealthCheck sinkHealth(const outbox::sink::SinkMetrics& metrics) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string configPath;
-  bool checkOnly = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    if (arg == "--version") {
-      std::printf("outbox-sink %s\n", OUTBOX_RELAY_VERSION);
-      return 0;
-    }
-    if ((arg == "--config" || arg == "--check-config") && i + 1 < argc) {
-      checkOnly = arg == "--check-config";
-      configPath = argv[++i];
-      continue;
-    }
-    std::fprintf(stderr, "outbox-sink: unknown or incomplete argument \"%s\"\n\n%s", arg.c_str(), kUsage);
-    return 2;
-  }
-  if (configPath.empty()) {
-    std::fprintf(stderr, "outbox-sink: --config FILE is required\n\n%s", kUsage);
-    return 2;
-  }
-
-  auto loaded = outbox::sink::loadSinkConfig(configPath);
-  if (!loaded.ok()) {
-    for (const auto& issue : loaded.issues) std::fprintf(stderr, "%s\n", issue.toString().c_str());
-    return 2;
-  }
+  outbox::CommandLine commandLine;
+  if (auto status = outbox::parseCommandLine(argc, argv, "outbox-sink", kUsage, commandLine)) return *status;
+  auto loaded = outbox::sink::loadSinkConfig(commandLine.configPath);
+  if (auto status = outbox::finishConfigCheck(loaded, commandLine)) return *status;
   const outbox::sink::SinkConfig& config = *loaded.config;
-  if (checkOnly) {
-    std::printf("%s: valid\n", configPath.c_str());
-    return 0;
-  }
 
   outbox::log::configure(config.logLevel, config.logFormat);
   outbox::log::info("outbox-sink {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION, config.redactedSummary());

@@ -100,7 +100,8 @@ TEST(RelayConfig, ExampleFileParses) {
   EXPECT_THAT(c.outboxes[0].headers, ElementsAre(std::pair<std::string, std::string>{"eventType", "type"}));
   EXPECT_TRUE(c.messages.enabled);
   EXPECT_EQ(c.messages.prefix, "outbox");
-  EXPECT_EQ(c.limits.maxInflightBytes, 16777216u);
+  EXPECT_EQ(c.limits.maxInflightBytes, 8388608u);
+  EXPECT_THAT(c.messages.headers, ElementsAre(std::pair<std::string, std::string>{"eventType", "type"}));
   EXPECT_EQ(c.metrics.listen, "127.0.0.1:9187");
   EXPECT_EQ(c.log.level, log::Level::Info);
   EXPECT_EQ(c.log.format, log::Format::Plain);
