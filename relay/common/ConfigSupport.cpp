@@ -789,4 +789,27 @@ void readLogSection(ConfigTable root, log::Level& level, log::Format& format) {
   }
 }
 
+void readKafkaSecretFiles(ConfigTable secretFiles, const ConfigTable& properties, const char* reader,
+                          std::vector<std::pair<std::string, std::string>>& files,
+                          std::vector<std::pair<std::string, std::string>>& values) {
+  for (auto& [name, path] : secretFiles.entries(EntryValues::Strings)) {
+    if (properties.has(name)) {
+      secretFiles.invalid(name, "is also set in [kafka.properties]; keep only one of them");
+      continue;
+    }
+    std::string error;
+    std::optional<std::string> secret = readSecretFile(path, error);
+    if (!secret) {
+      secretFiles.invalid(name, fmt::format("{}; create the file (readable by the {}) or remove this entry", error, reader));
+      continue;
+    }
+    if (secret->empty()) {
+      secretFiles.invalid(name, fmt::format("\"{}\" is empty; put the secret in it or remove this entry", path));
+      continue;
+    }
+    files.emplace_back(name, path);
+    values.emplace_back(name, std::move(*secret));
+  }
+}
+
 }  // namespace outbox

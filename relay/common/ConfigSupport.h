@@ -219,4 +219,10 @@ std::optional<std::string> kafkaTopicNameError(std::string_view topic);
 // The [log] table both binaries share: level (debug|info|warn|error) and format (plain|json).
 void readLogSection(ConfigTable root, log::Level& level, log::Format& format);
 
+// [kafka.secret_files] (librdkafka property -> file holding its value), read into `files` and `values`.
+// A property also set in `properties`, an unreadable or empty file is an issue; `reader` names the program.
+void readKafkaSecretFiles(ConfigTable secretFiles, const ConfigTable& properties, const char* reader,
+                          std::vector<std::pair<std::string, std::string>>& files,
+                          std::vector<std::pair<std::string, std::string>>& values);
+
 }  // namespace outbox

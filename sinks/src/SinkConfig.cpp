@@ -85,25 +85,7 @@ void readKafka(ConfigTable root, SinkKafkaConfig& out) {
       out.properties.emplace_back(name, value);
     }
   }
-  ConfigTable secretFiles = t.table("secret_files");
-  for (auto& [name, path] : secretFiles.entries(EntryValues::Strings)) {
-    if (properties.has(name)) {
-      secretFiles.invalid(name, "is also set in [kafka.properties]; keep only one of them");
-      continue;
-    }
-    std::string error;
-    std::optional<std::string> secret = readSecretFile(path, error);
-    if (!secret) {
-      secretFiles.invalid(name, fmt::format("{}; create the file (readable by the sink) or remove this entry", error));
-      continue;
-    }
-    if (secret->empty()) {
-      secretFiles.invalid(name, fmt::format("\"{}\" is empty; put the secret in it or remove this entry", path));
-      continue;
-    }
-    out.secretFiles.emplace_back(name, path);
-    out.secretValues.emplace_back(name, std::move(*secret));
-  }
+  readKafkaSecretFiles(t.table("secret_files"), properties, "sink", out.secretFiles, out.secretValues);
 }
 
 void readBatch(ConfigTable root, BatchConfig& out) {

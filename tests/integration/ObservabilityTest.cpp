@@ -421,29 +421,6 @@ TEST(Observability, DashboardAndAlertRulesWorkAgainstARealPrometheus) {
   EXPECT_TRUE(sink.running()) << "the sink died";
 }
 
-namespace {
-// Stops the dev stack's Kafka, and starts it again at the latest when the test ends, also when it fails midway.
-class KafkaOutage {
- public:
-  KafkaOutage() { devstack("stop-kafka"); }
-  ~KafkaOutage() {
-    try {
-      end();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << e.what();
-    }
-  }
-  void end() {
-    if (!down_) return;
-    down_ = false;
-    devstack("start-kafka");
-  }
-
- private:
-  bool down_ = true;
-};
-}  // namespace
-
 TEST(Observability, ReadyzAndNotReadyAlertFollowAKafkaOutage) {
   PgConnection pg(pgUrl());
   std::string table = createOutboxTable(pg, "obsk");

@@ -16,12 +16,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::set<std::string> idsOf(const std::map<std::string, OutboxRow>& rows) {
-  std::set<std::string> ids;
-  for (auto& [id, row] : rows) ids.insert(id);
-  return ids;
-}
-
 std::string hex(const std::optional<std::string>& bytes) {
   if (!bytes) return "null";
   std::string out;

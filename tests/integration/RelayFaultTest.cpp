@@ -16,35 +16,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::set<std::string> idsOf(const std::map<std::string, OutboxRow>& rows) {
-  std::set<std::string> ids;
-  for (auto& [id, row] : rows) ids.insert(id);
-  return ids;
-}
-
 std::vector<std::string> topicsOf(const std::string& prefix) { return {prefix + ".order", prefix + ".customer"}; }
-
-// Stops the dev stack's Kafka, and starts it again at the latest when the test ends, also when it fails midway:
-// the following tests need it.
-class KafkaOutage {
- public:
-  KafkaOutage() { devstack("stop-kafka"); }
-  ~KafkaOutage() {
-    try {
-      end();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << e.what();
-    }
-  }
-  void end() {
-    if (!down_) return;
-    down_ = false;
-    devstack("start-kafka");
-  }
-
- private:
-  bool down_ = true;
-};
 
 }  // namespace
 

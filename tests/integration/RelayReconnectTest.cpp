@@ -38,12 +38,6 @@ int64_t recordsIn(KafkaOffsets& offsets, const std::string& topic) {
   }
 }
 
-std::set<std::string> idsOf(const std::map<std::string, OutboxRow>& rows) {
-  std::set<std::string> ids;
-  for (auto& [id, row] : rows) ids.insert(id);
-  return ids;
-}
-
 }  // namespace
 
 TEST(RelayReconnect, TerminatedWalsenderDuringALoadLosesAndDuplicatesNothing) {

@@ -826,4 +826,24 @@ bool readUntilDelivered(TopicReader& reader, const std::set<std::string>& ids, s
   }
 }
 
+KafkaOutage::~KafkaOutage() {
+  try {
+    end();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
+}
+
+void KafkaOutage::end() {
+  if (!down_) return;
+  down_ = false;
+  devstack("start-kafka");
+}
+
+std::set<std::string> idsOf(const std::map<std::string, OutboxRow>& rows) {
+  std::set<std::string> ids;
+  for (const auto& [id, row] : rows) ids.insert(id);
+  return ids;
+}
+
 }  // namespace outbox::test

@@ -162,6 +162,21 @@ CommandResult runCommand(const std::vector<std::string>& argv, std::chrono::mill
 // scripts/devstack CMD (stop-kafka, start-kafka, ...) on the stack named by DEVSTACK_STATE; throws when it fails.
 void devstack(const std::string& command);
 
+// Stops the dev stack's Kafka, and starts it again at the latest when the guard goes away (also when a test fails
+// midway): the following tests need it.
+class KafkaOutage {
+ public:
+  KafkaOutage() { devstack("stop-kafka"); }
+  ~KafkaOutage();
+  KafkaOutage(const KafkaOutage&) = delete;
+  KafkaOutage& operator=(const KafkaOutage&) = delete;
+  void end();  // starts Kafka again now
+
+ private:
+  bool down_ = true;
+};
+
+
 // A file under a fresh temporary directory with the given content; returns its path.
 std::string writeTempFile(const std::string& name, const std::string& content);
 
@@ -270,6 +285,8 @@ struct OutboxRow {
   std::optional<std::string> payload;
 };
 std::map<std::string, OutboxRow> outboxRows(PgConnection& pg, const std::string& table);
+// The event ids of `rows`.
+std::set<std::string> idsOf(const std::map<std::string, OutboxRow>& rows);
 
 // What arrived compared with what was committed.
 struct DeliveryCheck {
