@@ -156,6 +156,10 @@ bool TopicReader::pollOnce(std::chrono::milliseconds timeout) {
   rd_kafka_message_t* msg = rd_kafka_consumer_poll(consumer_, static_cast<int>(timeout.count()));
   if (!msg) return false;
   bool got = false;
+  if (!msg->err && !seen_.emplace(rd_kafka_topic_name(msg->rkt), msg->partition, msg->offset).second) {
+    rd_kafka_message_destroy(msg);
+    return false;
+  }
   if (!msg->err) {
     ConsumedRecord rec;
     rec.topic = rd_kafka_topic_name(msg->rkt);
