@@ -144,7 +144,17 @@ void Relay::streamLoop() {
   while (true) {
     publisher_->poll();
     if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
-    if (failedStatus_ || stopRequested()) return;
+    if (failedStatus_) return;
+    if (stopRequested()) {
+      // Finish the transaction being received first (within the shutdown bound): its events already in Kafka
+      // would otherwise be published again by the next start, since only a whole transaction is confirmed.
+      if (!current_) return;
+      if (stopDeadline_ == Clock::time_point{}) {
+        stopDeadline_ = Clock::now() + milliseconds(config_.shutdownTimeoutMs);
+        log::info("stop requested mid-transaction: reading to its commit first");
+      }
+      if (Clock::now() >= stopDeadline_) return;
+    }
 
     int read = 0;
     while (!backpressured() && read < 4096 && !failedStatus_) {

@@ -81,6 +81,7 @@ private:
   std::chrono::milliseconds backoff_{0};
   int stopPipe_[2] = {-1, -1};
   bool stopping_ = false;
+  std::chrono::steady_clock::time_point stopDeadline_{};  // set when a stop arrives mid-transaction
   std::optional<int> failedStatus_;
   bool replyRequested_ = false;
   Lsn lastSentStatus_;
