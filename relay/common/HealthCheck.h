@@ -2,6 +2,9 @@
 // What /healthz and /readyz answer: a verdict and a one-line reason. Evaluated on the admin server's threads,
 // so implementations read only thread-safe state (the metrics' atomic values).
 
+#include <prometheus/gauge.h>
+
+#include <chrono>
 #include <functional>
 #include <string>
 
@@ -16,5 +19,18 @@ struct HealthCheck {
   std::function<HealthVerdict()> live;   // /healthz: the process is alive and its loop is not stalled
   std::function<HealthVerdict()> ready;  // /readyz: doing its job right now
 };
+
+// /healthz for an event loop that stamps `lastLoop` (Unix seconds) on every round: alive unless the stamp is older
+// than `maxStallSeconds`.
+inline std::function<HealthVerdict()> loopAliveCheck(const prometheus::Gauge& lastLoop, int maxStallSeconds) {
+  return [&lastLoop, maxStallSeconds] {
+    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    double last = lastLoop.Value();
+    if (last > 0 && now - last > maxStallSeconds) {
+      return HealthVerdict{false, "event loop stalled for more than " + std::to_string(maxStallSeconds) + " s"};
+    }
+    return HealthVerdict{true, "ok"};
+  };
+}
 
 }  // namespace outbox

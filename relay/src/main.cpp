@@ -45,12 +45,7 @@ void onSignal(int) {
 // /readyz: streaming from the slot and Kafka reachable; a hot standby waiting for the slot is alive, not ready.
 outbox::HealthCheck relayHealth(const outbox::RelayMetrics& metrics) {
   outbox::HealthCheck health;
-  health.live = [&metrics] {
-    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    double last = metrics.lastLoopTimestamp.Value();
-    if (last > 0 && now - last > 30) return outbox::HealthVerdict{false, "event loop stalled for more than 30 s"};
-    return outbox::HealthVerdict{true, "ok"};
-  };
+  health.live = outbox::loopAliveCheck(metrics.lastLoopTimestamp, 30);
   health.ready = [&metrics] {
     if (metrics.standby.Value() > 0) return outbox::HealthVerdict{false, "standby: the replication slot is held by another relay"};
     if (metrics.streaming.Value() < 1) return outbox::HealthVerdict{false, "not streaming from PostgreSQL"};

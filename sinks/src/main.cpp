@@ -44,12 +44,7 @@ void onSignal(int) {
 // /healthz: the event loop went round recently. /readyz: connected to the read-model database.
 outbox::HealthCheck sinkHealth(const outbox::sink::SinkMetrics& metrics) {
   outbox::HealthCheck health;
-  health.live = [&metrics] {
-    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    double last = metrics.lastLoopTimestamp.Value();
-    if (last > 0 && now - last > 60) return outbox::HealthVerdict{false, "event loop stalled for more than 60 s"};
-    return outbox::HealthVerdict{true, "ok"};
-  };
+  health.live = outbox::loopAliveCheck(metrics.lastLoopTimestamp, 60);
   health.ready = [&metrics] {
     if (metrics.databaseConnected.Value() < 1) return outbox::HealthVerdict{false, "read-model database unavailable"};
     return outbox::HealthVerdict{true, "ok"};
