@@ -326,3 +326,38 @@ TEST(RelayDelivery, IdleOutboxSlotKeepsUpWithTheWal) {
   EXPECT_EQ(reader.readUntil(1, 2min).size(), 1u);
   EXPECT_TRUE(relay->running());
 }
+
+// README "Guarantees": an outbox row that cannot become a valid record is not dropped: it goes to the dead-letter
+// topic with an "error" header, and the events after it are published as usual.
+TEST(RelayDelivery, InvalidRowGoesToTheDeadLetterTopicAndLaterEventsFlow) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "dlq");
+  std::string topicPrefix = uniqueName("t");
+  std::string deadLetters = uniqueName("dlq");
+  RelayConfigBuilder config;
+  config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}});
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start("dead_letter_topic = \"" + deadLetters + "\"\n" + config.render());
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+
+  // "bad type" makes a topic name Kafka refuses (a space).
+  pg.exec("INSERT INTO " + table +
+          " (aggregatetype, aggregateid, type, payload) VALUES ('bad type', 'a-1', 'T', '{\"n\": 1}')");
+  pg.exec("INSERT INTO " + table +
+          " (aggregatetype, aggregateid, type, payload) VALUES ('order', 'a-1', 'T', '{\"n\": 2}')");
+
+  TopicReader dead(kafkaBootstrap(), {deadLetters});
+  auto& dl = dead.readUntil(1, 3min);
+  ASSERT_EQ(dl.size(), 1u) << relay->logTail();
+  EXPECT_EQ(dl[0].key, "a-1");
+  EXPECT_EQ(dl[0].value, "{\"n\": 1}");
+  ASSERT_EQ(dl[0].headers.count("error"), 1u);
+  EXPECT_NE(dl[0].headers.at("error").find("not a valid Kafka topic"), std::string::npos) << dl[0].headers.at("error");
+  EXPECT_EQ(dl[0].headers.count("id"), 1u);
+
+  TopicReader orders(kafkaBootstrap(), {topicPrefix + ".order"});
+  auto& ok = orders.readUntil(1, 3min);
+  ASSERT_EQ(ok.size(), 1u);
+  EXPECT_EQ(ok[0].value, "{\"n\": 2}");
+  EXPECT_TRUE(relay->running()) << relay->logTail();
+}

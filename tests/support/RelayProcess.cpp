@@ -503,24 +503,6 @@ std::vector<int32_t> partitionsOf(rd_kafka_t* rk, const std::string& topic) {
   return out;
 }
 
-ConsumedRecord toRecord(const rd_kafka_message_t* msg) {
-  ConsumedRecord rec;
-  rec.topic = rd_kafka_topic_name(msg->rkt);
-  rec.partition = msg->partition;
-  rec.offset = msg->offset;
-  if (msg->key) rec.key = std::string(static_cast<const char*>(msg->key), msg->key_len);
-  if (msg->payload) rec.value = std::string(static_cast<const char*>(msg->payload), msg->len);
-  rd_kafka_headers_t* hdrs = nullptr;
-  if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    const char* name;
-    const void* val;
-    size_t size;
-    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
-      rec.headers[name] = val ? std::string(static_cast<const char*>(val), size) : std::string();
-    }
-  }
-  return rec;
-}
 }  // namespace
 
 KafkaOffsets::KafkaOffsets(const std::string& bootstrap) {

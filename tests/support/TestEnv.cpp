@@ -130,6 +130,25 @@ void produce(const std::string& bootstrap, const std::string& topic, const std::
   if (flushed) throw std::runtime_error(std::string("flush: ") + rd_kafka_err2str(flushed));
 }
 
+ConsumedRecord toRecord(const rd_kafka_message_t* msg) {
+  ConsumedRecord rec;
+  rec.topic = rd_kafka_topic_name(msg->rkt);
+  rec.partition = msg->partition;
+  rec.offset = msg->offset;
+  if (msg->key) rec.key = std::string(static_cast<const char*>(msg->key), msg->key_len);
+  if (msg->payload) rec.value = std::string(static_cast<const char*>(msg->payload), msg->len);
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    const char* name;
+    const void* val;
+    size_t size;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+      rec.headers[name] = val ? std::string(static_cast<const char*>(val), size) : std::string();
+    }
+  }
+  return rec;
+}
+
 TopicReader::TopicReader(const std::string& bootstrap, const std::vector<std::string>& topicsOrRegex) {
   char err[512];
   rd_kafka_conf_t* conf = makeConf(bootstrap, {{"group.id", uniqueName("test-reader")},
@@ -161,21 +180,7 @@ bool TopicReader::pollOnce(std::chrono::milliseconds timeout) {
     return false;
   }
   if (!msg->err) {
-    ConsumedRecord rec;
-    rec.topic = rd_kafka_topic_name(msg->rkt);
-    rec.partition = msg->partition;
-    rec.offset = msg->offset;
-    if (msg->key) rec.key = std::string(static_cast<const char*>(msg->key), msg->key_len);
-    if (msg->payload) rec.value = std::string(static_cast<const char*>(msg->payload), msg->len);
-    rd_kafka_headers_t* hdrs = nullptr;
-    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      const char* name;
-      const void* val;
-      size_t size;
-      for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
-        rec.headers[name] = val ? std::string(static_cast<const char*>(val), size) : std::string();
-      }
-    }
+    ConsumedRecord rec = toRecord(msg);
     records_.push_back(std::move(rec));
     got = true;
   }

@@ -57,6 +57,9 @@ struct ConsumedRecord {
   std::map<std::string, std::string> headers;
 };
 
+// A consumed Kafka message as a ConsumedRecord (copies key, value and headers).
+ConsumedRecord toRecord(const rd_kafka_message_t* msg);
+
 // Produces plain records (no idempotence), for tests that need something in a topic.
 void produce(const std::string& bootstrap, const std::string& topic, const std::string& key, const std::string& value,
              const std::map<std::string, std::string>& headers = {});
