@@ -23,7 +23,7 @@ COPY sinks sinks
 COPY tests tests
 COPY examples examples
 COPY schema schema
-RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
  && ninja -C /build outbox-relay outbox-sink unit_tests \
  && ctest --test-dir /build -L unit --output-on-failure \
  && strip --strip-debug /build/bin/outbox-relay /build/bin/outbox-sink
