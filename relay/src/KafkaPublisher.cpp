@@ -8,62 +8,41 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/KafkaClientConfig.h"
 #include "common/Log.h"
 
 namespace outbox {
 
-namespace {
-bool isSecretProperty(std::string_view name) {
-  return name.find("password") != std::string_view::npos || name.find("secret") != std::string_view::npos ||
-         name == "sasl.oauthbearer.config" || name == "ssl.key.pem";
-}
-}  // namespace
-
 KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& limits, DeliveryHandler onDelivery)
     : onDelivery_(std::move(onDelivery)) {
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  char err[512];
-  auto set = [&](const std::string& key, const std::string& value, bool secret) {
-    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(conf);
-      throw std::runtime_error("kafka property \"" + key + "\": " + err);
-    }
-    effectiveProperties_ += key + "=" + (secret || isSecretProperty(key) ? "<redacted>" : value) + " ";
-  };
+  KafkaClientConfig conf;
   // Delivery guarantees (README "Guarantees"): idempotent producer, all in-sync replicas, and no local expiry:
   // librdkafka's default message.timeout.ms would silently turn an outage of 5 minutes into lost events, so it
   // is 0 (infinite) and an undeliverable event blocks the relay instead.
-  set("enable.idempotence", "true", false);
-  set("acks", "all", false);
-  set("message.timeout.ms", "0", false);
+  conf.set("enable.idempotence", "true");
+  conf.set("acks", "all");
+  conf.set("message.timeout.ms", "0");
   // Any error that could leave a gap in a partition's sequence becomes fatal instead of skipping a message.
-  set("enable.gapless.guarantee", "true", false);
+  conf.set("enable.gapless.guarantee", "true");
   // The Java client's partitioner, so a key lands on the same partition as with Debezium / Kafka Connect.
-  set("partitioner", "murmur2_random", false);
-  set("linger.ms", "2", false);
-  set("client.id", "outbox-relay", false);
+  conf.set("partitioner", "murmur2_random");
+  conf.set("linger.ms", "2");
+  conf.set("client.id", "outbox-relay");
   // Broker connection states arrive with the statistics: that is how readiness knows Kafka is reachable.
-  set("statistics.interval.ms", "1000", false);
+  conf.set("statistics.interval.ms", "1000");
   // librdkafka's own queue must hold at least the relay's in-flight budget: the budget is what bounds memory.
   uint64_t maxMessages = std::clamp<uint64_t>(limits.maxInflightEvents * 2, 100000, 10000000);
   uint64_t maxKbytes = std::clamp<uint64_t>(limits.maxInflightBytes / 1024 * 2, 65536, 2097151);
-  set("queue.buffering.max.messages", std::to_string(maxMessages), false);
-  set("queue.buffering.max.kbytes", std::to_string(maxKbytes), false);
-  set("bootstrap.servers", config.bootstrapServers, false);
-  for (const auto& [key, value] : config.properties) set(key, value, false);
-  for (const auto& [key, value] : config.secretValues) set(key, value, true);
+  conf.set("queue.buffering.max.messages", std::to_string(maxMessages));
+  conf.set("queue.buffering.max.kbytes", std::to_string(maxKbytes));
+  conf.setUser(config.bootstrapServers, config.properties, config.secretValues);
+  effectiveProperties_ = conf.describe();
 
-  rd_kafka_conf_set_opaque(conf, this);
-  rd_kafka_conf_set_dr_msg_cb(conf, &KafkaPublisher::deliveryReport);
-  rd_kafka_conf_set_error_cb(conf, &KafkaPublisher::errorCallback);
-  rd_kafka_conf_set_log_cb(conf, &KafkaPublisher::logCallback);
-  rd_kafka_conf_set_stats_cb(conf, &KafkaPublisher::statsCallback);
-
-  producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (producer_ == nullptr) {
-    rd_kafka_conf_destroy(conf);
-    throw std::runtime_error(std::string("cannot create the Kafka producer: ") + err);
-  }
+  rd_kafka_conf_set_opaque(conf.native(), this);
+  rd_kafka_conf_set_dr_msg_cb(conf.native(), &KafkaPublisher::deliveryReport);
+  rd_kafka_conf_set_error_cb(conf.native(), &KafkaPublisher::errorCallback);
+  rd_kafka_conf_set_stats_cb(conf.native(), &KafkaPublisher::statsCallback);
+  producer_ = conf.create(RD_KAFKA_PRODUCER, "the Kafka producer");
   int fds[2];
   if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   wakeupRead_ = fds[0];
@@ -172,15 +151,6 @@ int KafkaPublisher::statsCallback(rd_kafka_t*, char* json, size_t length, void* 
   }
   self->setReachable(up);
   return 0;  // librdkafka frees the JSON
-}
-
-void KafkaPublisher::logCallback(const rd_kafka_t*, int level, const char* facility, const char* message) {
-  // librdkafka's syslog levels, into the relay's log (and its format); called from librdkafka's threads,
-  // which is safe: a log record is a single write.
-  log::Level mapped = level <= 3 ? log::Level::Error : level == 4 ? log::Level::Warn
-                      : level <= 6 ? log::Level::Info : log::Level::Debug;
-  if (!log::enabled(mapped)) return;
-  log::write(mapped, std::string("kafka: ") + message, {{"facility", facility}});
 }
 
 void KafkaPublisher::errorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaque) {

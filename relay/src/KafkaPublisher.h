@@ -65,7 +65,6 @@ public:
 private:
   static void deliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void* self);
   static int statsCallback(rd_kafka_t*, char* json, size_t length, void* self);
-  static void logCallback(const rd_kafka_t*, int level, const char* facility, const char* message);
   static void errorCallback(rd_kafka_t*, int err, const char* reason, void* self);
   rd_kafka_topic_t* topicHandle(std::string_view topic);
 

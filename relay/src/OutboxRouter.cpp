@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/ConfigSupport.h"
+#include "common/JsonText.h"
 #include "common/Log.h"
 
 namespace outbox {
@@ -15,11 +16,6 @@ int hexValue(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-// A JSON value as header / key text: strings as they are, anything else serialized.
-std::string jsonText(const nlohmann::json& value) {
-  return value.is_string() ? value.get<std::string>() : value.dump();
 }
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "common/Log.h"
+#include "common/UnixTime.h"
 
 namespace outbox {
 
@@ -23,16 +24,16 @@ uint64_t packOpaque(InflightTransactions::Sequence seq, uint16_t labels) {
   return (seq & kSequenceMask) | (uint64_t{labels} << 48);
 }
 
-double unixSecondsNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 template <class>
 inline constexpr bool kAlwaysFalse = false;
 }  // namespace
 
 Relay::Relay(const RelayConfig& config, RelayMetrics& metrics)
-    : config_(config), metrics_(metrics), router_(config), walProbe_(config.source) {
+    : config_(config),
+      metrics_(metrics),
+      router_(config),
+      walProbe_(config.source),
+      backoff_(config.source.reconnectBackoffMinMs, config.source.reconnectBackoffMaxMs) {
   if (pipe2(stopPipe_, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
 }
 
@@ -76,7 +77,7 @@ int Relay::run() {
   }
   log::info("kafka producer: {}", publisher_->effectiveProperties());
 
-  backoff_ = milliseconds(config_.source.reconnectBackoffMinMs);
+  backoff_.reset();
   while (!stopRequested() && !failedStatus_) {
     try {
       connectAndStream();
@@ -95,9 +96,9 @@ int Relay::run() {
       metrics_.streaming.Set(0);
       metrics_.postgresConnected.Set(0);
       metrics_.reconnects("postgres").Increment();
-      log::warn("postgres: {}; reconnecting in {} ms", e.what(), backoff_.count());
-      waitServing(backoff_);
-      backoff_ = std::min(backoff_ * 2, milliseconds(config_.source.reconnectBackoffMaxMs));
+      milliseconds wait = backoff_.next();
+      log::warn("postgres: {}; reconnecting in {} ms", e.what(), wait.count());
+      waitServing(wait);
     } catch (const std::exception& e) {
       // A bug or an impossible state: stop without confirming anything more, and say what happened.
       fail(kExitProtocol, std::string("internal error: ") + e.what());
@@ -130,7 +131,7 @@ void Relay::connectAndStream() {
   stream_->start(inflight_.resumeLsn());
   metrics_.standby.Set(0);
   metrics_.streaming.Set(1);
-  backoff_ = milliseconds(config_.source.reconnectBackoffMinMs);
+  backoff_.reset();
   lastStatusAt_ = Clock::now();
   lastSentStatus_ = Lsn();
   streamLoop();

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "common/Backoff.h"
 #include "src/InflightTransactions.h"
 #include "src/KafkaPublisher.h"
 #include "src/OutboxRouter.h"
@@ -78,7 +79,7 @@ private:
   std::optional<InflightTransactions::OpenTransaction> resume_;
 
   // Reconnect backoff: doubles per failed attempt, back to the minimum once streaming resumed.
-  std::chrono::milliseconds backoff_{0};
+  Backoff backoff_;
   int stopPipe_[2] = {-1, -1};
   bool stopping_ = false;
   std::chrono::steady_clock::time_point stopDeadline_{};  // set when a stop arrives mid-transaction

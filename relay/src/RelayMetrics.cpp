@@ -1,5 +1,7 @@
 #include "src/RelayMetrics.h"
 
+#include "common/MetricsSupport.h"
+
 namespace outbox {
 
 namespace {
@@ -7,13 +9,8 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
-prometheus::Gauge& gauge(prometheus::Registry& registry, const std::string& name, const std::string& help,
-                         const prometheus::Labels& labels = {}) {
-  return BuildGauge().Name(name).Help(help).Register(registry).Add(labels);
-}
-prometheus::Counter& counter(prometheus::Registry& registry, const std::string& name, const std::string& help) {
-  return BuildCounter().Name(name).Help(help).Register(registry).Add({});
-}
+using metrics::counter;
+using metrics::gauge;
 }  // namespace
 
 RelayMetrics::RelayMetrics()

@@ -7,33 +7,16 @@
 #include <memory>
 
 #include "common/Log.h"
-#include "src/PgConnect.h"
+#include "common/PgConnection.h"
+#include "common/UnixTime.h"
 #include "src/PgOutputDecoder.h"
 
 namespace outbox {
 
 namespace {
-struct ResultDeleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
-std::string sqlState(const PGresult* result) {
-  const char* state = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
-  return state ? state : "";
-}
-
-std::string trimmed(const char* text) {
-  std::string s = text ? text : "";
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-pgoutput::PgTimestamp nowPg() {
-  auto micros =
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  return pgoutput::PgTimestamp{micros - 946684800LL * 1000000LL};
-}
+// PostgreSQL timestamps count microseconds from 2000-01-01.
+pgoutput::PgTimestamp nowPg() { return pgoutput::PgTimestamp{unixMicrosNow() - 946684800LL * 1000000LL}; }
 
 // SQLSTATEs (https://www.postgresql.org/docs/15/errcodes-appendix.html)
 constexpr const char* kObjectInUse = "55006";      // slot active for another PID
@@ -57,7 +40,7 @@ void ReplicationStream::freeBuffer() {
 }
 
 void ReplicationStream::failConnection(const std::string& what) {
-  std::string message = what + ": " + trimmed(conn_ ? PQerrorMessage(conn_) : "not connected");
+  std::string message = what + ": " + pgErrorMessage(conn_);
   freeBuffer();
   if (conn_) {
     PQfinish(conn_);
@@ -68,11 +51,11 @@ void ReplicationStream::failConnection(const std::string& what) {
 
 const ServerIdentity& ReplicationStream::connect() {
   if (conn_) close();
-  conn_ = connectToSource(config_, {{"replication", "database"}, {"fallback_application_name", "outbox-relay"}});
+  conn_ = connectPostgres(config_.conninfo, config_.password, {{"replication", "database"}, {"fallback_application_name", "outbox-relay"}});
   if (PQstatus(conn_) != CONNECTION_OK) failConnection("cannot connect to PostgreSQL");
-  PQsetNoticeProcessor(conn_, [](void*, const char* message) { log::info("postgres: {}", trimmed(message)); }, nullptr);
+  PQsetNoticeProcessor(conn_, [](void*, const char* message) { log::info("postgres: {}", pgMessage(message)); }, nullptr);
 
-  Result ident(PQexec(conn_, "IDENTIFY_SYSTEM"));
+  PgResult ident(PQexec(conn_, "IDENTIFY_SYSTEM"));
   if (PQresultStatus(ident.get()) != PGRES_TUPLES_OK || PQntuples(ident.get()) != 1 || PQnfields(ident.get()) < 4) {
     failConnection("IDENTIFY_SYSTEM failed (is this a replication=database connection to PostgreSQL 10+?)");
   }
@@ -91,8 +74,8 @@ PGresult* ReplicationStream::exec(const std::string& sql) {
   PGresult* result = PQexec(conn_, sql.c_str());
   auto status = PQresultStatus(result);
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
-  std::string state = sqlState(result);
-  std::string message = trimmed(PQerrorMessage(conn_));
+  std::string state = pgSqlState(result);
+  std::string message = pgErrorMessage(conn_);
   PQclear(result);
   if (PQstatus(conn_) != CONNECTION_OK) failConnection("connection lost running \"" + sql + "\"");
   if (state == kObjectInUse) throw SlotBusyError(message);
@@ -117,7 +100,7 @@ std::string ReplicationStream::quoteLiteral(std::string_view literal) const {
 void ReplicationStream::ensurePublication(const std::vector<const OutboxTableConfig*>& tables, bool needed) {
   (void)needed;
   const std::string& pub = config_.publication;
-  Result found(exec("SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = " + quoteLiteral(pub)));
+  PgResult found(exec("SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = " + quoteLiteral(pub)));
   std::string tableList;
   for (const auto* table : tables) {
     if (!tableList.empty()) tableList += ", ";
@@ -133,7 +116,7 @@ void ReplicationStream::ensurePublication(const std::vector<const OutboxTableCon
     }
     log::info("creating publication: {}", createSql);
     try {
-      Result created(exec(createSql));
+      PgResult created(exec(createSql));
     } catch (const ReplicationError& e) {
       throw SetupError(std::string("cannot create publication \"") + pub + "\": " + e.what());
     }
@@ -144,7 +127,7 @@ void ReplicationStream::ensurePublication(const std::vector<const OutboxTableCon
                      quoteIdentifier(pub) + " SET (publish = 'insert');`");
   }
   for (const auto* table : tables) {
-    Result member(exec("SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = " + quoteLiteral(pub) +
+    PgResult member(exec("SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = " + quoteLiteral(pub) +
                        " AND schemaname = " + quoteLiteral(table->schema) +
                        " AND tablename = " + quoteLiteral(table->table)));
     if (PQntuples(member.get()) == 0) {
@@ -157,7 +140,7 @@ void ReplicationStream::ensurePublication(const std::vector<const OutboxTableCon
 
 Lsn ReplicationStream::ensureSlot() {
   const std::string& slot = config_.slot;
-  Result found(exec("SELECT plugin, database, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
+  PgResult found(exec("SELECT plugin, database, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
                     "WHERE slot_name = " + quoteLiteral(slot)));
   if (PQntuples(found.get()) == 0) {
     std::string createSql = "CREATE_REPLICATION_SLOT " + quoteIdentifier(slot) + " LOGICAL pgoutput NOEXPORT_SNAPSHOT";
@@ -169,11 +152,11 @@ Lsn ReplicationStream::ensureSlot() {
     log::info("creating logical replication slot \"{}\" (pgoutput)", slot);
     PGresult* created = PQexec(conn_, createSql.c_str());
     auto status = PQresultStatus(created);
-    std::string state = sqlState(created);
+    std::string state = pgSqlState(created);
     PQclear(created);
     if (status != PGRES_TUPLES_OK && state != kDuplicateObject) {
       if (PQstatus(conn_) != CONNECTION_OK) failConnection("connection lost creating the replication slot");
-      throw SetupError("cannot create replication slot \"" + slot + "\": " + trimmed(PQerrorMessage(conn_)));
+      throw SetupError("cannot create replication slot \"" + slot + "\": " + pgErrorMessage(conn_));
     }
     return Lsn();
   }
@@ -208,10 +191,10 @@ void ReplicationStream::start(Lsn from) {
   // Logical decoding messages (pg_logical_emit_message) are sent from PostgreSQL 14 on.
   if (identity_.serverVersion >= 140000) sql += ", messages 'true'";
   sql += ")";
-  Result result(PQexec(conn_, sql.c_str()));
+  PgResult result(PQexec(conn_, sql.c_str()));
   if (PQresultStatus(result.get()) != PGRES_COPY_BOTH) {
-    std::string state = sqlState(result.get());
-    std::string message = trimmed(PQerrorMessage(conn_));
+    std::string state = pgSqlState(result.get());
+    std::string message = pgErrorMessage(conn_);
     if (state == kObjectInUse) throw SlotBusyError(message);
     failConnection("START_REPLICATION failed");
   }
@@ -232,8 +215,8 @@ ReplicationStream::ReadStatus ReplicationStream::read(std::string_view& message)
   if (n == 0) return ReadStatus::WouldBlock;
   if (n == -1) {
     // The server ended the copy stream: read its final result for the reason.
-    Result result(PQgetResult(conn_));
-    std::string reason = result ? trimmed(PQresultErrorMessage(result.get())) : "";
+    PgResult result(PQgetResult(conn_));
+    std::string reason = result ? pgMessage(PQresultErrorMessage(result.get())) : "";
     failConnection("the server ended the replication stream" + (reason.empty() ? "" : " (" + reason + ")"));
   }
   failConnection("reading the replication stream failed");
@@ -268,7 +251,7 @@ void ReplicationStream::close() {
       }
       while (PGresult* result = PQgetResult(conn_)) {
         if (PQresultStatus(result) == PGRES_FATAL_ERROR) {
-          log::warn("postgres: {}", trimmed(PQresultErrorMessage(result)));
+          log::warn("postgres: {}", pgMessage(PQresultErrorMessage(result)));
         }
         PQclear(result);
       }

@@ -7,15 +7,13 @@
 #include <set>
 
 #include "common/Log.h"
+#include "common/PgConnection.h"
 
 namespace outbox::sink {
 
 namespace {
 
-struct ResultDeleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
+using ResultPtr = PgResult;
 
 bool ok(const PGresult* r) {
   ExecStatusType s = PQresultStatus(r);
@@ -70,18 +68,10 @@ bool BatchApplier::exec(const char* sql, std::string& error) {
 
 BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
   disconnect();
-  std::vector<const char*> keys = {"dbname", "application_name", "connect_timeout"};
-  std::vector<const char*> values = {config_.database.conninfo.c_str(), "outbox-sink", "10"};
-  if (!config_.database.password.empty()) {
-    keys.push_back("password");
-    values.push_back(config_.database.password.c_str());
-  }
-  keys.push_back(nullptr);
-  values.push_back(nullptr);
-  conn_ = PQconnectdbParams(keys.data(), values.data(), 1);
+  conn_ = connectPostgres(config_.database.conninfo, config_.database.password,
+                          {{"application_name", "outbox-sink"}, {"connect_timeout", "10"}});
   if (PQstatus(conn_) != CONNECTION_OK) {
-    error = PQerrorMessage(conn_);
-    while (!error.empty() && error.back() == '\n') error.pop_back();
+    error = pgErrorMessage(conn_);
     disconnect();
     return ConnectResult::Transient;
   }

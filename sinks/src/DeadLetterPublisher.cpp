@@ -4,51 +4,22 @@
 
 #include <stdexcept>
 
+#include "common/KafkaClientConfig.h"
 #include "common/Log.h"
 
 namespace outbox::sink {
 
-rd_kafka_conf_t* makeKafkaConf(const SinkConfig& config,
-                               std::initializer_list<std::pair<const char*, std::string>> defaults) {
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  char err[512];
-  auto set = [&](const std::string& key, const std::string& value) {
-    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(conf);
-      throw std::runtime_error("kafka property \"" + key + "\": " + err);
-    }
-  };
-  set("bootstrap.servers", config.kafka.bootstrapServers);
-  for (const auto& [key, value] : defaults) set(key, value);
-  for (const auto& [key, value] : config.kafka.properties) set(key, value);
-  for (const auto& [key, value] : config.kafka.secretValues) set(key, value);
-  rd_kafka_conf_set_log_cb(conf, &kafkaLogCallback);
-  return conf;
-}
-
-void kafkaLogCallback(const rd_kafka_t*, int level, const char* facility, const char* message) {
-  // Syslog levels; called from librdkafka's threads, the logger writes whole lines.
-  log::Level mapped = level <= 3   ? log::Level::Error
-                      : level == 4 ? log::Level::Warn
-                      : level <= 6 ? log::Level::Info
-                                   : log::Level::Debug;
-  if (!log::enabled(mapped)) return;
-  log::write(mapped, std::string("kafka: ") + message, {{"facility", facility}});
-}
-
 DeadLetterPublisher::DeadLetterPublisher(const SinkConfig& config) : config_(config) {
   // Consumer-only properties in [kafka.properties] would make librdkafka warn; they are harmless.
-  rd_kafka_conf_t* conf = makeKafkaConf(
-      config,
-      {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "0"}, {"client.id", "outbox-sink-deadletter"}});
-  rd_kafka_conf_set_opaque(conf, this);
-  rd_kafka_conf_set_dr_msg_cb(conf, &DeadLetterPublisher::deliveryReport);
-  char err[512];
-  producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (producer_ == nullptr) {
-    rd_kafka_conf_destroy(conf);
-    throw std::runtime_error(std::string("cannot create the dead-letter producer: ") + err);
-  }
+  KafkaClientConfig conf;
+  conf.set("enable.idempotence", "true");
+  conf.set("acks", "all");
+  conf.set("linger.ms", "0");
+  conf.set("client.id", "outbox-sink-deadletter");
+  conf.setUser(config.kafka.bootstrapServers, config.kafka.properties, config.kafka.secretValues);
+  rd_kafka_conf_set_opaque(conf.native(), this);
+  rd_kafka_conf_set_dr_msg_cb(conf.native(), &DeadLetterPublisher::deliveryReport);
+  producer_ = conf.create(RD_KAFKA_PRODUCER, "the dead-letter producer");
 }
 
 DeadLetterPublisher::~DeadLetterPublisher() {

@@ -42,12 +42,4 @@ class DeadLetterPublisher {
   std::string lastFailure_;
 };
 
-// Sets bootstrap.servers, then `defaults`, then the config's properties and secret values (so the user's win) on
-// a fresh rd_kafka_conf_t; throws std::runtime_error naming a refused property.
-rd_kafka_conf_t* makeKafkaConf(const SinkConfig& config,
-                               std::initializer_list<std::pair<const char*, std::string>> defaults);
-
-// librdkafka's log lines into the sink's log.
-void kafkaLogCallback(const rd_kafka_t*, int level, const char* facility, const char* message);
-
 }  // namespace outbox::sink

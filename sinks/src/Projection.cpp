@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "common/JsonText.h"
+
 namespace outbox::sink {
 
 struct TopicRegex::Compiled {
@@ -143,13 +145,6 @@ bool Projection::matchesType(std::optional<std::string_view> type) const {
   if (anyType_) return true;
   return type && std::find(eventTypes_.begin(), eventTypes_.end(), *type) != eventTypes_.end();
 }
-
-namespace {
-std::string jsonText(const nlohmann::json& value) {
-  if (value.is_string()) return value.get<std::string>();
-  return value.dump();
-}
-}  // namespace
 
 bool Projection::extract(EventView& view, ParamValues& values, std::string& error) const {
   const SinkEvent& event = view.event();

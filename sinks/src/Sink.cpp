@@ -7,6 +7,9 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/Backoff.h"
+#include "common/KafkaClientConfig.h"
+#include "common/UnixTime.h"
 #include "common/Log.h"
 
 namespace outbox::sink {
@@ -25,7 +28,9 @@ struct PartitionList {
   }
 };
 
-double unixNow() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
+Backoff databaseBackoff(const SinkConfig& config) {
+  return Backoff(config.database.reconnectBackoffMinMs, config.database.reconnectBackoffMaxMs);
+}
 
 std::string describe(const TopicPartition& tp) { return fmt::format("{} [{}]", tp.first, tp.second); }
 
@@ -72,13 +77,13 @@ void Sink::fail(int status, const std::string& message) {
 void Sink::sleepWhileRunning(milliseconds duration) {
   auto until = Clock::now() + duration;
   while (!stop_.load() && Clock::now() < until) {
-    metrics_.lastLoopTimestamp.Set(unixNow());
+    metrics_.lastLoopTimestamp.Set(unixSecondsNow());
     std::this_thread::sleep_for(std::min<Clock::duration>(milliseconds(50), until - Clock::now()));
   }
 }
 
 bool Sink::connectDatabase() {
-  milliseconds backoff(config_.database.reconnectBackoffMinMs);
+  Backoff backoff = databaseBackoff(config_);
   while (!stop_.load()) {
     std::string error;
     BatchApplier::ConnectResult result = applier_.connect(error);
@@ -91,9 +96,9 @@ bool Sink::connectDatabase() {
       fail(kExitSetup, "read-model database: " + error);
       return false;
     }
-    log::warn("read-model database unavailable, retrying in {} ms: {}", backoff.count(), error);
-    sleepWhileRunning(backoff);
-    backoff = std::min(backoff * 2, milliseconds(config_.database.reconnectBackoffMaxMs));
+    milliseconds wait = backoff.next();
+    log::warn("read-model database unavailable, retrying in {} ms: {}", wait.count(), error);
+    sleepWhileRunning(wait);
   }
   return false;
 }
@@ -104,20 +109,18 @@ int Sink::run() {
 
   try {
     if (config_.onError == OnError::DeadLetter) deadLetters_ = std::make_unique<DeadLetterPublisher>(config_);
-    rd_kafka_conf_t* conf = makeKafkaConf(config_, {{"group.id", config_.kafka.groupId},
-                                                    {"client.id", "outbox-sink"},
-                                                    {"enable.auto.commit", "false"},
-                                                    {"enable.auto.offset.store", "false"},
-                                                    {"auto.offset.reset", config_.kafka.initialOffset},
-                                                    {"enable.partition.eof", "false"}});
-    rd_kafka_conf_set_opaque(conf, this);
-    rd_kafka_conf_set_rebalance_cb(conf, &Sink::rebalanceCallback);
-    char err[512];
-    consumer_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (consumer_ == nullptr) {
-      rd_kafka_conf_destroy(conf);
-      throw std::runtime_error(std::string("cannot create the Kafka consumer: ") + err);
-    }
+    KafkaClientConfig conf;
+    conf.set("group.id", config_.kafka.groupId);
+    conf.set("client.id", "outbox-sink");
+    conf.set("enable.auto.commit", "false");
+    conf.set("enable.auto.offset.store", "false");
+    conf.set("auto.offset.reset", config_.kafka.initialOffset);
+    conf.set("enable.partition.eof", "false");
+    conf.setUser(config_.kafka.bootstrapServers, config_.kafka.properties, config_.kafka.secretValues);
+    rd_kafka_conf_set_opaque(conf.native(), this);
+    rd_kafka_conf_set_rebalance_cb(conf.native(), &Sink::rebalanceCallback);
+    consumer_ = conf.create(RD_KAFKA_CONSUMER, "the Kafka consumer");
+    log::info("kafka consumer: {}", conf.describe());
   } catch (const std::exception& e) {
     log::error("{}", e.what());
     return kExitSetup;
@@ -138,7 +141,7 @@ int Sink::run() {
   nextLag_ = Clock::now();
   nextPrune_ = Clock::now() + milliseconds(config_.deduplication.pruneIntervalMs);
   while (!stop_.load()) {
-    metrics_.lastLoopTimestamp.Set(unixNow());
+    metrics_.lastLoopTimestamp.Set(unixSecondsNow());
     if (rewindNeeded_) {
       rewind();
       continue;
@@ -305,13 +308,11 @@ void Sink::flushBatch() {
 
 void Sink::rewind() {
   discardPending();
-  milliseconds backoff(config_.database.reconnectBackoffMinMs);
+  Backoff backoff = databaseBackoff(config_);
   if (transientFailures_ > 1) {
     // The first retry is immediate; a failure that repeats (serialization failures, deadlocks under contention)
     // waits min, 2 min, 4 min ... up to the maximum.
-    int doublings = std::min(transientFailures_ - 2, 20);
-    milliseconds wait =
-        std::min(backoff * (int64_t{1} << doublings), milliseconds(config_.database.reconnectBackoffMaxMs));
+    milliseconds wait = backoff.afterFailures(transientFailures_ - 1);
     log::info("retrying in {} ms ({} transient failures in a row)", wait.count(), transientFailures_);
     sleepWhileRunning(wait);
   }
@@ -324,11 +325,11 @@ void Sink::rewind() {
     std::string error;
     std::optional<StoredOffsets> stored = applier_.storedOffsets(partitions, error);
     if (!stored) {
-      log::warn("cannot read stored offsets, retrying in {} ms: {}", backoff.count(), error);
+      milliseconds wait = backoff.next();
+      log::warn("cannot read stored offsets, retrying in {} ms: {}", wait.count(), error);
       applier_.disconnect();
       metrics_.databaseConnected.Set(0);
-      sleepWhileRunning(backoff);
-      backoff = std::min(backoff * 2, milliseconds(config_.database.reconnectBackoffMaxMs));
+      sleepWhileRunning(wait);
       continue;
     }
     if (!partitions.empty()) {
@@ -390,25 +391,25 @@ void Sink::onAssign(rd_kafka_topic_partition_list_t* partitions) {
   // The positions come from the database. Without it nothing can be applied anyway, so wait for it here (the
   // consumer's heartbeats go on in librdkafka's threads; max.poll.interval.ms bounds the wait).
   std::optional<StoredOffsets> stored;
-  milliseconds backoff(config_.database.reconnectBackoffMinMs);
+  Backoff backoff = databaseBackoff(config_);
   while (!stop_.load()) {
     std::string error;
     if (!applier_.connected()) {
       if (applier_.connect(error) != BatchApplier::ConnectResult::Ok) {
-        log::warn("assignment: read-model database unavailable, retrying in {} ms: {}", backoff.count(), error);
+        milliseconds wait = backoff.next();
+        log::warn("assignment: read-model database unavailable, retrying in {} ms: {}", wait.count(), error);
         metrics_.databaseConnected.Set(0);
-        sleepWhileRunning(backoff);
-        backoff = std::min(backoff * 2, milliseconds(config_.database.reconnectBackoffMaxMs));
+        sleepWhileRunning(wait);
         continue;
       }
       metrics_.databaseConnected.Set(1);
     }
     stored = applier_.storedOffsets(tps, error);
     if (stored) break;
-    log::warn("assignment: cannot read stored offsets, retrying in {} ms: {}", backoff.count(), error);
+    milliseconds wait = backoff.next();
+    log::warn("assignment: cannot read stored offsets, retrying in {} ms: {}", wait.count(), error);
     applier_.disconnect();
-    sleepWhileRunning(backoff);
-    backoff = std::min(backoff * 2, milliseconds(config_.database.reconnectBackoffMaxMs));
+    sleepWhileRunning(wait);
   }
   // Stopping before the database answered: nothing may be applied from these positions.
   if (!stored) rewindNeeded_ = true;

@@ -1,5 +1,7 @@
 #include "src/SinkMetrics.h"
 
+#include "common/MetricsSupport.h"
+
 namespace outbox::sink {
 
 namespace {
@@ -7,13 +9,8 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
-prometheus::Counter& counter(prometheus::Registry& registry, const std::string& name, const std::string& help,
-                             const prometheus::Labels& labels = {}) {
-  return BuildCounter().Name(name).Help(help).Register(registry).Add(labels);
-}
-prometheus::Gauge& gauge(prometheus::Registry& registry, const std::string& name, const std::string& help) {
-  return BuildGauge().Name(name).Help(help).Register(registry).Add({});
-}
+using metrics::counter;
+using metrics::gauge;
 }  // namespace
 
 SinkMetrics::SinkMetrics()
