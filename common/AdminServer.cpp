@@ -7,6 +7,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/Log.h"
+
 namespace outbox {
 
 namespace {
@@ -57,6 +59,18 @@ AdminServer::~AdminServer() {
 std::string AdminServer::listeningAddress() const {
   auto ports = exposer_->GetListeningPorts();
   return host_ + ":" + (ports.empty() ? std::string("?") : std::to_string(ports.front()));
+}
+
+std::unique_ptr<AdminServer> startAdminServer(const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
+                                              HealthCheck health) {
+  try {
+    auto admin = std::make_unique<AdminServer>(listen, std::move(registry), std::move(health));
+    log::info("serving /metrics, /healthz and /readyz on {}", admin->listeningAddress());
+    return admin;
+  } catch (const std::exception& e) {
+    log::error("cannot serve metrics on {}: {} (set metrics.listen to a free address:port)", listen, e.what());
+    return nullptr;
+  }
 }
 
 }  // namespace outbox

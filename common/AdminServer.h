@@ -35,4 +35,9 @@ private:
   std::string host_;
 };
 
+// For main(): starts the admin server and logs where it serves; when it cannot bind, logs why with the fix and
+// returns nullptr (the caller exits with its setup status).
+std::unique_ptr<AdminServer> startAdminServer(const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
+                                              HealthCheck health);
+
 }  // namespace outbox

@@ -8,6 +8,8 @@
 #include <functional>
 #include <string>
 
+#include "common/UnixTime.h"
+
 namespace outbox {
 
 struct HealthVerdict {
@@ -24,7 +26,7 @@ struct HealthCheck {
 // than `maxStallSeconds`.
 inline std::function<HealthVerdict()> loopAliveCheck(const prometheus::Gauge& lastLoop, int maxStallSeconds) {
   return [&lastLoop, maxStallSeconds] {
-    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    double now = unixSecondsNow();
     double last = lastLoop.Value();
     if (last > 0 && now - last > maxStallSeconds) {
       return HealthVerdict{false, "event loop stalled for more than " + std::to_string(maxStallSeconds) + " s"};

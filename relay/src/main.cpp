@@ -1,15 +1,14 @@
 // outbox-relay: streams committed outbox rows from PostgreSQL's WAL to Kafka. Thin: parse the command line,
 // load the config, start the admin server, run the relay until a signal.
-#include <signal.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
-#include "common/Log.h"
 #include "common/AdminServer.h"
 #include "common/CommandLine.h"
+#include "common/Log.h"
+#include "common/StopSignals.h"
 #include "src/Relay.h"
 #include "src/RelayConfig.h"
 #include "src/RelayMetrics.h"
@@ -34,12 +33,6 @@ slot and are re-sent); 2 configuration or setup error; 3 an event failed permane
 confirmed); 4 the replication stream could not be decoded.
 See README.md for the configuration reference.
 )";
-
-outbox::Relay* g_relay = nullptr;
-
-void onSignal(int) {
-  if (g_relay) g_relay->requestStop();
-}
 
 // /healthz: the event loop went round recently (it wakes at least once a second).
 // /readyz: streaming from the slot and Kafka reachable; a hot standby waiting for the slot is alive, not ready.
@@ -71,26 +64,10 @@ int main(int argc, char** argv) {
   outbox::RelayMetrics metrics;
   std::unique_ptr<outbox::AdminServer> admin;
   if (config.metrics.enabled) {
-    try {
-      admin = std::make_unique<outbox::AdminServer>(config.metrics.listen, metrics.registry(), relayHealth(metrics));
-    } catch (const std::exception& e) {
-      outbox::log::error("cannot serve metrics on {}: {} (set metrics.listen to a free address:port)",
-                         config.metrics.listen, e.what());
-      return 2;
-    }
-    outbox::log::info("serving /metrics, /healthz and /readyz on {}", admin->listeningAddress());
+    admin = outbox::startAdminServer(config.metrics.listen, metrics.registry(), relayHealth(metrics));
+    if (!admin) return 2;
   }
 
   outbox::Relay relay(config, metrics);
-  g_relay = &relay;
-  struct sigaction action {};
-  action.sa_handler = onSignal;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
-  int status = relay.run();
-  g_relay = nullptr;
-  return status;
+  return outbox::runUntilStopped(relay);
 }

@@ -1,7 +1,5 @@
 // outbox-sink: keeps CQRS read models in PostgreSQL up to date from the outbox topics, effectively once.
 // Thin: parse the command line, load the config, start the admin server, run the sink until a signal.
-#include <signal.h>
-
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -10,6 +8,7 @@
 #include "common/AdminServer.h"
 #include "common/CommandLine.h"
 #include "common/Log.h"
+#include "common/StopSignals.h"
 #include "src/Sink.h"
 #include "src/SinkConfig.h"
 #include "src/SinkMetrics.h"
@@ -34,12 +33,6 @@ Exit statuses: 0 stopped cleanly; 1 a fatal Kafka or database error; 2 configura
 (including a projection whose SQL does not prepare); 3 an event could not be applied and on_error = "stop".
 See README.md for the configuration reference.
 )";
-
-outbox::sink::Sink* g_sink = nullptr;
-
-void onSignal(int) {
-  if (g_sink) g_sink->requestStop();
-}
 
 // /healthz: the event loop went round recently. /readyz: connected to the read-model database.
 outbox::HealthCheck sinkHealth(const outbox::sink::SinkMetrics& metrics) {
@@ -67,26 +60,10 @@ int main(int argc, char** argv) {
   outbox::sink::SinkMetrics metrics;
   std::unique_ptr<outbox::AdminServer> admin;
   if (config.metrics.enabled) {
-    try {
-      admin = std::make_unique<outbox::AdminServer>(config.metrics.listen, metrics.registry(), sinkHealth(metrics));
-    } catch (const std::exception& e) {
-      outbox::log::error("cannot serve metrics on {}: {} (set metrics.listen to a free address:port)",
-                         config.metrics.listen, e.what());
-      return 2;
-    }
-    outbox::log::info("serving /metrics, /healthz and /readyz on {}", admin->listeningAddress());
+    admin = outbox::startAdminServer(config.metrics.listen, metrics.registry(), sinkHealth(metrics));
+    if (!admin) return 2;
   }
 
   outbox::sink::Sink sink(config, metrics);
-  g_sink = &sink;
-  struct sigaction action {};
-  action.sa_handler = onSignal;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
-  int status = sink.run();
-  g_sink = nullptr;
-  return status;
+  return outbox::runUntilStopped(sink);
 }
