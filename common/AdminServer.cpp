@@ -35,8 +35,7 @@ int beginRequest(mg_connection* conn) {
 HealthCheck g_healthStorage;
 }  // namespace
 
-AdminServer::AdminServer(const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
-                         HealthCheck health)
+AdminServer::AdminServer(const std::string& listen, std::shared_ptr<prometheus::Registry> registry, HealthCheck health)
     : callbacks_(std::make_unique<CivetCallbacks>()) {
   auto colon = listen.rfind(':');
   host_ = colon == std::string::npos ? listen : listen.substr(0, colon);

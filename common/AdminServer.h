@@ -22,14 +22,14 @@ class Registry;
 namespace outbox {
 
 class AdminServer {
-public:
+ public:
   // Listens on "host:port" (port 0 picks a free one). Throws when it cannot bind.
   AdminServer(const std::string& listen, std::shared_ptr<prometheus::Registry> registry, HealthCheck health);
   ~AdminServer();
   // "host:port" actually bound.
   std::string listeningAddress() const;
 
-private:
+ private:
   std::unique_ptr<CivetCallbacks> callbacks_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::string host_;

@@ -3,7 +3,6 @@
 // serialized as JSON.
 
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 namespace outbox {

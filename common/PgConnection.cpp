@@ -24,7 +24,9 @@ std::string pgMessage(const char* text) {
   return s;
 }
 
-std::string pgErrorMessage(const PGconn* conn) { return conn == nullptr ? "not connected" : pgMessage(PQerrorMessage(conn)); }
+std::string pgErrorMessage(const PGconn* conn) {
+  return conn == nullptr ? "not connected" : pgMessage(PQerrorMessage(conn));
+}
 
 std::string pgSqlState(const PGresult* result) {
   const char* state = result != nullptr ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
