@@ -121,7 +121,7 @@ void Relay::connectAndStream() {
             server.systemId, server.database, server.xlogPos.toString());
   std::vector<const OutboxTableConfig*> tables;
   for (const auto& table : config_.outboxes) tables.push_back(&table);
-  stream_->ensurePublication(tables, true);
+  stream_->ensurePublication(tables);
   Lsn slotConfirmed = stream_->ensureSlot();
   inflight_.resetConfirmed(slotConfirmed);
 
@@ -172,7 +172,7 @@ void Relay::streamLoop() {
     Lsn confirmed = inflight_.confirmedLsn();
     if (replyRequested_ || now - lastStatusAt_ >= interval ||
         (confirmed > lastSentStatus_ && now - lastStatusAt_ >= advanceInterval)) {
-      sendStatus(false);
+      sendStatus();
       now = Clock::now();
     }
     refreshGauges();
@@ -187,9 +187,9 @@ void Relay::streamLoop() {
   }
 }
 
-void Relay::sendStatus(bool replyRequested) {
+void Relay::sendStatus() {
   Lsn confirmed = inflight_.confirmedLsn();
-  stream_->sendStatus(confirmed, replyRequested);
+  stream_->sendStatus(confirmed);
   lastSentStatus_ = confirmed;
   lastStatusAt_ = Clock::now();
   replyRequested_ = false;
@@ -399,7 +399,7 @@ void Relay::shutdown() {
   }
   if (stream_ && stream_->isOpen()) {
     try {
-      sendStatus(false);
+      sendStatus();
     } catch (const std::exception& e) {
       log::warn("could not confirm the final position: {}", e.what());
     }

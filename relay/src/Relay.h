@@ -67,7 +67,7 @@ private:
   bool stopRequested();
   // Serves Kafka (and the stop pipe) for up to `duration` without a PostgreSQL connection.
   void waitServing(std::chrono::milliseconds duration);
-  void sendStatus(bool replyRequested);
+  void sendStatus();
   void shutdown();
   void refreshGauges();
   void probeLag();

@@ -18,34 +18,45 @@ prometheus::Counter& counter(prometheus::Registry& registry, const std::string& 
 
 RelayMetrics::RelayMetrics()
     : transactions(counter(*registry_, "outbox_relay_transactions_total",
-                           "Committed transactions received from PostgreSQL that touched an outbox.")),
+                           "Committed transactions received from the replication slot, counted at their Commit "
+                           "(from PostgreSQL 15 on, pgoutput sends only those with a published change or a "
+                           "logical message).")),
       inflightEvents(gauge(*registry_, "outbox_relay_inflight_events",
                            "Events handed to Kafka and not yet acknowledged.")),
       inflightBytes(gauge(*registry_, "outbox_relay_inflight_bytes",
                           "Key and value bytes of events handed to Kafka and not yet acknowledged.")),
       kafkaQueueMessages(gauge(*registry_, "outbox_relay_kafka_queue_messages",
-                               "Messages librdkafka holds (queued or awaiting a broker acknowledgement).")),
+                               "librdkafka's out-queue length (rd_kafka_outq_len): messages queued or awaiting a "
+                               "broker acknowledgement, plus delivery reports and events not yet served.")),
       confirmedFlushLsn(gauge(*registry_, "outbox_relay_confirmed_flush_lsn",
-                              "The WAL position last confirmed to PostgreSQL, as a byte offset.")),
+                              "The WAL position last confirmed to PostgreSQL in a standby status update, as a "
+                              "byte offset.")),
       serverWalLsn(gauge(*registry_, "outbox_relay_server_wal_lsn",
-                         "PostgreSQL's current WAL position (pg_current_wal_lsn()), as a byte offset.")),
+                         "PostgreSQL's current WAL position (pg_current_wal_lsn()), as a byte offset, read every "
+                         "source.lag_poll_interval_ms.")),
       replicationLagBytes(gauge(*registry_, "outbox_relay_replication_lag_bytes",
-                                "Server WAL position minus the confirmed flush position, in bytes.")),
+                                "Server WAL position minus the position the relay can confirm (everything before "
+                                "it acknowledged by Kafka), in bytes, as of the last WAL position read.")),
       sourceLagSeconds(gauge(*registry_, "outbox_relay_source_lag_seconds",
-                             "Now minus the commit time of the newest fully acknowledged transaction (0 when idle).")),
+                             "Now minus the commit time of the oldest transaction whose events Kafka has not all "
+                             "acknowledged yet (0 when none waits).")),
       commitToAckSeconds(BuildHistogram()
                              .Name("outbox_relay_commit_to_ack_seconds")
                              .Help("Time from a transaction's commit in PostgreSQL to Kafka's acknowledgement of "
-                                   "each of its events.")
+                                   "each of its events (logical messages outside a transaction have no commit "
+                                   "time and are not observed).")
                              .Register(*registry_)
                              .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025,
                                                                               0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                                                                               30, 60})),
       postgresConnected(gauge(*registry_, "outbox_relay_connected",
-                              "1 while the connection to the target is up.", {{"target", "postgres"}})),
+                              "1 while the connection to the target is up (postgres: the replication connection; "
+                              "kafka: at least one broker).",
+                              {{"target", "postgres"}})),
       kafkaConnected(BuildGauge()
                          .Name("outbox_relay_connected")
-                         .Help("1 while the connection to the target is up.")
+                         .Help("1 while the connection to the target is up (postgres: the replication connection; "
+                               "kafka: at least one broker).")
                          .Register(*registry_)
                          .Add({{"target", "kafka"}})),
       streaming(gauge(*registry_, "outbox_relay_streaming", "1 while streaming from the replication slot.")),
@@ -55,7 +66,8 @@ RelayMetrics::RelayMetrics()
                               "Unix time of the event loop's last iteration.")),
       eventsPublishedFamily_(BuildCounter()
                                  .Name("outbox_relay_events_published_total")
-                                 .Help("Outbox events acknowledged by Kafka, by outbox table and topic.")
+                                 .Help("Outbox events acknowledged by Kafka, by outbox table (\"message\" for "
+                                       "logical messages) and topic.")
                                  .Register(*registry_)),
       bytesPublishedFamily_(BuildCounter()
                                 .Name("outbox_relay_published_bytes_total")
@@ -63,20 +75,25 @@ RelayMetrics::RelayMetrics()
                                 .Register(*registry_)),
       ignoredFamily_(BuildCounter()
                          .Name("outbox_relay_events_ignored_total")
-                         .Help("UPDATE, DELETE and TRUNCATE on outbox tables, which publish nothing.")
+                         .Help("UPDATE, DELETE and TRUNCATE changes of outbox tables received, which publish "
+                               "nothing (a publication with publish = 'insert' sends none).")
                          .Register(*registry_)),
       deadLetteredFamily_(BuildCounter()
                               .Name("outbox_relay_events_dead_lettered_total")
-                              .Help("Outbox rows that could not become a valid record and went to the "
-                                    "dead-letter topic.")
+                              .Help("Outbox rows and logical messages that could not become a valid record and "
+                                    "were sent to the dead-letter topic instead, by outbox table (\"message\" for "
+                                    "logical messages).")
                               .Register(*registry_)),
       publishErrorsFamily_(BuildCounter()
                                .Name("outbox_relay_publish_errors_total")
-                               .Help("Errors publishing to Kafka, by reason.")
+                               .Help("Errors publishing to Kafka, by reason: queue_full (retried), produce_failed "
+                                     "or the librdkafka error name of a failed delivery (both stop the relay).")
                                .Register(*registry_)),
       reconnectsFamily_(BuildCounter()
                             .Name("outbox_relay_reconnects_total")
-                            .Help("Connections lost and re-established, by target.")
+                            .Help("Connections lost, by target: postgres counts every failed or broken "
+                                  "replication connection (retried with backoff), kafka every return of the "
+                                  "brokers after all were unreachable.")
                             .Register(*registry_)) {
   BuildGauge()
       .Name("outbox_relay_build_info")
