@@ -105,7 +105,7 @@ int Relay::run() {
       backoff_ = std::min(backoff_ * 2, milliseconds(config_.source.reconnectBackoffMaxMs));
     } catch (const std::exception& e) {
       // A bug or an impossible state: stop without confirming anything more, and say what happened.
-      fail(kExitProtocol, std::string("internal error: ") + e.what());
+      fail(kExitInternal, std::string("internal error: ") + e.what());
     }
   }
   shutdown();

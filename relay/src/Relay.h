@@ -34,6 +34,7 @@ public:
   static constexpr int kExitSetup = 2;        // something only an operator can fix (the log says what)
   static constexpr int kExitDeliveryFailed = 3;  // Kafka refused an event permanently; it was not confirmed
   static constexpr int kExitProtocol = 4;        // the replication stream could not be decoded
+  static constexpr int kExitInternal = 5;        // a bug or an impossible state (the log says what)
 
   Relay(const RelayConfig& config, RelayMetrics& metrics);
   ~Relay();

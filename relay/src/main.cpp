@@ -31,7 +31,7 @@ using logical replication with the built-in pgoutput plugin.
 
 Exit statuses: 0 stopped cleanly; 1 stopped with events Kafka had not acknowledged (they stay in the
 slot and are re-sent); 2 configuration or setup error; 3 an event failed permanently in Kafka (not
-confirmed); 4 the replication stream could not be decoded.
+confirmed); 4 the replication stream could not be decoded; 5 internal error (a bug: the log says what).
 See README.md for the configuration reference.
 )";
 
