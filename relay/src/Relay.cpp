@@ -14,6 +14,7 @@ namespace outbox {
 namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+using Ignored = RelayMetrics::IgnoredOperation;
 
 // Each Kafka message carries one 64-bit opaque: the transaction's sequence in the low 48 bits and the index of
 // its (table, topic) metric labels in the high 16.
@@ -25,9 +26,6 @@ uint64_t packOpaque(InflightTransactions::Sequence seq, uint16_t labels) {
 double unixSecondsNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
-
-// The metric label of logical messages, in place of a table name.
-constexpr std::string_view kMessageTable = "message";
 
 // One lambda per alternative of a std::variant, for std::visit.
 template <class... Handlers>
@@ -243,10 +241,10 @@ void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
                  [this](const pgoutput::Relation& m) { router_.onRelation(m); },
                  [this](const pgoutput::Insert& m) { onInsert(m); },
                  [this](const pgoutput::Message& m) { onMessage(m); },
-                 [this](const pgoutput::Update& m) { onIgnored(m.relationId, "update"); },
-                 [this](const pgoutput::Delete& m) { onIgnored(m.relationId, "delete"); },
+                 [this](const pgoutput::Update& m) { onIgnored(m.relationId, Ignored::Update); },
+                 [this](const pgoutput::Delete& m) { onIgnored(m.relationId, Ignored::Delete); },
                  [this](const pgoutput::Truncate& m) {
-                   for (RelationId id : m.relationIds) onIgnored(id, "truncate");
+                   for (RelationId id : m.relationIds) onIgnored(id, Ignored::Truncate);
                  },
                  // Origins and type descriptions do not change what is published.
                  [](const pgoutput::Origin&) {},
@@ -295,12 +293,12 @@ void Relay::onMessage(const pgoutput::Message& message) {
   if (message.transactional) {
     auto txn = resume_.current("pgoutput transactional Message outside a transaction");
     if (resume_.skipAlreadyPublished()) return;
-    publishRouted(txn, kMessageTable, outcome, error);
+    publishRouted(txn, RelayMetrics::kMessageTable, outcome, error);
     return;
   }
   // Emitted outside any transaction's fate: a unit of its own, confirmable at its end position.
   auto seq = resume_.beginStandalone(message.lsn);
-  publishRouted(seq, kMessageTable, outcome, error);
+  publishRouted(seq, RelayMetrics::kMessageTable, outcome, error);
   resume_.endStandalone(seq, message.lsn);
 }
 
@@ -308,12 +306,13 @@ void Relay::publishRouted(InflightTransactions::Sequence txn, std::string_view t
                           const std::string& error) {
   if (outcome == OutboxRouter::Outcome::DeadLettered) {
     metrics_.deadLettered(table).Increment();
-    log::warn("dead-lettering {}: {}", table == kMessageTable ? "a logical message" : "an outbox row", error);
+    bool message = table == RelayMetrics::kMessageTable;
+    log::warn("dead-lettering {}: {}", message ? "a logical message" : "an outbox row", error);
   }
   publish(record_, txn, metrics_.eventLabels(table, record_.topic));
 }
 
-void Relay::onIgnored(RelationId relation, std::string_view operation) {
+void Relay::onIgnored(RelationId relation, RelayMetrics::IgnoredOperation operation) {
   std::string_view table = router_.outboxName(relation);
   if (table.empty()) return;
   metrics_.ignored(table, operation).Increment();

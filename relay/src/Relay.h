@@ -55,7 +55,7 @@ private:
   void onInsert(const pgoutput::Insert& insert);
   void onMessage(const pgoutput::Message& message);
   // An UPDATE, DELETE or TRUNCATE of a relation: counted when it is an outbox table, never published.
-  void onIgnored(RelationId relation, std::string_view operation);
+  void onIgnored(RelationId relation, RelayMetrics::IgnoredOperation operation);
   // At most every 10 s: how many such changes were ignored since the last time.
   void logIgnoredChanges();
   // The record the router just filled, from outbox `table` ("message" for logical messages), to Kafka.

@@ -16,7 +16,7 @@ prometheus::Counter& counter(prometheus::Registry& registry, const std::string& 
 }
 }  // namespace
 
-RelayMetrics::RelayMetrics()
+RelayMetrics::RelayMetrics(const RelayConfig& config)
     : transactions(counter(*registry_, "outbox_relay_transactions_total",
                            "Committed transactions received from the replication slot, counted at their Commit "
                            "(from PostgreSQL 15 on, pgoutput sends only those with a published change or a "
@@ -102,11 +102,28 @@ RelayMetrics::RelayMetrics()
       .Add({{"version", OUTBOX_RELAY_VERSION}})
       .Set(1);
   // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
-  // first increment (a counter series born at 1 has no earlier sample to increase from).
+  // first increment (a counter series born at 1 has no earlier sample to increase from). So every series whose
+  // labels are known before the first event is created here: both targets, the publish errors the relay names
+  // itself (a failed delivery's reason is librdkafka's error name, known only when it happens), and per outbox.
   reconnects("postgres");
   reconnects("kafka");
   publishErrors("queue_full");
   publishErrors("produce_failed");
+  // A topic template without placeholders is the topic itself (the config check allows braces only around
+  // placeholders); any other topic is known only when an event names it.
+  auto staticTopic = [](const std::string& topicTemplate) { return topicTemplate.find('{') == std::string::npos; };
+  for (const OutboxTableConfig& outbox : config.outboxes) {
+    std::string table = outbox.schema + "." + outbox.table;  // as OutboxRouter names it
+    for (auto operation : {IgnoredOperation::Update, IgnoredOperation::Delete, IgnoredOperation::Truncate}) {
+      ignored(table, operation);
+    }
+    deadLettered(table);
+    if (staticTopic(outbox.topicTemplate)) eventLabels(table, outbox.topicTemplate);
+  }
+  if (config.messages.enabled) {
+    deadLettered(kMessageTable);
+    if (staticTopic(config.messages.topicTemplate)) eventLabels(kMessageTable, config.messages.topicTemplate);
+  }
 }
 
 uint16_t RelayMetrics::eventLabels(std::string_view table, std::string_view topic) {
@@ -122,8 +139,6 @@ uint16_t RelayMetrics::eventLabels(std::string_view table, std::string_view topi
   }
   std::string tableLabel = overflow ? "other" : std::string(table);
   std::string topicLabel = overflow ? "other" : std::string(topic);
-  // A table's dead-letter counter starts at 0 once the table is seen (see the constructor on why).
-  if (!overflow) deadLetteredFamily_.Add({{"table", tableLabel}});
   EventLabels labels;
   labels.published = &eventsPublishedFamily_.Add({{"table", tableLabel}, {"topic", topicLabel}});
   labels.bytes = &bytesPublishedFamily_.Add({{"table", tableLabel}, {"topic", topicLabel}});
@@ -133,8 +148,11 @@ uint16_t RelayMetrics::eventLabels(std::string_view table, std::string_view topi
   return index;
 }
 
-prometheus::Counter& RelayMetrics::ignored(std::string_view table, std::string_view operation) {
-  return ignoredFamily_.Add({{"table", std::string(table)}, {"operation", std::string(operation)}});
+prometheus::Counter& RelayMetrics::ignored(std::string_view table, IgnoredOperation operation) {
+  const char* name = operation == IgnoredOperation::Update   ? "update"
+                     : operation == IgnoredOperation::Delete ? "delete"
+                                                             : "truncate";
+  return ignoredFamily_.Add({{"table", std::string(table)}, {"operation", name}});
 }
 prometheus::Counter& RelayMetrics::deadLettered(std::string_view table) {
   return deadLetteredFamily_.Add({{"table", std::string(table)}});

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   outbox::log::info("outbox-relay {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION,
                     config.redactedSummary());
 
-  outbox::RelayMetrics metrics;
+  outbox::RelayMetrics metrics(config);
   std::unique_ptr<outbox::AdminServer> admin;
   if (config.metrics.enabled) {
     try {
