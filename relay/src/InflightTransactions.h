@@ -47,7 +47,6 @@ public:
   std::optional<pgoutput::PgTimestamp> oldestPendingCommitTime() const;
   uint64_t inflightEvents() const { return inflightEvents_; }
   uint64_t inflightBytes() const { return inflightBytes_; }
-  size_t transactions() const { return ring_.size(); }
   bool hasOpenTransaction() const { return !ring_.empty() && !ring_.back().committed; }
   bool empty() const { return ring_.empty(); }
   // Where to resume streaming after a lost connection: the end of the last transaction received whole.

@@ -109,18 +109,6 @@ void KafkaPublisher::poll() {
 
 int KafkaPublisher::queueLength() const { return rd_kafka_outq_len(producer_); }
 
-bool KafkaPublisher::flush(int timeoutMs) {
-  return rd_kafka_flush(producer_, timeoutMs) == RD_KAFKA_RESP_ERR_NO_ERROR;
-}
-
-bool KafkaPublisher::probeBrokers(int timeoutMs) {
-  const rd_kafka_metadata_t* metadata = nullptr;
-  auto rc = rd_kafka_metadata(producer_, 0, nullptr, &metadata, timeoutMs);
-  if (metadata) rd_kafka_metadata_destroy(metadata);
-  setReachable(rc == RD_KAFKA_RESP_ERR_NO_ERROR);
-  return brokersReachable_;
-}
-
 void KafkaPublisher::deliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
   auto* self = static_cast<KafkaPublisher*>(opaque);
   Delivery delivery;
@@ -128,7 +116,6 @@ void KafkaPublisher::deliveryReport(rd_kafka_t*, const rd_kafka_message_t* messa
   delivery.bytes = message->key_len + message->len;
   delivery.error = message->err;
   delivery.topic = rd_kafka_topic_name(message->rkt);
-  delivery.partition = message->partition;
   if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) self->setReachable(true);
   self->onDelivery_(delivery);
 }

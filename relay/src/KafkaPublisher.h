@@ -27,7 +27,6 @@ public:
     uint64_t bytes = 0;   // OutboxRecord::bytes() of the record
     rd_kafka_resp_err_t error = RD_KAFKA_RESP_ERR_NO_ERROR;
     std::string_view topic;
-    int32_t partition = -1;
   };
   using DeliveryHandler = std::function<void(const Delivery&)>;
 
@@ -46,8 +45,6 @@ public:
   int wakeupFd() const { return wakeupRead_; }
   // Messages librdkafka still holds (queued, in flight to or awaiting acknowledgement from the broker).
   int queueLength() const;
-  // Waits up to `timeoutMs` for every queued message to be delivered; true when all were.
-  bool flush(int timeoutMs);
 
   // A fatal producer error (idempotence guarantees could not be kept): the relay must stop.
   const std::optional<std::string>& fatalError() const { return fatalError_; }
@@ -56,8 +53,6 @@ public:
   bool brokersReachable() const { return brokersReachable_; }
   // How many times the brokers became reachable again after being unreachable.
   uint64_t reconnects() const { return reconnects_; }
-  // Asks a broker for metadata (bounded by `timeoutMs`); updates brokersReachable().
-  bool probeBrokers(int timeoutMs);
 
   // The librdkafka properties in effect, with secrets redacted, for the start-up log.
   const std::string& effectiveProperties() const { return effectiveProperties_; }

@@ -20,13 +20,11 @@ public:
   std::string toString() const;
 
   constexpr uint64_t value() const { return value_; }
-  constexpr bool isValid() const { return value_ != 0; }  // InvalidXLogRecPtr is 0/0
 
   constexpr auto operator<=>(const Lsn&) const = default;
 
   // Bytes of WAL from `older` to this position; 0 when `older` is ahead (lag never goes negative).
   constexpr uint64_t bytesSince(Lsn older) const { return value_ > older.value_ ? value_ - older.value_ : 0; }
-  constexpr Lsn advancedBy(uint64_t bytes) const { return Lsn(value_ + bytes); }
 
 private:
   uint64_t value_ = 0;

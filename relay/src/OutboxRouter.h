@@ -37,7 +37,6 @@ public:
 
   // "schema.table" of an outbox relation (for logs and metric labels); empty when not an outbox.
   std::string_view outboxName(RelationId id) const;
-  bool isOutbox(RelationId id) const { return !outboxName(id).empty(); }
 
   // Kafka's rule for topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
   static bool isValidTopic(std::string_view topic);

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <type_traits>
 
 #include "common/Log.h"
 #include "common/UnixTime.h"
@@ -16,6 +15,7 @@ namespace outbox {
 namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+using Ignored = RelayMetrics::IgnoredOperation;
 
 // Each Kafka message carries one 64-bit opaque: the transaction's sequence in the low 48 bits and the index of
 // its (table, topic) metric labels in the high 16.
@@ -24,8 +24,11 @@ uint64_t packOpaque(InflightTransactions::Sequence seq, uint16_t labels) {
   return (seq & kSequenceMask) | (uint64_t{labels} << 48);
 }
 
-template <class>
-inline constexpr bool kAlwaysFalse = false;
+// One lambda per alternative of a std::variant, for std::visit.
+template <class... Handlers>
+struct Overloaded : Handlers... {
+  using Handlers::operator()...;
+};
 }  // namespace
 
 Relay::Relay(const RelayConfig& config, RelayMetrics& metrics)
@@ -101,7 +104,7 @@ int Relay::run() {
       waitServing(wait);
     } catch (const std::exception& e) {
       // A bug or an impossible state: stop without confirming anything more, and say what happened.
-      fail(kExitProtocol, std::string("internal error: ") + e.what());
+      fail(kExitInternal, std::string("internal error: ") + e.what());
     }
   }
   shutdown();
@@ -117,15 +120,13 @@ void Relay::connectAndStream() {
             server.systemId, server.database, server.xlogPos.toString());
   std::vector<const OutboxTableConfig*> tables;
   for (const auto& table : config_.outboxes) tables.push_back(&table);
-  stream_->ensurePublication(tables, true);
+  stream_->ensurePublication(tables);
   Lsn slotConfirmed = stream_->ensureSlot();
   inflight_.resetConfirmed(slotConfirmed);
 
   // What a lost connection left behind: the open transaction is re-sent from its start; the events of it
   // already with Kafka are skipped by count. Transactions received whole are not asked for again.
-  resume_ = inflight_.openTransaction();
-  current_.reset();
-  skipEvents_ = 0;
+  resume_.reconnected();
   router_.reset();
   decoder_.reset();
   stream_->start(inflight_.resumeLsn());
@@ -149,7 +150,7 @@ void Relay::streamLoop() {
     if (stopRequested()) {
       // Finish the transaction being received first (within the shutdown bound): its events already in Kafka
       // would otherwise be published again by the next start, since only a whole transaction is confirmed.
-      if (!current_) return;
+      if (!resume_.inTransaction()) return;
       if (stopDeadline_ == Clock::time_point{}) {
         stopDeadline_ = Clock::now() + milliseconds(config_.shutdownTimeoutMs);
         log::info("stop requested mid-transaction: reading to its commit first");
@@ -170,7 +171,7 @@ void Relay::streamLoop() {
     Lsn confirmed = inflight_.confirmedLsn();
     if (replyRequested_ || now - lastStatusAt_ >= interval ||
         (confirmed > lastSentStatus_ && now - lastStatusAt_ >= advanceInterval)) {
-      sendStatus(false);
+      sendStatus();
       now = Clock::now();
     }
     refreshGauges();
@@ -185,9 +186,9 @@ void Relay::streamLoop() {
   }
 }
 
-void Relay::sendStatus(bool replyRequested) {
+void Relay::sendStatus() {
   Lsn confirmed = inflight_.confirmedLsn();
-  stream_->sendStatus(confirmed, replyRequested);
+  stream_->sendStatus(confirmed);
   lastSentStatus_ = confirmed;
   lastStatusAt_ = Clock::now();
   replyRequested_ = false;
@@ -226,7 +227,7 @@ void Relay::probeLag() {
 void Relay::handleCopyData(std::string_view data) {
   auto message = pgoutput::PgOutputDecoder::decodeReplication(data);
   if (auto* keepalive = std::get_if<pgoutput::PrimaryKeepalive>(&message)) {
-    if (!current_) inflight_.serverWalEnd(keepalive->walEnd);
+    if (!resume_.inTransaction()) inflight_.serverWalEnd(keepalive->walEnd);
     // The server asks for a reply when wal_sender_timeout is half gone: answer at once.
     if (keepalive->replyRequested) replyRequested_ = true;
     return;
@@ -234,105 +235,97 @@ void Relay::handleCopyData(std::string_view data) {
   handleMessage(decoder_.decode(std::get<pgoutput::XLogData>(message).data));
 }
 
-void Relay::beginTransaction(const pgoutput::Begin& begin) {
-  if (resume_) {
-    if (resume_->finalLsn == begin.finalLsn) {
-      current_ = resume_->seq;
-      skipEvents_ = resume_->eventsAdded;
-      resume_.reset();
-      return;
-    }
-    // The server re-sent something else first: publish this transaction afresh (duplicates possible).
-    log::warn("expected transaction committing at {} to be re-sent first, got {}; its events may be duplicated",
-              resume_->finalLsn.toString(), begin.finalLsn.toString());
-    inflight_.abandonOpenTransaction();
-    resume_.reset();
-  }
-  current_ = inflight_.begin(begin.finalLsn, begin.commitTime);
-  skipEvents_ = 0;
+void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
+  std::visit(Overloaded{
+                 [this](const pgoutput::Begin& m) { onBegin(m); },
+                 [this](const pgoutput::Commit& m) { onCommit(m); },
+                 [this](const pgoutput::Relation& m) { router_.onRelation(m); },
+                 [this](const pgoutput::Insert& m) { onInsert(m); },
+                 [this](const pgoutput::Message& m) { onMessage(m); },
+                 [this](const pgoutput::Update& m) { onIgnored(m.relationId, Ignored::Update); },
+                 [this](const pgoutput::Delete& m) { onIgnored(m.relationId, Ignored::Delete); },
+                 [this](const pgoutput::Truncate& m) {
+                   for (RelationId id : m.relationIds) onIgnored(id, Ignored::Truncate);
+                 },
+                 // Origins and type descriptions do not change what is published.
+                 [](const pgoutput::Origin&) {},
+                 [](const pgoutput::Type&) {},
+                 [](const auto&) {
+                   // Streaming and two-phase messages are only sent when those options are on; the relay does not
+                   // ask for them.
+                   throw pgoutput::DecodeError(
+                       "unexpected pgoutput message for a stream without streaming or two_phase");
+                 },
+             },
+             message);
+  logIgnoredChanges();
 }
 
-void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
-  std::visit(
-      [this](const auto& m) {
-        using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, pgoutput::Begin>) {
-          beginTransaction(m);
-        } else if constexpr (std::is_same_v<T, pgoutput::Commit>) {
-          if (!current_) throw pgoutput::DecodeError("pgoutput Commit without Begin");
-          inflight_.commit(*current_, m.endLsn);
-          current_.reset();
-          metrics_.transactions.Increment();
-        } else if constexpr (std::is_same_v<T, pgoutput::Relation>) {
-          router_.onRelation(m);
-        } else if constexpr (std::is_same_v<T, pgoutput::Insert>) {
-          if (!current_) throw pgoutput::DecodeError("pgoutput Insert outside a transaction");
-          std::string error;
-          auto outcome = router_.routeInsert(m, record_, error);
-          if (outcome == OutboxRouter::Outcome::NotOutbox) return;
-          if (skipEvents_ > 0) {
-            --skipEvents_;
-            return;
-          }
-          std::string_view table = router_.outboxName(m.relationId);
-          if (outcome == OutboxRouter::Outcome::DeadLettered) {
-            metrics_.deadLettered(table).Increment();
-            log::warn("dead-lettering an outbox row: {}", error);
-          }
-          publish(record_, *current_, metrics_.eventLabels(table, record_.topic));
-        } else if constexpr (std::is_same_v<T, pgoutput::Message>) {
-          std::string error;
-          auto outcome = router_.routeMessage(m, record_, error);
-          if (outcome == OutboxRouter::Outcome::NotOutbox) return;
-          if (outcome == OutboxRouter::Outcome::DeadLettered) {
-            metrics_.deadLettered("message").Increment();
-            log::warn("dead-lettering a logical message: {}", error);
-          }
-          uint16_t labels = metrics_.eventLabels("message", record_.topic);
-          if (m.transactional) {
-            if (!current_) throw pgoutput::DecodeError("pgoutput transactional Message outside a transaction");
-            if (skipEvents_ > 0) {
-              --skipEvents_;
-              return;
-            }
-            publish(record_, *current_, labels);
-          } else {
-            // Emitted outside any transaction's fate: a unit of its own, confirmable at its end position.
-            if (resume_) {
-              // A non-transactional message before the re-sent open transaction: that one is published afresh.
-              inflight_.abandonOpenTransaction();
-              resume_.reset();
-            }
-            auto seq = inflight_.begin(m.lsn, pgoutput::PgTimestamp{});
-            publish(record_, seq, labels);
-            inflight_.commit(seq, m.lsn);
-          }
-        } else if constexpr (std::is_same_v<T, pgoutput::Update> || std::is_same_v<T, pgoutput::Delete>) {
-          std::string_view table = router_.outboxName(m.relationId);
-          if (table.empty()) return;
-          metrics_.ignored(table, std::is_same_v<T, pgoutput::Update> ? "update" : "delete").Increment();
-          ++ignoredSinceLog_;
-        } else if constexpr (std::is_same_v<T, pgoutput::Truncate>) {
-          for (auto id : m.relationIds) {
-            std::string_view table = router_.outboxName(id);
-            if (table.empty()) continue;
-            metrics_.ignored(table, "truncate").Increment();
-            ++ignoredSinceLog_;
-          }
-        } else if constexpr (std::is_same_v<T, pgoutput::Origin> || std::is_same_v<T, pgoutput::Type>) {
-          // Nothing to do: origins and type descriptions do not change what is published.
-        } else {
-          // Streaming and two-phase messages are only sent when those options are on; the relay does not ask.
-          throw pgoutput::DecodeError("unexpected pgoutput message for a stream without streaming or two_phase");
-        }
-      },
-      message);
-  if (ignoredSinceLog_ > 0 && Clock::now() - lastIgnoredLog_ > std::chrono::seconds(10)) {
-    log::info("ignored {} UPDATE/DELETE/TRUNCATE changes on outbox tables (only inserts are published)",
-              ignoredSinceLog_);
-    ignoredSinceLog_ = 0;
-    lastIgnoredLog_ = Clock::now();
+void Relay::onBegin(const pgoutput::Begin& begin) {
+  auto began = resume_.begin(begin);
+  if (began.resumed) {
+    log::info("the transaction committing at {} is sent again after the reconnect: skipping its first {} outbox "
+              "events, already with Kafka",
+              begin.finalLsn.toString(), began.alreadyPublished);
   }
+  if (began.abandoned) {
+    log::warn("expected transaction committing at {} to be re-sent first, got {}; its events may be duplicated",
+              began.abandoned->toString(), begin.finalLsn.toString());
+  }
+}
+
+void Relay::onCommit(const pgoutput::Commit& commit) {
+  resume_.commit(commit);
+  metrics_.transactions.Increment();
+}
+
+void Relay::onInsert(const pgoutput::Insert& insert) {
+  auto txn = resume_.current("pgoutput Insert outside a transaction");
+  std::string error;
+  auto outcome = router_.routeInsert(insert, record_, error);
+  if (outcome == OutboxRouter::Outcome::NotOutbox || resume_.skipAlreadyPublished()) return;
+  publishRouted(txn, router_.outboxName(insert.relationId), outcome, error);
+}
+
+void Relay::onMessage(const pgoutput::Message& message) {
+  std::string error;
+  auto outcome = router_.routeMessage(message, record_, error);
+  if (outcome == OutboxRouter::Outcome::NotOutbox) return;
+  if (message.transactional) {
+    auto txn = resume_.current("pgoutput transactional Message outside a transaction");
+    if (resume_.skipAlreadyPublished()) return;
+    publishRouted(txn, RelayMetrics::kMessageTable, outcome, error);
+    return;
+  }
+  // Emitted outside any transaction's fate: a unit of its own, confirmable at its end position.
+  auto seq = resume_.beginStandalone(message.lsn);
+  publishRouted(seq, RelayMetrics::kMessageTable, outcome, error);
+  resume_.endStandalone(seq, message.lsn);
+}
+
+void Relay::publishRouted(InflightTransactions::Sequence txn, std::string_view table, OutboxRouter::Outcome outcome,
+                          const std::string& error) {
+  if (outcome == OutboxRouter::Outcome::DeadLettered) {
+    metrics_.deadLettered(table).Increment();
+    bool message = table == RelayMetrics::kMessageTable;
+    log::warn("dead-lettering {}: {}", message ? "a logical message" : "an outbox row", error);
+  }
+  publish(record_, txn, metrics_.eventLabels(table, record_.topic));
+}
+
+void Relay::onIgnored(RelationId relation, RelayMetrics::IgnoredOperation operation) {
+  std::string_view table = router_.outboxName(relation);
+  if (table.empty()) return;
+  metrics_.ignored(table, operation).Increment();
+  ++ignoredSinceLog_;
+}
+
+void Relay::logIgnoredChanges() {
+  if (ignoredSinceLog_ == 0 || Clock::now() - lastIgnoredLog_ <= std::chrono::seconds(10)) return;
+  log::info("ignored {} UPDATE/DELETE/TRUNCATE changes on outbox tables (only inserts are published)",
+            ignoredSinceLog_);
+  ignoredSinceLog_ = 0;
+  lastIgnoredLog_ = Clock::now();
 }
 
 void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence txn, uint16_t labels) {
@@ -406,7 +399,7 @@ void Relay::shutdown() {
   }
   if (stream_ && stream_->isOpen()) {
     try {
-      sendStatus(false);
+      sendStatus();
     } catch (const std::exception& e) {
       log::warn("could not confirm the final position: {}", e.what());
     }

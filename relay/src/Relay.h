@@ -23,6 +23,7 @@
 #include "src/RelayMetrics.h"
 #include "src/ReplicationStream.h"
 #include "src/ServerWalProbe.h"
+#include "src/TransactionResume.h"
 
 namespace outbox {
 
@@ -34,6 +35,7 @@ public:
   static constexpr int kExitSetup = 2;        // something only an operator can fix (the log says what)
   static constexpr int kExitDeliveryFailed = 3;  // Kafka refused an event permanently; it was not confirmed
   static constexpr int kExitProtocol = 4;        // the replication stream could not be decoded
+  static constexpr int kExitInternal = 5;        // a bug or an impossible state (the log says what)
 
   Relay(const RelayConfig& config, RelayMetrics& metrics);
   ~Relay();
@@ -47,8 +49,19 @@ private:
   void connectAndStream();
   void streamLoop();
   void handleCopyData(std::string_view data);
+  // Dispatches one pgoutput message to the handler of its kind.
   void handleMessage(const pgoutput::PgOutputMessage& message);
-  void beginTransaction(const pgoutput::Begin& begin);
+  void onBegin(const pgoutput::Begin& begin);
+  void onCommit(const pgoutput::Commit& commit);
+  void onInsert(const pgoutput::Insert& insert);
+  void onMessage(const pgoutput::Message& message);
+  // An UPDATE, DELETE or TRUNCATE of a relation: counted when it is an outbox table, never published.
+  void onIgnored(RelationId relation, RelayMetrics::IgnoredOperation operation);
+  // At most every 10 s: how many such changes were ignored since the last time.
+  void logIgnoredChanges();
+  // The record the router just filled, from outbox `table` ("message" for logical messages), to Kafka.
+  void publishRouted(InflightTransactions::Sequence txn, std::string_view table, OutboxRouter::Outcome outcome,
+                     const std::string& error);
   void publish(const OutboxRecord& record, InflightTransactions::Sequence txn, uint16_t labels);
   void onDelivery(const KafkaPublisher::Delivery& delivery);
   void fail(int exitStatus, const std::string& why);
@@ -56,7 +69,7 @@ private:
   bool stopRequested();
   // Serves Kafka (and the stop pipe) for up to `duration` without a PostgreSQL connection.
   void waitServing(std::chrono::milliseconds duration);
-  void sendStatus(bool replyRequested);
+  void sendStatus();
   void shutdown();
   void refreshGauges();
   void probeLag();
@@ -68,15 +81,11 @@ private:
   pgoutput::PgOutputDecoder decoder_;
   OutboxRouter router_;
   InflightTransactions inflight_;
+  // The transaction being received, and which of its events a lost connection made the server send again.
+  TransactionResume resume_{inflight_};
   OutboxRecord record_;
   ServerWalProbe walProbe_;
   std::chrono::steady_clock::time_point lastLagProbe_;
-
-  // The transaction being received, and how many of its events to skip because they were already published
-  // before a lost connection made the server send it again.
-  std::optional<InflightTransactions::Sequence> current_;
-  uint64_t skipEvents_ = 0;
-  std::optional<InflightTransactions::OpenTransaction> resume_;
 
   // Reconnect backoff: doubles per failed attempt, back to the minimum once streaming resumed.
   Backoff backoff_;

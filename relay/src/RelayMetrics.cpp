@@ -13,36 +13,47 @@ using metrics::counter;
 using metrics::gauge;
 }  // namespace
 
-RelayMetrics::RelayMetrics()
+RelayMetrics::RelayMetrics(const RelayConfig& config)
     : transactions(counter(*registry_, "outbox_relay_transactions_total",
-                           "Committed transactions received from PostgreSQL that touched an outbox.")),
+                           "Committed transactions received from the replication slot, counted at their Commit "
+                           "(from PostgreSQL 15 on, pgoutput sends only those with a published change or a "
+                           "logical message).")),
       inflightEvents(gauge(*registry_, "outbox_relay_inflight_events",
                            "Events handed to Kafka and not yet acknowledged.")),
       inflightBytes(gauge(*registry_, "outbox_relay_inflight_bytes",
                           "Key and value bytes of events handed to Kafka and not yet acknowledged.")),
       kafkaQueueMessages(gauge(*registry_, "outbox_relay_kafka_queue_messages",
-                               "Messages librdkafka holds (queued or awaiting a broker acknowledgement).")),
+                               "librdkafka's out-queue length (rd_kafka_outq_len): messages queued or awaiting a "
+                               "broker acknowledgement, plus delivery reports and events not yet served.")),
       confirmedFlushLsn(gauge(*registry_, "outbox_relay_confirmed_flush_lsn",
-                              "The WAL position last confirmed to PostgreSQL, as a byte offset.")),
+                              "The WAL position last confirmed to PostgreSQL in a standby status update, as a "
+                              "byte offset.")),
       serverWalLsn(gauge(*registry_, "outbox_relay_server_wal_lsn",
-                         "PostgreSQL's current WAL position (pg_current_wal_lsn()), as a byte offset.")),
+                         "PostgreSQL's current WAL position (pg_current_wal_lsn()), as a byte offset, read every "
+                         "source.lag_poll_interval_ms.")),
       replicationLagBytes(gauge(*registry_, "outbox_relay_replication_lag_bytes",
-                                "Server WAL position minus the confirmed flush position, in bytes.")),
+                                "Server WAL position minus the position the relay can confirm (everything before "
+                                "it acknowledged by Kafka), in bytes, as of the last WAL position read.")),
       sourceLagSeconds(gauge(*registry_, "outbox_relay_source_lag_seconds",
-                             "Now minus the commit time of the newest fully acknowledged transaction (0 when idle).")),
+                             "Now minus the commit time of the oldest transaction whose events Kafka has not all "
+                             "acknowledged yet (0 when none waits).")),
       commitToAckSeconds(BuildHistogram()
                              .Name("outbox_relay_commit_to_ack_seconds")
                              .Help("Time from a transaction's commit in PostgreSQL to Kafka's acknowledgement of "
-                                   "each of its events.")
+                                   "each of its events (logical messages outside a transaction have no commit "
+                                   "time and are not observed).")
                              .Register(*registry_)
                              .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025,
                                                                               0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                                                                               30, 60})),
       postgresConnected(gauge(*registry_, "outbox_relay_connected",
-                              "1 while the connection to the target is up.", {{"target", "postgres"}})),
+                              "1 while the connection to the target is up (postgres: the replication connection; "
+                              "kafka: at least one broker).",
+                              {{"target", "postgres"}})),
       kafkaConnected(BuildGauge()
                          .Name("outbox_relay_connected")
-                         .Help("1 while the connection to the target is up.")
+                         .Help("1 while the connection to the target is up (postgres: the replication connection; "
+                               "kafka: at least one broker).")
                          .Register(*registry_)
                          .Add({{"target", "kafka"}})),
       streaming(gauge(*registry_, "outbox_relay_streaming", "1 while streaming from the replication slot.")),
@@ -52,7 +63,8 @@ RelayMetrics::RelayMetrics()
                               "Unix time of the event loop's last iteration.")),
       eventsPublishedFamily_(BuildCounter()
                                  .Name("outbox_relay_events_published_total")
-                                 .Help("Outbox events acknowledged by Kafka, by outbox table and topic.")
+                                 .Help("Outbox events acknowledged by Kafka, by outbox table (\"message\" for "
+                                       "logical messages) and topic.")
                                  .Register(*registry_)),
       bytesPublishedFamily_(BuildCounter()
                                 .Name("outbox_relay_published_bytes_total")
@@ -60,20 +72,25 @@ RelayMetrics::RelayMetrics()
                                 .Register(*registry_)),
       ignoredFamily_(BuildCounter()
                          .Name("outbox_relay_events_ignored_total")
-                         .Help("UPDATE, DELETE and TRUNCATE on outbox tables, which publish nothing.")
+                         .Help("UPDATE, DELETE and TRUNCATE changes of outbox tables received, which publish "
+                               "nothing (a publication with publish = 'insert' sends none).")
                          .Register(*registry_)),
       deadLetteredFamily_(BuildCounter()
                               .Name("outbox_relay_events_dead_lettered_total")
-                              .Help("Outbox rows that could not become a valid record and went to the "
-                                    "dead-letter topic.")
+                              .Help("Outbox rows and logical messages that could not become a valid record and "
+                                    "were sent to the dead-letter topic instead, by outbox table (\"message\" for "
+                                    "logical messages).")
                               .Register(*registry_)),
       publishErrorsFamily_(BuildCounter()
                                .Name("outbox_relay_publish_errors_total")
-                               .Help("Errors publishing to Kafka, by reason.")
+                               .Help("Errors publishing to Kafka, by reason: queue_full (retried), produce_failed "
+                                     "or the librdkafka error name of a failed delivery (both stop the relay).")
                                .Register(*registry_)),
       reconnectsFamily_(BuildCounter()
                             .Name("outbox_relay_reconnects_total")
-                            .Help("Connections lost and re-established, by target.")
+                            .Help("Connections lost, by target: postgres counts every failed or broken "
+                                  "replication connection (retried with backoff), kafka every return of the "
+                                  "brokers after all were unreachable.")
                             .Register(*registry_)) {
   BuildGauge()
       .Name("outbox_relay_build_info")
@@ -82,11 +99,28 @@ RelayMetrics::RelayMetrics()
       .Add({{"version", OUTBOX_RELAY_VERSION}})
       .Set(1);
   // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
-  // first increment (a counter series born at 1 has no earlier sample to increase from).
+  // first increment (a counter series born at 1 has no earlier sample to increase from). So every series whose
+  // labels are known before the first event is created here: both targets, the publish errors the relay names
+  // itself (a failed delivery's reason is librdkafka's error name, known only when it happens), and per outbox.
   reconnects("postgres");
   reconnects("kafka");
   publishErrors("queue_full");
   publishErrors("produce_failed");
+  // A topic template without placeholders is the topic itself (the config check allows braces only around
+  // placeholders); any other topic is known only when an event names it.
+  auto staticTopic = [](const std::string& topicTemplate) { return topicTemplate.find('{') == std::string::npos; };
+  for (const OutboxTableConfig& outbox : config.outboxes) {
+    std::string table = outbox.schema + "." + outbox.table;  // as OutboxRouter names it
+    for (auto operation : {IgnoredOperation::Update, IgnoredOperation::Delete, IgnoredOperation::Truncate}) {
+      ignored(table, operation);
+    }
+    deadLettered(table);
+    if (staticTopic(outbox.topicTemplate)) eventLabels(table, outbox.topicTemplate);
+  }
+  if (config.messages.enabled) {
+    deadLettered(kMessageTable);
+    if (staticTopic(config.messages.topicTemplate)) eventLabels(kMessageTable, config.messages.topicTemplate);
+  }
 }
 
 uint16_t RelayMetrics::eventLabels(std::string_view table, std::string_view topic) {
@@ -102,8 +136,6 @@ uint16_t RelayMetrics::eventLabels(std::string_view table, std::string_view topi
   }
   std::string tableLabel = overflow ? "other" : std::string(table);
   std::string topicLabel = overflow ? "other" : std::string(topic);
-  // A table's dead-letter counter starts at 0 once the table is seen (see the constructor on why).
-  if (!overflow) deadLetteredFamily_.Add({{"table", tableLabel}});
   EventLabels labels;
   labels.published = &eventsPublishedFamily_.Add({{"table", tableLabel}, {"topic", topicLabel}});
   labels.bytes = &bytesPublishedFamily_.Add({{"table", tableLabel}, {"topic", topicLabel}});
@@ -113,8 +145,11 @@ uint16_t RelayMetrics::eventLabels(std::string_view table, std::string_view topi
   return index;
 }
 
-prometheus::Counter& RelayMetrics::ignored(std::string_view table, std::string_view operation) {
-  return ignoredFamily_.Add({{"table", std::string(table)}, {"operation", std::string(operation)}});
+prometheus::Counter& RelayMetrics::ignored(std::string_view table, IgnoredOperation operation) {
+  const char* name = operation == IgnoredOperation::Update   ? "update"
+                     : operation == IgnoredOperation::Delete ? "delete"
+                                                             : "truncate";
+  return ignoredFamily_.Add({{"table", std::string(table)}, {"operation", name}});
 }
 prometheus::Counter& RelayMetrics::deadLettered(std::string_view table) {
   return deadLetteredFamily_.Add({{"table", std::string(table)}});

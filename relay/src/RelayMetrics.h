@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "src/RelayConfig.h"
+
 namespace outbox {
 
 class RelayMetrics {
@@ -24,8 +26,13 @@ class RelayMetrics {
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
 
 public:
-  RelayMetrics();
+  // Registers every metric. The series whose labels `config` already tells (per outbox table, for logical
+  // messages, per static topic) are created at 0 here, so they are there from the first scrape.
+  explicit RelayMetrics(const RelayConfig& config);
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // The `table` label of logical messages, in place of an outbox table's "schema.table".
+  static constexpr std::string_view kMessageTable = "message";
 
   // A (table, topic) pair's counters, resolved once; its index travels with each Kafka message.
   struct EventLabels {
@@ -35,7 +42,8 @@ public:
   uint16_t eventLabels(std::string_view table, std::string_view topic);
   const EventLabels& labels(uint16_t index) const { return eventLabels_[index]; }
 
-  prometheus::Counter& ignored(std::string_view table, std::string_view operation);
+  enum class IgnoredOperation { Update, Delete, Truncate };
+  prometheus::Counter& ignored(std::string_view table, IgnoredOperation operation);
   prometheus::Counter& deadLettered(std::string_view table);
   prometheus::Counter& publishErrors(std::string_view reason);
   prometheus::Counter& reconnects(std::string_view target);

@@ -97,8 +97,7 @@ std::string ReplicationStream::quoteLiteral(std::string_view literal) const {
   return out;
 }
 
-void ReplicationStream::ensurePublication(const std::vector<const OutboxTableConfig*>& tables, bool needed) {
-  (void)needed;
+void ReplicationStream::ensurePublication(const std::vector<const OutboxTableConfig*>& tables) {
   const std::string& pub = config_.publication;
   PgResult found(exec("SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = " + quoteLiteral(pub)));
   std::string tableList;
@@ -222,9 +221,10 @@ ReplicationStream::ReadStatus ReplicationStream::read(std::string_view& message)
   failConnection("reading the replication stream failed");
 }
 
-void ReplicationStream::sendStatus(Lsn confirmed, bool replyRequested) {
+void ReplicationStream::sendStatus(Lsn confirmed) {
+  // No reply requested: keepalives come on the server's own schedule.
   std::string update =
-      pgoutput::PgOutputDecoder::encodeStandbyStatusUpdate(confirmed, confirmed, confirmed, nowPg(), replyRequested);
+      pgoutput::PgOutputDecoder::encodeStandbyStatusUpdate(confirmed, confirmed, confirmed, nowPg(), false);
   if (PQputCopyData(conn_, update.data(), static_cast<int>(update.size())) != 1 || PQflush(conn_) != 0) {
     failConnection("cannot send a standby status update");
   }

@@ -53,7 +53,7 @@ public:
   // Connects and runs IDENTIFY_SYSTEM.
   const ServerIdentity& connect();
   // Makes sure the publication exists and carries every outbox table (creating it when config allows).
-  void ensurePublication(const std::vector<const OutboxTableConfig*>& tables, bool needed);
+  void ensurePublication(const std::vector<const OutboxTableConfig*>& tables);
   // Makes sure the slot exists, uses pgoutput and belongs to this database (creating it when config allows).
   // Returns the slot's confirmed_flush_lsn (0/0 when just created).
   Lsn ensureSlot();
@@ -67,7 +67,7 @@ public:
   // Throws ReplicationError when the stream ended or broke.
   ReadStatus read(std::string_view& message);
   // Sends a standby status update ('r'): written, flushed and applied all at `confirmed`.
-  void sendStatus(Lsn confirmed, bool replyRequested = false);
+  void sendStatus(Lsn confirmed);
   int socket() const;
   // Ends the copy stream politely (PQputCopyEnd) and reads the server's last results, so a final
   // ErrorResponse is not missed; then closes the connection.

@@ -30,7 +30,7 @@ using logical replication with the built-in pgoutput plugin.
 
 Exit statuses: 0 stopped cleanly; 1 stopped with events Kafka had not acknowledged (they stay in the
 slot and are re-sent); 2 configuration or setup error; 3 an event failed permanently in Kafka (not
-confirmed); 4 the replication stream could not be decoded.
+confirmed); 4 the replication stream could not be decoded; 5 internal error (a bug: the log says what).
 See README.md for the configuration reference.
 )";
 
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   outbox::log::info("outbox-relay {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION,
                     config.redactedSummary());
 
-  outbox::RelayMetrics metrics;
+  outbox::RelayMetrics metrics(config);
   std::unique_ptr<outbox::AdminServer> admin;
   if (config.metrics.enabled) {
     admin = outbox::startAdminServer(config.metrics.listen, metrics.registry(), relayHealth(metrics));

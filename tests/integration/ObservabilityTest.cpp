@@ -3,7 +3,9 @@
 // through both. Every PromQL expression of the Grafana dashboard and of the rules must parse, every dashboard query
 // must return data, no alert may fire on the healthy system, and the scrapes must pass `promtool check metrics`.
 // /readyz and the OutboxRelayNotReady alert must follow a Kafka outage both ways. No password may show in logs or on
-// /metrics, and every line of a json-format log is a JSON object with ts, level and msg.
+// /metrics, and every line of a json-format log is a JSON object with ts, level and msg. Every series whose labels the
+// configuration tells (per outbox table, logical messages, static topics, targets) is on /metrics at 0 before any
+// event, so dashboards and rate() see a healthy idle relay, not "no data".
 // HTTP goes through the curl command line tool; nothing here speaks HTTP itself.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -14,7 +16,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -578,4 +582,103 @@ TEST(Observability, NoPasswordInLogsOrMetricsAndJsonLogsAreJsonLines) {
       EXPECT_GT(count, 3);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+namespace {
+// One sample of the Prometheus text format: name{label="value",...} value.
+struct Sample {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  std::string value;
+};
+
+std::vector<Sample> parseSamples(const std::string& exposition) {
+  static const std::regex line(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$)");
+  static const std::regex label(R"re(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)")re");
+  std::vector<Sample> samples;
+  std::istringstream in(exposition);
+  std::string text;
+  while (std::getline(in, text)) {
+    std::smatch m;
+    if (text.empty() || text[0] == '#' || !std::regex_match(text, m, line)) continue;
+    Sample sample{m[1], {}, m[3]};
+    std::string labels = m[2];
+    for (std::sregex_iterator it(labels.begin(), labels.end(), label), end; it != end; ++it) {
+      sample.labels[(*it)[1]] = (*it)[2];
+    }
+    samples.push_back(std::move(sample));
+  }
+  return samples;
+}
+
+// The value of the series `name` with exactly `labels`, nullopt when the scrape does not have it.
+std::optional<std::string> seriesValue(const std::vector<Sample>& samples, const std::string& name,
+                                       const std::map<std::string, std::string>& labels) {
+  for (const Sample& s : samples) {
+    if (s.name == name && s.labels == labels) return s.value;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+TEST(Observability, SeriesWhoseLabelsAreKnownAtStartAreExportedAtZeroBeforeAnyEvent) {
+  PgConnection pg(pgUrl());
+  std::string fixedTable = createOutboxTable(pg, "obsz");    // a static topic: its published series are known
+  std::string routedTable = createOutboxTable(pg, "obszr");  // a topic per aggregate type: known only per event
+  std::string fixedTopic = uniqueName("obsz");
+  std::string messageTopic = uniqueName("obszm");
+  RelayConfigBuilder config;
+  config.addOutbox({fixedTable, fixedTopic, {}, {}});
+  config.addOutbox({routedTable, uniqueName("obszr") + ".{aggregatetype}", {}, {}});
+  config.messages(messageTopic);
+  config.metricsListen("127.0.0.1:0");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {fixedTable, routedTable});
+  auto relay = RelayProcess::start(config.render());
+  std::string base = "http://" + waitForMetricsAddress(*relay);
+
+  using Labels = std::map<std::string, std::string>;
+  std::vector<std::pair<std::string, Labels>> expected = {
+      {"outbox_relay_reconnects_total", {{"target", "postgres"}}},
+      {"outbox_relay_reconnects_total", {{"target", "kafka"}}},
+      {"outbox_relay_publish_errors_total", {{"reason", "queue_full"}}},
+      {"outbox_relay_publish_errors_total", {{"reason", "produce_failed"}}},
+      {"outbox_relay_events_dead_lettered_total", {{"table", "message"}}},
+      {"outbox_relay_events_published_total", {{"table", "message"}, {"topic", messageTopic}}},
+      {"outbox_relay_published_bytes_total", {{"table", "message"}, {"topic", messageTopic}}},
+      {"outbox_relay_events_published_total", {{"table", "public." + fixedTable}, {"topic", fixedTopic}}},
+      {"outbox_relay_published_bytes_total", {{"table", "public." + fixedTable}, {"topic", fixedTopic}}},
+  };
+  for (const std::string& table : {fixedTable, routedTable}) {
+    for (const char* operation : {"update", "delete", "truncate"}) {
+      expected.push_back(
+          {"outbox_relay_events_ignored_total", {{"table", "public." + table}, {"operation", operation}}});
+    }
+    expected.push_back({"outbox_relay_events_dead_lettered_total", {{"table", "public." + table}}});
+  }
+  auto check = [&](const std::string& when) {
+    HttpResponse scrape = httpGet(base + "/metrics");
+    ASSERT_EQ(scrape.status, 200) << when;
+    std::vector<Sample> samples = parseSamples(scrape.body);
+    for (const auto& [name, labels] : expected) {
+      std::string series = name + json(labels).dump();
+      std::optional<std::string> value = seriesValue(samples, name, labels);
+      EXPECT_TRUE(value.has_value()) << when << ": no series " << series;
+      if (value) {
+        EXPECT_EQ(std::stod(*value), 0.0) << when << ": " << series << " = " << *value;
+      }
+    }
+    for (const Sample& s : samples) {
+      if (s.name != "outbox_relay_events_published_total" && s.name != "outbox_relay_published_bytes_total") continue;
+      auto table = s.labels.find("table");
+      EXPECT_TRUE(table == s.labels.end() || table->second != "public." + routedTable)
+          << when << ": a series for a topic not known yet: " << s.name << json(s.labels).dump();
+    }
+  };
+  check("first scrape");
+  // Still 0 once the relay is healthy (streaming, Kafka reachable) and nothing was written.
+  ASSERT_TRUE(waitFor([&] { return httpGet(base + "/readyz").status == 200; }, 120s)) << httpGet(base + "/readyz").body;
+  check("ready, no event yet");
+  EXPECT_TRUE(relay->running());
 }

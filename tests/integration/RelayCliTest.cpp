@@ -53,6 +53,11 @@ TEST(RelayCli, HelpNamesTheOptions) {
   for (const char* option : {"--config", "--check-config", "--version"}) {
     EXPECT_NE(r.output.find(option), std::string::npos) << "--help does not mention " << option << ":\n" << r.output;
   }
+  // Each exit status of Relay::run, distinct: an undecodable stream (4) is not an internal error (5).
+  for (const char* status : {"0 stopped cleanly", "1 stopped with events", "2 configuration", "3 an event failed",
+                             "4 the replication stream", "5 internal error"}) {
+    EXPECT_NE(r.output.find(status), std::string::npos) << "--help does not list \"" << status << "\":\n" << r.output;
+  }
 }
 
 TEST(RelayCli, UnknownOptionFails) {

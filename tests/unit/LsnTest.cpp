@@ -26,8 +26,6 @@ TEST(Lsn, OrdersByPosition) {
   EXPECT_LT(*Lsn::parse("0/FFFFFFFF"), *Lsn::parse("1/0"));
   EXPECT_GT(*Lsn::parse("2/10"), *Lsn::parse("2/F"));
   EXPECT_EQ(*Lsn::parse("A/1"), *Lsn::parse("a/00000001"));
-  EXPECT_FALSE(Lsn().isValid());
-  EXPECT_TRUE(Lsn(1).isValid());
 }
 
 TEST(Lsn, LagArithmetic) {
@@ -35,6 +33,5 @@ TEST(Lsn, LagArithmetic) {
   Lsn newer = *Lsn::parse("1/100");
   EXPECT_EQ(newer.bytesSince(older), 0x200u);
   EXPECT_EQ(older.bytesSince(newer), 0u) << "lag never goes negative";
-  EXPECT_EQ(older.advancedBy(0x200), newer);
   EXPECT_EQ(newer.bytesSince(newer), 0u);
 }
