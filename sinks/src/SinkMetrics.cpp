@@ -16,7 +16,7 @@ prometheus::Gauge& gauge(prometheus::Registry& registry, const std::string& name
 }
 }  // namespace
 
-SinkMetrics::SinkMetrics()
+SinkMetrics::SinkMetrics(const std::vector<ProjectionConfig>& projections)
     : consumed(counter(*registry_, "outbox_sink_events_consumed_total",
                        "Records read from Kafka and handed to a batch (re-reads after a rewind count again).")),
       skippedNoProjection(counter(*registry_, "outbox_sink_events_skipped_total",
@@ -60,6 +60,10 @@ SinkMetrics::SinkMetrics()
       .Register(*registry_)
       .Add({{"version", OUTBOX_RELAY_VERSION}})
       .Set(1);
+  // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
+  // first increment (a counter series born at 1 has no earlier sample to increase from). The lag of a partition
+  // cannot be known before it is assigned.
+  for (const ProjectionConfig& p : projections) applied(p.name);
 }
 
 prometheus::Counter& SinkMetrics::applied(const std::string& projection) {

@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   outbox::log::configure(config.logLevel, config.logFormat);
   outbox::log::info("outbox-sink {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION, config.redactedSummary());
 
-  outbox::sink::SinkMetrics metrics;
+  outbox::sink::SinkMetrics metrics(config.projections);
   std::unique_ptr<outbox::AdminServer> admin;
   if (config.metrics.enabled) {
     try {
