@@ -2,8 +2,6 @@
 // Thin: parse the command line, load the config, start the admin server, run the sink until a signal.
 #include <signal.h>
 
-#include <chrono>
-#include <cstdio>
 #include <memory>
 #include <string>
 
