@@ -35,6 +35,38 @@ bool transientFailure(PGconn* conn, const PGresult* r) {
   return isTransientSqlState(r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr);
 }
 
+// `values` as libpq takes them: a null pointer for SQL NULL.
+const char* const* pointersTo(const ParamValues& values, std::vector<const char*>& pointers) {
+  pointers.clear();
+  for (const auto& v : values) pointers.push_back(v ? v->c_str() : nullptr);
+  return pointers.data();
+}
+
+// A batch with the counts known from the plan alone: the duplicates found when planning, nothing else yet.
+StagedBatch countsOf(const BatchPlan& plan, size_t projections) {
+  StagedBatch batch;
+  batch.duplicates = plan.duplicates;
+  batch.appliedByProjection.assign(projections, 0);
+  return batch;
+}
+
+// Counts an event whose statements all ran (or that needed none).
+void count(const PlannedEvent& event, StagedBatch& batch) {
+  if (event.poison) {
+    batch.poison.push_back(PoisonEvent{event.index, *event.poison});
+  } else if (event.projections.empty()) {
+    ++batch.noProjection;
+  } else {
+    for (const PlannedStatement& s : event.projections) ++batch.appliedByProjection[s.projection];
+  }
+}
+
+std::string conflictText(const PlannedOffset& offset, const std::string& group) {
+  return fmt::format("the stored offset of {} [{}] is no longer {}: another instance of group {} moved it",
+                     offset.partition.first, offset.partition.second,
+                     offset.expected ? std::to_string(*offset.expected) : std::string("absent"), group);
+}
+
 }  // namespace
 
 bool isTransientSqlState(const char* sqlState) {
@@ -45,7 +77,9 @@ bool isTransientSqlState(const char* sqlState) {
 }
 
 BatchApplier::BatchApplier(const SinkConfig& config, ProjectionSet& projections)
-    : config_(config), projections_(projections) {}
+    : config_(config), projections_(projections) {
+  for (size_t i = 0; i < projections_.all().size(); ++i) projectionStatements_.push_back(fmt::format("p{}", i));
+}
 
 BatchApplier::~BatchApplier() { disconnect(); }
 
@@ -118,7 +152,7 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
   };
   for (size_t i = 0; i < projections_.all().size(); ++i) {
     const Projection& p = projections_.at(i);
-    if (auto why = prepare(fmt::format("p{}", i), p.sql(), static_cast<int>(p.paramCount()))) {
+    if (auto why = prepare(projectionStatements_[i], p.sql(), static_cast<int>(p.paramCount()))) {
       return failedSetup(fmt::format("the sql of projection {} does not prepare", p.name()), *why, false);
     }
   }
@@ -180,6 +214,27 @@ StagedBatch BatchApplier::failed(StagedBatch::Status status, std::string error) 
   return b;
 }
 
+const char* BatchApplier::statementName(const PlannedStatement& statement) const {
+  switch (statement.kind) {
+    case PlannedStatement::Kind::Dedup:
+      return "dedup";
+    case PlannedStatement::Kind::Offset:
+      return "offsets";
+    case PlannedStatement::Kind::Projection:
+      break;
+  }
+  return projectionStatements_[statement.projection].c_str();
+}
+
+StagedBatch BatchApplier::stopped(size_t index, const std::string& error) {
+  rollback();
+  StagedBatch b;
+  b.status = StagedBatch::Status::Poison;
+  b.error = error;
+  b.poison.push_back(PoisonEvent{index, error});
+  return b;
+}
+
 StagedBatch BatchApplier::stage(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
                                 const std::map<TopicPartition, int64_t>& nextOffsets) {
   using Status = StagedBatch::Status;
@@ -187,315 +242,169 @@ StagedBatch BatchApplier::stage(const std::vector<SinkEvent>& events, const Stor
   std::string error;
   if (!exec("BEGIN", error)) return failed(Status::Transient, "BEGIN: " + error);
   inTransaction_ = true;
-  bool fallback = false;
-  StagedBatch batch = stagePipelined(events, expected, nextOffsets, fallback);
-  if (!fallback) return batch;
+
+  // The ids applied before, in one query (the plan catches the ones repeated inside the batch).
+  std::set<std::string> processed;
+  std::vector<std::string> ids = eventIds(events, config_);
+  if (!ids.empty()) {
+    std::string array = textArrayLiteral(ids);
+    std::string sql = fmt::format("SELECT event_id FROM {} WHERE consumer_group = $1 AND event_id = ANY($2::text[])",
+                                  table("outbox_sink_processed_events"));
+    const char* params[] = {config_.kafka.groupId.c_str(), array.c_str()};
+    ResultPtr r(PQexecParams(conn_, sql.c_str(), 2, nullptr, params, nullptr, nullptr, 0));
+    if (!ok(r.get())) {
+      Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
+      return failed(s, "reading processed event ids: " + errorText(conn_, r.get()));
+    }
+    for (int row = 0; row < PQntuples(r.get()); ++row) processed.insert(PQgetvalue(r.get(), row, 0));
+  }
+  BatchPlan plan = planBatch(events, config_, projections_, std::move(processed), expected, nextOffsets);
+
+  if (config_.onError == OnError::Stop) {
+    for (const PlannedEvent& e : plan.events) {
+      if (e.poison) return stopped(e.index, *e.poison);
+    }
+  }
+  bool redo = false;
+  StagedBatch batch = sendPipelined(plan, redo);
+  if (!redo) return batch;
   if (!exec("BEGIN", error)) return failed(Status::Transient, "BEGIN: " + error);
   inTransaction_ = true;
-  return stageOneByOne(events, expected, nextOffsets);
+  return sendOneByOne(plan);
 }
 
-namespace {
-
-// One statement of a pipelined batch.
-struct Queued {
-  enum class Kind { Dedup, Projection, Offset };
-  Kind kind;
-  std::string statement;  // prepared statement name
-  size_t ref = 0;         // projection index (Projection)
-  ParamValues values;
-};
-
-// A PostgreSQL text array literal of `items`: {"a","b\"c"}.
-std::string textArray(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
-
-constexpr size_t kPipelineChunk = 256;  // statements per Sync: bounds what either side buffers
-
-}  // namespace
-
-StagedBatch BatchApplier::stagePipelined(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
-                                         const std::map<TopicPartition, int64_t>& nextOffsets, bool& fallback) {
+StagedBatch BatchApplier::sendPipelined(const BatchPlan& plan, bool& redo) {
   using Status = StagedBatch::Status;
-  fallback = false;
-  StagedBatch batch;
-  batch.appliedByProjection.assign(projections_.all().size(), 0);
-  const bool dedup = config_.deduplication.enabled;
+  using Kind = PlannedStatement::Kind;
+  redo = false;
+  std::vector<const PlannedStatement*> statements;
+  for (const PlannedEvent& e : plan.events) {
+    if (e.dedup) statements.push_back(&*e.dedup);
+    for (const PlannedStatement& s : e.projections) statements.push_back(&s);
+  }
+  const size_t firstOffset = statements.size();
+  for (const PlannedOffset& o : plan.offsets) statements.push_back(&o.statement);
 
-  // Ids applied before, in one query; ids repeated inside the batch are caught in memory.
-  std::set<std::string> processed;
-  if (dedup) {
-    std::vector<std::string> ids;
-    for (const SinkEvent& e : events) {
-      if (auto id = e.header(config_.deduplication.idHeader)) ids.emplace_back(*id);
-    }
-    if (!ids.empty()) {
-      std::string array = textArray(ids);
-      std::string sql = fmt::format("SELECT event_id FROM {} WHERE consumer_group = $1 AND event_id = ANY($2::text[])",
-                                    table("outbox_sink_processed_events"));
-      const char* params[] = {config_.kafka.groupId.c_str(), array.c_str()};
-      ResultPtr r(PQexecParams(conn_, sql.c_str(), 2, nullptr, params, nullptr, nullptr, 0));
-      if (!ok(r.get())) {
-        Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
-        return failed(s, "reading processed event ids: " + errorText(conn_, r.get()));
-      }
-      for (int row = 0; row < PQntuples(r.get()); ++row) processed.insert(PQgetvalue(r.get(), row, 0));
-    }
-  }
-
-  std::vector<Queued> queue;
-  std::vector<size_t> matches;
-  std::vector<ParamValues> perProjection;
-  for (size_t i = 0; i < events.size(); ++i) {
-    const SinkEvent& event = events[i];
-    EventView view(event, config_.kafka.eventTypeHeader);
-    if (dedup) {
-      if (std::optional<std::string_view> id = event.header(config_.deduplication.idHeader)) {
-        if (!processed.insert(std::string(*id)).second) {
-          ++batch.duplicates;
-          continue;
-        }
-        queue.push_back(Queued{Queued::Kind::Dedup, "dedup", 0, {config_.kafka.groupId, std::string(*id)}});
-      }
-    }
-    projections_.matching(view, matches);
-    if (matches.empty()) {
-      ++batch.noProjection;
-      continue;
-    }
-    // Every parameter first: an event that lacks one runs no statement at all.
-    perProjection.resize(matches.size());
-    std::optional<std::string> poison;
-    for (size_t m = 0; m < matches.size() && !poison; ++m) {
-      std::string error;
-      if (!projections_.at(matches[m]).extract(view, perProjection[m], error)) poison = error;
-    }
-    if (poison) {
-      if (config_.onError == OnError::Stop) {
-        rollback();
-        StagedBatch stopped;
-        stopped.status = Status::Poison;
-        stopped.error = *poison;
-        stopped.poison.push_back(PoisonEvent{i, *poison});
-        return stopped;
-      }
-      batch.poison.push_back(PoisonEvent{i, std::move(*poison)});
-      continue;
-    }
-    for (size_t m = 0; m < matches.size(); ++m) {
-      queue.push_back(
-          Queued{Queued::Kind::Projection, fmt::format("p{}", matches[m]), matches[m], std::move(perProjection[m])});
-    }
-  }
-  std::vector<const TopicPartition*> offsetPartitions;
-  for (const auto& [tp, next] : nextOffsets) {
-    auto it = expected.find(tp);
-    bool known = it != expected.end() && it->second.has_value();
-    queue.push_back(Queued{Queued::Kind::Offset,
-                           "offsets",
-                           offsetPartitions.size(),
-                           {config_.kafka.groupId, tp.first, std::to_string(tp.second), std::to_string(next),
-                            known ? std::optional<std::string>(std::to_string(it->second.value())) : std::nullopt}});
-    offsetPartitions.push_back(&tp);
-  }
-
-  if (PQenterPipelineMode(conn_) != 1) return failed(Status::Transient, "cannot enter pipeline mode");
-  std::optional<std::string> sqlError;  // the first statement that failed
-  bool transient = false;
-  std::optional<std::string> conflict;
-  bool dedupRace = false;
-  std::vector<const char*> pointers;
-  for (size_t sent = 0; sent < queue.size() && !sqlError && !conflict && !dedupRace;) {
-    size_t end = std::min(queue.size(), sent + kPipelineChunk);
-    for (size_t q = sent; q < end; ++q) {
-      pointers.clear();
-      for (const auto& v : queue[q].values) pointers.push_back(v ? v->c_str() : nullptr);
-      if (PQsendQueryPrepared(conn_, queue[q].statement.c_str(), static_cast<int>(pointers.size()), pointers.data(),
-                              nullptr, nullptr, 0) != 1) {
-        sqlError = std::string("sending a statement: ") + PQerrorMessage(conn_);
-        transient = true;
-        break;
-      }
-    }
-    if (transient || PQpipelineSync(conn_) != 1) {
-      transient = true;
-      if (!sqlError) sqlError = std::string("pipeline sync: ") + PQerrorMessage(conn_);
-      break;
-    }
-    size_t next = sent;
-    int idle = 0;
-    while (true) {
-      ResultPtr r(PQgetResult(conn_));
-      if (!r) {
-        // NULL ends one statement's results; on a broken connection nothing more comes.
-        if (PQstatus(conn_) != CONNECTION_OK || ++idle > static_cast<int>(2 * kPipelineChunk + 8)) {
-          transient = true;
-          if (!sqlError) sqlError = std::string("connection lost: ") + PQerrorMessage(conn_);
-          break;
-        }
-        continue;
-      }
-      idle = 0;
-      ExecStatusType status = PQresultStatus(r.get());
-      if (status == PGRES_PIPELINE_SYNC) break;
-      if (next >= end) continue;  // nothing else is expected before the Sync
-      const Queued& q = queue[next++];
-      if (status == PGRES_PIPELINE_ABORTED) continue;
-      if (!ok(r.get())) {
-        if (!sqlError) {
-          transient = transientFailure(conn_, r.get());
-          sqlError = (q.kind == Queued::Kind::Projection ? "projection " + projections_.at(q.ref).name() + ": "
-                                                         : std::string()) +
-                     errorText(conn_, r.get());
-        }
-        if (PQstatus(conn_) != CONNECTION_OK) {
-          transient = true;
-          break;
-        }
-        continue;
-      }
-      if (q.kind == Queued::Kind::Dedup && std::strcmp(PQcmdTuples(r.get()), "0") == 0) {
-        dedupRace = true;  // another transaction recorded this id since our read: let the exact path decide
-      } else if (q.kind == Queued::Kind::Offset && PQntuples(r.get()) != 1) {
-        const TopicPartition& tp = *offsetPartitions[q.ref];
-        conflict =
-            fmt::format("the stored offset of {} [{}] is no longer {}: another instance of group {} moved it", tp.first,
-                        tp.second, q.values[4] ? *q.values[4] : std::string("absent"), config_.kafka.groupId);
-      } else if (q.kind == Queued::Kind::Projection) {
-        ++batch.appliedByProjection[q.ref];
-      }
-    }
-    if (transient) break;
-    sent = end;
-  }
-  if (transient) {
-    disconnect();  // the connection is unusable or mid-pipeline: start afresh
-    StagedBatch b;
-    b.status = Status::Transient;
-    b.error = *sqlError;
-    return b;
-  }
-  if (PQexitPipelineMode(conn_) != 1) {
-    std::string why = PQerrorMessage(conn_);
+  // A connection in the middle of a pipeline can neither be used nor rolled back: start afresh.
+  auto lost = [&](const std::string& what) {
+    std::string why = what + ": " + errorText(conn_, nullptr);
     disconnect();
     StagedBatch b;
     b.status = Status::Transient;
-    b.error = "leaving pipeline mode: " + why;
+    b.error = std::move(why);
     return b;
+  };
+  if (PQenterPipelineMode(conn_) != 1) return failed(Status::Transient, "cannot enter pipeline mode");
+  // Every statement, then one Sync: one round trip. In blocking mode libpq reads what the server sends while it
+  // waits to send more (pqSendSome in fe-misc.c), so a long pipeline cannot deadlock on two full sockets.
+  std::vector<const char*> pointers;
+  for (const PlannedStatement* s : statements) {
+    if (PQsendQueryPrepared(conn_, statementName(*s), static_cast<int>(s->params.size()),
+                            pointersTo(s->params, pointers), nullptr, nullptr, 0) != 1) {
+      return lost("sending a statement");
+    }
   }
+  if (PQpipelineSync(conn_) != 1) return lost("pipeline sync");
+
+  // Each statement's result followed by a null, then the Sync's. After a failed statement the server skips the
+  // rest (PGRES_PIPELINE_ABORTED) up to the Sync.
+  std::optional<std::string> failure;  // the first statement that failed
+  bool transient = false;
+  bool dedupRace = false;
+  std::optional<std::string> conflict;
+  for (size_t k = 0; k < statements.size(); ++k) {
+    ResultPtr r(PQgetResult(conn_));
+    if (!r) return lost("connection lost");
+    const PlannedStatement& s = *statements[k];
+    if (PQresultStatus(r.get()) == PGRES_PIPELINE_ABORTED) {
+      // skipped after `failure`
+    } else if (!ok(r.get())) {
+      if (PQstatus(conn_) != CONNECTION_OK) return lost("connection lost");
+      if (!failure) {
+        transient = transientFailure(conn_, r.get());
+        failure = (s.kind == Kind::Projection ? "projection " + projections_.at(s.projection).name() + ": "
+                                              : std::string()) +
+                  errorText(conn_, r.get());
+      }
+    } else if (s.kind == Kind::Dedup && std::strcmp(PQcmdTuples(r.get()), "0") == 0) {
+      dedupRace = true;  // another transaction recorded this id since the look-up: the exact way decides
+    } else if (s.kind == Kind::Offset && PQntuples(r.get()) != 1 && !conflict) {
+      conflict = conflictText(plan.offsets[k - firstOffset], config_.kafka.groupId);
+    }
+    if (ResultPtr(PQgetResult(conn_))) return lost("pipeline out of step");
+  }
+  ResultPtr sync(PQgetResult(conn_));
+  if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) return lost("pipeline sync");
+  if (PQexitPipelineMode(conn_) != 1) return lost("leaving pipeline mode");
+
   if (conflict) return failed(Status::Conflict, *conflict);
-  if (sqlError || dedupRace) {
+  if (failure && transient) return failed(Status::Transient, *failure);
+  if (failure || dedupRace) {
     rollback();
-    fallback = true;
-    return batch;
+    redo = true;
+    return StagedBatch{};
   }
+  StagedBatch batch = countsOf(plan, projections_.all().size());
+  for (const PlannedEvent& e : plan.events) count(e, batch);
   return batch;
 }
 
-StagedBatch BatchApplier::stageOneByOne(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
-                                        const std::map<TopicPartition, int64_t>& nextOffsets) {
+StagedBatch BatchApplier::sendOneByOne(const BatchPlan& plan) {
   using Status = StagedBatch::Status;
-  StagedBatch batch;
-  batch.appliedByProjection.assign(projections_.all().size(), 0);
-  std::string error;
-
-  const bool dedup = config_.deduplication.enabled;
+  StagedBatch batch = countsOf(plan, projections_.all().size());
   const bool savepoints = config_.onError == OnError::DeadLetter;
-  std::vector<size_t> matches;
-  ParamValues values;
+  std::string error;
   std::vector<const char*> pointers;
-  for (size_t i = 0; i < events.size(); ++i) {
-    const SinkEvent& event = events[i];
-    EventView view(event, config_.kafka.eventTypeHeader);
-    if (dedup) {
-      if (std::optional<std::string_view> id = event.header(config_.deduplication.idHeader)) {
-        std::string idText(*id);
-        const char* params[] = {config_.kafka.groupId.c_str(), idText.c_str()};
-        ResultPtr r(PQexecPrepared(conn_, "dedup", 2, params, nullptr, nullptr, 0));
-        if (!ok(r.get())) {
-          Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
-          return failed(s, "recording the event id: " + errorText(conn_, r.get()));
-        }
-        if (std::strcmp(PQcmdTuples(r.get()), "0") == 0) {
-          ++batch.duplicates;
-          continue;
-        }
+  auto execute = [&](const PlannedStatement& s) {
+    return ResultPtr(PQexecPrepared(conn_, statementName(s), static_cast<int>(s.params.size()),
+                                    pointersTo(s.params, pointers), nullptr, nullptr, 0));
+  };
+  for (const PlannedEvent& e : plan.events) {
+    if (e.dedup) {
+      ResultPtr r = execute(*e.dedup);
+      if (!ok(r.get())) {
+        Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
+        return failed(s, "recording the event id: " + errorText(conn_, r.get()));
+      }
+      if (std::strcmp(PQcmdTuples(r.get()), "0") == 0) {  // recorded since the look-up
+        ++batch.duplicates;
+        continue;
       }
     }
-    projections_.matching(view, matches);
-    if (matches.empty()) {
-      ++batch.noProjection;
+    if (e.poison && !savepoints) return stopped(e.index, *e.poison);
+    if (e.poison || e.projections.empty()) {
+      count(e, batch);
       continue;
     }
     if (savepoints && !exec("SAVEPOINT event", error)) return failed(Status::Transient, "SAVEPOINT: " + error);
     std::optional<std::string> poison;
-    for (size_t index : matches) {
-      const Projection& projection = projections_.at(index);
-      if (!projection.extract(view, values, error)) {
-        poison = error;
-        break;
-      }
-      pointers.clear();
-      for (const auto& v : values) pointers.push_back(v ? v->c_str() : nullptr);
-      std::string name = fmt::format("p{}", index);
-      ResultPtr r(
-          PQexecPrepared(conn_, name.c_str(), static_cast<int>(pointers.size()), pointers.data(), nullptr, nullptr, 0));
-      if (!ok(r.get())) {
-        if (transientFailure(conn_, r.get())) {
-          return failed(Status::Transient,
-                        fmt::format("projection {}: {}", projection.name(), errorText(conn_, r.get())));
-        }
-        poison = fmt::format("projection {}: {}", projection.name(), errorText(conn_, r.get()));
-        break;
-      }
+    for (const PlannedStatement& s : e.projections) {
+      ResultPtr r = execute(s);
+      if (ok(r.get())) continue;
+      std::string why =
+          fmt::format("projection {}: {}", projections_.at(s.projection).name(), errorText(conn_, r.get()));
+      if (transientFailure(conn_, r.get())) return failed(Status::Transient, why);
+      poison = std::move(why);
+      break;
     }
     if (poison) {
-      if (!savepoints) {
-        rollback();
-        StagedBatch stopped;
-        stopped.status = Status::Poison;
-        stopped.error = *poison;
-        stopped.poison.push_back(PoisonEvent{i, *poison});
-        return stopped;
-      }
-      if (!exec("ROLLBACK TO SAVEPOINT event", error))
+      if (!savepoints) return stopped(e.index, *poison);
+      if (!exec("ROLLBACK TO SAVEPOINT event", error)) {
         return failed(Status::Transient, "ROLLBACK TO SAVEPOINT: " + error);
-      batch.poison.push_back(PoisonEvent{i, std::move(*poison)});
+      }
+      batch.poison.push_back(PoisonEvent{e.index, std::move(*poison)});
       continue;
     }
     if (savepoints && !exec("RELEASE SAVEPOINT event", error)) return failed(Status::Transient, "RELEASE: " + error);
-    for (size_t index : matches) ++batch.appliedByProjection[index];
+    count(e, batch);
   }
-
-  for (const auto& [tp, next] : nextOffsets) {
-    auto it = expected.find(tp);
-    bool known = it != expected.end() && it->second.has_value();
-    std::string beforeText = known ? std::to_string(it->second.value()) : std::string("absent");
-    std::string partition = std::to_string(tp.second);
-    std::string nextText = std::to_string(next);
-    const char* params[] = {config_.kafka.groupId.c_str(), tp.first.c_str(), partition.c_str(), nextText.c_str(),
-                            known ? beforeText.c_str() : nullptr};
-    ResultPtr r(PQexecPrepared(conn_, "offsets", 5, params, nullptr, nullptr, 0));
+  for (const PlannedOffset& o : plan.offsets) {
+    ResultPtr r = execute(o.statement);
     if (!ok(r.get())) {
       Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
       return failed(s, "storing offsets: " + errorText(conn_, r.get()));
     }
-    if (PQntuples(r.get()) != 1) {
-      return failed(Status::Conflict,
-                    fmt::format("the stored offset of {} [{}] is no longer {}: another instance of group {} moved it",
-                                tp.first, tp.second, beforeText, config_.kafka.groupId));
-    }
+    if (PQntuples(r.get()) != 1) return failed(Status::Conflict, conflictText(o, config_.kafka.groupId));
   }
   return batch;
 }

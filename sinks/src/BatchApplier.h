@@ -1,10 +1,12 @@
 #pragma once
 // The read-model side of outbox-sink: one libpq connection, one transaction per batch.
 //
-// A batch is staged (BEGIN, for each event: de-duplication by id, SAVEPOINT, every matching projection's
-// statement, RELEASE or ROLLBACK TO SAVEPOINT; then the partitions' next offsets) and left open, so that the
+// A batch is planned once (BatchPlan: per event its de-duplication insert and its projections' statements with
+// their parameters, then the partitions' next offsets) and sent in a transaction that is left open, so that the
 // caller can put poison events on the dead-letter topic and flush it before commit() makes the batch, its
-// offsets and its de-duplication ids durable together.
+// offsets and its de-duplication ids durable together. The plan goes out pipelined first, in one round trip; only
+// when a statement fails (or an id turns out recorded meanwhile) is it sent again one statement at a time, each
+// event inside a savepoint, to find and skip the poison event.
 //
 // The offsets are written conditionally (WHERE next_offset = the value this instance last read or wrote): if
 // another instance of the group moved a partition meanwhile (a rebalance this instance missed, a zombie), the
@@ -16,17 +18,13 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
+#include "src/BatchPlan.h"
 #include "src/Projection.h"
 #include "src/SinkConfig.h"
 
 namespace outbox::sink {
-
-using TopicPartition = std::pair<std::string, int32_t>;
-// The next offset stored in the database per partition; nullopt = no row yet.
-using StoredOffsets = std::map<TopicPartition, std::optional<int64_t>>;
 
 // An event no projection could apply: it goes to the dead-letter topic (or stops the sink).
 struct PoisonEvent {
@@ -85,18 +83,21 @@ class BatchApplier {
 
  private:
   bool exec(const char* sql, std::string& error);
-  // The fast way: the whole batch in pipelined round trips (libpq pipeline mode), no savepoints. Sets `fallback`
-  // (and rolls back) when a statement fails for a reason other than a transient one: the batch is then staged
-  // again one event at a time, with savepoints, to find and skip the poison event.
-  StagedBatch stagePipelined(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
-                             const std::map<TopicPartition, int64_t>& nextOffsets, bool& fallback);
-  StagedBatch stageOneByOne(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
-                            const std::map<TopicPartition, int64_t>& nextOffsets);
+  // The fast way: every statement of the plan, then one Sync (libpq pipeline mode), no savepoints. Sets `redo`
+  // (and rolls back) when a statement fails for a reason other than a transient one, or when an event id was
+  // recorded by another transaction since the look-up: the plan is then sent again with sendOneByOne().
+  StagedBatch sendPipelined(const BatchPlan& plan, bool& redo);
+  // The exact way: one statement at a time, each event between SAVEPOINT and RELEASE, or ROLLBACK TO when one of
+  // its statements fails (the event is poison and skipped); the de-duplication insert itself decides duplicates.
+  StagedBatch sendOneByOne(const BatchPlan& plan);
+  const char* statementName(const PlannedStatement& statement) const;
   std::string table(const char* name) const;
   StagedBatch failed(StagedBatch::Status status, std::string error);
+  StagedBatch stopped(size_t index, const std::string& error);  // rolls back: Poison, on_error = "stop"
 
   const SinkConfig& config_;
   ProjectionSet& projections_;
+  std::vector<std::string> projectionStatements_;  // prepared statement names, "p<index>"
   PGconn* conn_ = nullptr;
   bool inTransaction_ = false;
 };

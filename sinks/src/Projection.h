@@ -28,7 +28,7 @@ inline bool isTopicRegex(std::string_view topic) { return !topic.empty() && topi
 // A POSIX extended regular expression (regcomp), the dialect closest to librdkafka's topic patterns.
 class TopicRegex {
  public:
-  // nullopt with `error` set when `pattern` does not compile.
+  // nullptr with `error` set when `pattern` does not compile.
   static std::shared_ptr<const TopicRegex> compile(const std::string& pattern, std::string& error);
   ~TopicRegex();
   TopicRegex(const TopicRegex&) = delete;

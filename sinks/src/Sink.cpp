@@ -291,7 +291,7 @@ void Sink::flushBatch() {
   rd_kafka_commit(consumer_, commitList.list, 1);
 
   transientFailures_ = 0;
-  updateLag(next);
+  for (const auto& entry : next) updateLag(entry.first);
   metrics_.batches.Increment();
   metrics_.batchSeconds.Observe(std::chrono::duration<double>(Clock::now() - started).count());
   for (size_t i = 0; i < batch.appliedByProjection.size(); ++i) {
@@ -456,25 +456,21 @@ void Sink::onRevoke(rd_kafka_topic_partition_list_t* partitions) {
 
 void Sink::updateLag() {
   nextLag_ = Clock::now() + milliseconds(config_.metrics.lagIntervalMs);
-  std::map<TopicPartition, int64_t> all;
-  for (const TopicPartition& tp : assigned_) all.emplace(tp, 0);
-  updateLag(all);
+  for (const TopicPartition& tp : assigned_) updateLag(tp);
 }
 
-void Sink::updateLag(const std::map<TopicPartition, int64_t>& partitions) {
-  // The high watermarks librdkafka learnt from its last fetch responses: no request to the broker.
-  for (const auto& [tp, unused] : partitions) {
-    int64_t low = -1;
-    int64_t high = -1;
-    if (rd_kafka_get_watermark_offsets(consumer_, tp.first.c_str(), tp.second, &low, &high) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR ||
-        high < 0) {
-      continue;
-    }
-    auto it = stored_.find(tp);
-    int64_t committed = it != stored_.end() && it->second ? *it->second : std::max<int64_t>(low, 0);
-    metrics_.setLag(tp.first, tp.second, std::max<int64_t>(0, high - committed));
+void Sink::updateLag(const TopicPartition& tp) {
+  // The high watermark librdkafka learnt from its last fetch response: no request to the broker.
+  int64_t low = -1;
+  int64_t high = -1;
+  if (rd_kafka_get_watermark_offsets(consumer_, tp.first.c_str(), tp.second, &low, &high) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR ||
+      high < 0) {
+    return;
   }
+  auto it = stored_.find(tp);
+  int64_t committed = it != stored_.end() && it->second ? *it->second : std::max<int64_t>(low, 0);
+  metrics_.setLag(tp.first, tp.second, std::max<int64_t>(0, high - committed));
 }
 
 void Sink::maybePrune() {

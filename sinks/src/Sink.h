@@ -61,8 +61,8 @@ class Sink {
   void discardPending();
   // Reconnects if needed, re-reads the stored offsets of the assigned partitions and seeks to them.
   void rewind();
-  void updateLag();
-  void updateLag(const std::map<TopicPartition, int64_t>& partitions);
+  void updateLag();  // of every assigned partition
+  void updateLag(const TopicPartition& tp);
   void maybePrune();
   void sleepWhileRunning(std::chrono::milliseconds duration);
   void fail(int status, const std::string& message);

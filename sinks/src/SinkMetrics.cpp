@@ -13,25 +13,30 @@ using metrics::counter;
 using metrics::gauge;
 }  // namespace
 
-SinkMetrics::SinkMetrics()
+// Poison events are not among them: they count as dead-lettered.
+constexpr const char* kSkippedHelp =
+    "Events committed past with no projection applied, by reason: duplicate (its id was applied before), "
+    "no_projection (none matches).";
+
+SinkMetrics::SinkMetrics(const std::vector<ProjectionConfig>& projections)
     : consumed(counter(*registry_, "outbox_sink_events_consumed_total",
                        "Records read from Kafka and handed to a batch (re-reads after a rewind count again).")),
-      skippedNoProjection(counter(*registry_, "outbox_sink_events_skipped_total",
-                                  "Committed events no projection applied to, by reason.",
+      skippedNoProjection(counter(*registry_, "outbox_sink_events_skipped_total", kSkippedHelp,
                                   {{"reason", "no_projection"}})),
-      skippedDuplicate(counter(*registry_, "outbox_sink_events_skipped_total",
-                               "Committed events no projection applied to, by reason.", {{"reason", "duplicate"}})),
+      skippedDuplicate(
+          counter(*registry_, "outbox_sink_events_skipped_total", kSkippedHelp, {{"reason", "duplicate"}})),
       deadLettered(counter(*registry_, "outbox_sink_events_dead_lettered_total",
                            "Poison events sent to the dead-letter topic and committed past.")),
       batches(counter(*registry_, "outbox_sink_batches_total", "Batches committed to the read-model database.")),
       batchSeconds(BuildHistogram()
                        .Name("outbox_sink_batch_seconds")
-                       .Help("Time to apply and commit one batch, from BEGIN to COMMIT.")
+                       .Help("Time from staging a batch to its commit, dead letters included; committed batches only.")
                        .Register(*registry_)
                        .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                                         0.25, 0.5, 1, 2.5, 5, 10, 30})),
       dbRetries(counter(*registry_, "outbox_sink_db_retries_total",
-                        "Batches rolled back on a transient database error and retried from the stored offsets.")),
+                        "Batches that failed on a transient database error (or at COMMIT) and were retried from the "
+                        "stored offsets.")),
       offsetConflicts(counter(*registry_, "outbox_sink_offset_conflicts_total",
                               "Batches rolled back because another instance had moved a partition's stored offset.")),
       dedupPruned(counter(*registry_, "outbox_sink_dedup_pruned_total",
@@ -41,7 +46,7 @@ SinkMetrics::SinkMetrics()
       databaseConnected(gauge(*registry_, "outbox_sink_database_connected",
                               "1 while the connection to the read-model database is up.")),
       lastLoopTimestamp(gauge(*registry_, "outbox_sink_last_loop_timestamp_seconds",
-                              "Unix time of the event loop's last iteration.")),
+                              "Unix time the event loop last went round (also while it waits out a backoff).")),
       appliedFamily_(BuildCounter()
                          .Name("outbox_sink_events_applied_total")
                          .Help("Committed applications of a projection to an event, by projection.")
@@ -49,7 +54,7 @@ SinkMetrics::SinkMetrics()
       lagFamily_(BuildGauge()
                      .Name("outbox_sink_consumer_lag")
                      .Help("Records in a partition after the committed position: high watermark minus the next "
-                           "offset stored in the database.")
+                           "offset stored in the database (the low watermark while none is stored).")
                      .Register(*registry_)) {
   BuildGauge()
       .Name("outbox_sink_build_info")
@@ -57,6 +62,10 @@ SinkMetrics::SinkMetrics()
       .Register(*registry_)
       .Add({{"version", OUTBOX_RELAY_VERSION}})
       .Set(1);
+  // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
+  // first increment (a counter series born at 1 has no earlier sample to increase from). The lag of a partition
+  // cannot be known before it is assigned.
+  for (const ProjectionConfig& p : projections) applied(p.name);
 }
 
 prometheus::Counter& SinkMetrics::applied(const std::string& projection) {

@@ -13,6 +13,9 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
+
+#include "src/SinkConfig.h"
 
 namespace outbox::sink {
 
@@ -21,7 +24,9 @@ class SinkMetrics {
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
 
  public:
-  SinkMetrics();
+  // Every series whose labels are known at start exists from the first scrape, at 0: the applied counter of each
+  // of `projections` too.
+  explicit SinkMetrics(const std::vector<ProjectionConfig>& projections);
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
   prometheus::Counter& applied(const std::string& projection);

@@ -1,7 +1,5 @@
 // outbox-sink: keeps CQRS read models in PostgreSQL up to date from the outbox topics, effectively once.
 // Thin: parse the command line, load the config, start the admin server, run the sink until a signal.
-#include <chrono>
-#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -57,7 +55,7 @@ int main(int argc, char** argv) {
   outbox::log::configure(config.logLevel, config.logFormat);
   outbox::log::info("outbox-sink {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION, config.redactedSummary());
 
-  outbox::sink::SinkMetrics metrics;
+  outbox::sink::SinkMetrics metrics(config.projections);
   std::unique_ptr<outbox::AdminServer> admin;
   if (config.metrics.enabled) {
     admin = outbox::startAdminServer(config.metrics.listen, metrics.registry(), sinkHealth(metrics));

@@ -213,6 +213,42 @@ TEST_F(SinkDeliveryTest, SinkRefusesToStartWhenAProjectionDoesNotPrepare) {
   EXPECT_THAT(sink->log(), HasSubstr("the sql of projection broken does not prepare"));
 }
 
+// A series that only appears at its first increment reads "no data" on a dashboard until then, and rate() or
+// increase() miss that first increment (there is no earlier sample). Every series whose labels are known at start
+// is there from the first scrape.
+TEST_F(SinkDeliveryTest, SinkExportsItsSeriesAtZeroBeforeTheFirstEvent) {
+  OrderReadModel model(pg, prefix);
+  SinkConfigBuilder config;
+  model.addProjections(config, topic);  // no event is ever produced to `topic`
+  config.metricsListen("127.0.0.1:0");
+  auto sink = SinkProcess::start(config.render());
+  std::optional<std::string> address;
+  ASSERT_TRUE(waitFor([&] { return (address = sink->adminAddress()).has_value(); }, 60s)) << sink->logTail();
+
+  std::string metrics = httpGet(*address, "/metrics");
+  for (const char* series : {"outbox_sink_events_consumed_total",
+                             "outbox_sink_events_applied_total{projection=\"order_created\"}",
+                             "outbox_sink_events_applied_total{projection=\"order_created_count\"}",
+                             "outbox_sink_events_applied_total{projection=\"order_cancelled\"}",
+                             "outbox_sink_events_applied_total{projection=\"order_cancelled_count\"}",
+                             "outbox_sink_events_applied_total{projection=\"applied_log\"}",
+                             "outbox_sink_events_skipped_total{reason=\"no_projection\"}",
+                             "outbox_sink_events_skipped_total{reason=\"duplicate\"}",
+                             "outbox_sink_events_dead_lettered_total",
+                             "outbox_sink_batches_total",
+                             "outbox_sink_batch_seconds_count",
+                             "outbox_sink_db_retries_total",
+                             "outbox_sink_offset_conflicts_total",
+                             "outbox_sink_dedup_pruned_total",
+                             "outbox_sink_assigned_partitions"}) {
+    EXPECT_THAT(metrics, HasSubstr(std::string("\n") + series + " 0\n"));
+  }
+  // Gauges whose value depends on how far start-up got, but which are there from the start.
+  EXPECT_THAT(metrics, HasSubstr("\noutbox_sink_database_connected "));
+  EXPECT_THAT(metrics, HasSubstr("\noutbox_sink_last_loop_timestamp_seconds "));
+  EXPECT_THAT(metrics, HasSubstr("\noutbox_sink_build_info{version="));
+}
+
 TEST_F(SinkDeliveryTest, SinkThroughputBatchedAndUnbatched) {
   auto measure = [&](int maxEvents, int count, const std::string& tag) {
     std::string t = topic + "." + tag;

@@ -140,6 +140,48 @@ TEST_F(SinkFaultTest, SinkSecondInstanceTakesOverWithCooperativeRebalancing) {
   secondInstanceTakesOver(prefix, topic, true);
 }
 
+// Another transaction records an event's id between the sink's look-up of processed ids and its own insert of
+// that id (two instances, or a republished event racing its original): the pipelined batch notices (its insert
+// inserts nothing), and the batch is redone one statement at a time, where the event counts as a duplicate.
+TEST_F(SinkFaultTest, SinkSkipsAnEventWhoseIdAnotherTransactionRecordsMidBatch) {
+  PgConnection pg(pgUrl());
+  OrderReadModel model(pg, prefix);
+  OrderStream stream(topic, prefix, 14);
+  std::vector<TestEvent> events = takeEvents(stream, 60);
+  SinkConfigBuilder config;
+  model.addProjections(config, topic);
+  config.set("deduplication", "enabled", "true").metricsListen("127.0.0.1:0");
+  auto sink = SinkProcess::start(config.render());
+  ASSERT_TRUE(waitForLog(*sink, "connected to the read-model database", 1, 60s)) << sink->logTail();
+
+  // The last event's id, recorded by a transaction that stays open: the sink's look-up cannot see it, and its
+  // insert of the same id waits for this transaction to end.
+  const TestEvent& raced = events.back();
+  PgConnection other(pgUrl());
+  other.exec("BEGIN");
+  other.exec(fmt::format("INSERT INTO outbox_sink_processed_events (consumer_group, event_id) VALUES ('{}', '{}')",
+                         config.group(), raced.id));
+  produceAll(events);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return pg.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-sink' AND "
+                         "wait_event_type = 'Lock'") == "1";
+      },
+      60s, 20ms))
+      << sink->logTail();
+  other.exec("COMMIT");
+
+  ASSERT_TRUE(waitForStoredOffsets(config.group(), topic, 60, 60s)) << sink->logTail();
+  std::vector<TestEvent> applied(events.begin(), events.end() - 1);
+  EXPECT_EQ(model.differences(applied), "");
+  EXPECT_EQ(model.appliedRows(), 59);
+  EXPECT_EQ(pg.scalar(fmt::format("SELECT count(*) FROM {}_applied WHERE event_id = '{}'", prefix, raced.id)), "0");
+  CommandResult metrics = runCommand({"/usr/bin/curl", "-s", "http://" + *sink->adminAddress() + "/metrics"}, 15s);
+  EXPECT_THAT(metrics.output, HasSubstr("outbox_sink_events_skipped_total{reason=\"duplicate\"} 1\n"));
+  EXPECT_THAT(metrics.output, HasSubstr("outbox_sink_db_retries_total 0\n"));
+  EXPECT_TRUE(sink->running());
+}
+
 TEST_F(SinkFaultTest, SinkReadModelDatabaseRestartedDuringALoad) {
   std::unique_ptr<OrderReadModel> model;
   {
