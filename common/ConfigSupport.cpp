@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ostream.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,30 +50,10 @@ std::optional<std::string> readWholeFile(const std::string& path, std::string& e
   return content;
 }
 
-const char* typeName(const toml::node& node) {
-  switch (node.type()) {
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a floating-point number";
-    case toml::node_type::boolean:
-      return "a boolean";
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::date:
-      return "a date";
-    case toml::node_type::time:
-      return "a time";
-    case toml::node_type::date_time:
-      return "a date-time";
-    case toml::node_type::none:
-      break;
-  }
-  return "nothing";
+// toml++'s name of the node's type, with an article: "an integer", "a floating-point".
+std::string typeName(const toml::node& node) {
+  std::string name = fmt::format("{}", fmt::streamed(node.type()));
+  return (name.find_first_of("aeiou") == 0 ? "an " : "a ") + name;
 }
 
 std::pair<int, int> positionOf(const toml::source_position& p) {
@@ -97,15 +78,15 @@ size_t editDistance(std::string_view a, std::string_view b) {
   return prev[b.size()];
 }
 
-std::string rangeMessage(int64_t min, int64_t max, int64_t typeMin, int64_t typeMax) {
-  if (max == typeMax) {
-    if (min == 1) return "must be greater than 0";
-    if (min == 0) return "must not be negative";
-    if (min == typeMin) return "";
-    return fmt::format("must be at least {}", min);
-  }
-  if (min == typeMin) return fmt::format("must be at most {}", max);
-  return fmt::format("must be between {} and {}", min, max);
+// What [min, max] asks of a value below (or above) it. A bound left at the type's limit is not mentioned.
+template <typename Int>
+std::string rangeMessage(Int min, Int max, bool below) {
+  using Limits = std::numeric_limits<Int>;
+  if (min != Limits::min() && max != Limits::max()) return fmt::format("must be between {} and {}", min, max);
+  if (!below) return fmt::format("must be at most {}", max);
+  if (min == 1) return "must be greater than 0";
+  if (min == 0) return "must not be negative";
+  return fmt::format("must be at least {}", min);
 }
 
 }  // namespace
@@ -419,67 +400,26 @@ bool ConfigTable::get(std::string_view key, bool& out) {
   return true;
 }
 
-bool ConfigTable::get(std::string_view key, int64_t& out, int64_t min, int64_t max) {
+template <ConfigInteger Int>
+bool ConfigTable::get(std::string_view key, Int& out, std::type_identity_t<Int> min, std::type_identity_t<Int> max) {
   const toml::node* node = lookup(key);
   if (node == nullptr) return false;
   if (!node->is_integer()) {
     wrongType(key, *node, "an integer");
     return false;
   }
-  int64_t value = node->as_integer()->get();
-  if (value < min || value > max) {
-    invalid(key, fmt::format(
-                     "{}, got {}",
-                     rangeMessage(min, max, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()),
-                     value));
-    return false;
+  std::optional<Int> value = node->value<Int>();  // nullopt when it does not fit Int
+  if (value && *value >= min && *value <= max) {
+    out = *value;
+    return true;
   }
-  out = value;
-  return true;
+  int64_t given = node->as_integer()->get();
+  invalid(key, fmt::format("{}, got {}", rangeMessage(min, max, value ? *value < min : given < 0), given));
+  return false;
 }
-
-bool ConfigTable::get(std::string_view key, int& out, int min, int max) {
-  const toml::node* node = lookup(key);
-  if (node == nullptr) return false;
-  if (!node->is_integer()) {
-    wrongType(key, *node, "an integer");
-    return false;
-  }
-  int64_t value = node->as_integer()->get();
-  if (value < min || value > max) {
-    std::string range = rangeMessage(min, max, std::numeric_limits<int64_t>::min(), std::numeric_limits<int>::max());
-    if (value > std::numeric_limits<int>::max() && max == std::numeric_limits<int>::max()) {
-      range = fmt::format("must be at most {}", max);
-    }
-    invalid(key, fmt::format("{}, got {}", range, value));
-    return false;
-  }
-  out = static_cast<int>(value);
-  return true;
-}
-
-bool ConfigTable::get(std::string_view key, uint64_t& out, uint64_t min, uint64_t max) {
-  const toml::node* node = lookup(key);
-  if (node == nullptr) return false;
-  if (!node->is_integer()) {
-    wrongType(key, *node, "an integer");
-    return false;
-  }
-  int64_t value = node->as_integer()->get();
-  if (value < 0 || static_cast<uint64_t>(value) < min || static_cast<uint64_t>(value) > max) {
-    std::string range;
-    if (max == std::numeric_limits<uint64_t>::max()) {
-      range = min <= 1 ? (min == 1 ? "must be greater than 0" : "must not be negative")
-                       : fmt::format("must be at least {}", min);
-    } else {
-      range = fmt::format("must be between {} and {}", min, max);
-    }
-    invalid(key, fmt::format("{}, got {}", range, value));
-    return false;
-  }
-  out = static_cast<uint64_t>(value);
-  return true;
-}
+template bool ConfigTable::get<int>(std::string_view, int&, int, int);
+template bool ConfigTable::get<int64_t>(std::string_view, int64_t&, int64_t, int64_t);
+template bool ConfigTable::get<uint64_t>(std::string_view, uint64_t&, uint64_t, uint64_t);
 
 bool ConfigTable::get(std::string_view key, double& out) {
   const toml::node* node = lookup(key);

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -96,6 +97,10 @@ enum class EntryValues {
   Scalars,  // strings, integers, floats and booleans, turned into text (e.g. librdkafka properties)
 };
 
+// The integer types ConfigTable::get reads (instantiated in ConfigSupport.cpp).
+template <typename T>
+concept ConfigInteger = std::is_same_v<T, int> || std::is_same_v<T, int64_t> || std::is_same_v<T, uint64_t>;
+
 // A view of one TOML table inside a ConfigReader, named by its dotted path ("kafka.properties", "outbox[0]").
 // Reading a key marks it as known; ConfigReader::finish() reports every other key as unknown. A view of a table
 // that is absent from the file reads nothing (every default stays) and reports nothing but missing required keys.
@@ -118,11 +123,10 @@ class ConfigTable {
   bool get(std::string_view key, std::string& out);
   bool get(std::string_view key, std::optional<std::string>& out);
   bool get(std::string_view key, bool& out);
-  bool get(std::string_view key, int& out, int min = std::numeric_limits<int>::min(),
-           int max = std::numeric_limits<int>::max());
-  bool get(std::string_view key, int64_t& out, int64_t min = std::numeric_limits<int64_t>::min(),
-           int64_t max = std::numeric_limits<int64_t>::max());
-  bool get(std::string_view key, uint64_t& out, uint64_t min = 0, uint64_t max = std::numeric_limits<uint64_t>::max());
+  // An integer in [min, max]; a value that does not fit the type is out of range too.
+  template <ConfigInteger Int>
+  bool get(std::string_view key, Int& out, std::type_identity_t<Int> min = std::numeric_limits<Int>::min(),
+           std::type_identity_t<Int> max = std::numeric_limits<Int>::max());
   bool get(std::string_view key, double& out);                    // integers are accepted too
   bool get(std::string_view key, std::vector<std::string>& out);  // an array of strings
 

