@@ -1,14 +1,12 @@
 #include "common/ConfigSupport.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ostream.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <tuple>
@@ -21,33 +19,23 @@ bool isVariableNameChar(char c, bool first) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || (!first && c >= '0' && c <= '9');
 }
 
+// Config files and secret files alike. toml::parse_file() would do for the former, but it does not say why a file
+// cannot be read ("No such file or directory", "Permission denied").
 std::optional<std::string> readWholeFile(const std::string& path, std::string& error) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  std::FILE* file = std::fopen(path.c_str(), "rbe");
+  if (file == nullptr) {
     error = fmt::format("cannot open \"{}\": {}", path, std::strerror(errno));
-    return std::nullopt;
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    error = fmt::format("cannot read \"{}\": it is a directory, not a file", path);
     return std::nullopt;
   }
   std::string content;
   char buf[8192];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      error = fmt::format("cannot read \"{}\": {}", path, std::strerror(errno));
-      ::close(fd);
-      return std::nullopt;
-    }
-    if (n == 0) break;
-    content.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return content;
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, file)) > 0;) content.append(buf, n);
+  bool failed = std::ferror(file) != 0;
+  int readErrno = errno;  // EISDIR for a directory, which opens fine
+  std::fclose(file);
+  if (!failed) return content;
+  error = fmt::format("cannot read \"{}\": {}", path, std::strerror(readErrno));
+  return std::nullopt;
 }
 
 // toml++'s name of the node's type, with an article: "an integer", "a floating-point".
