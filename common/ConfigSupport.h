@@ -81,11 +81,26 @@ std::string redactConninfo(std::string_view conninfo);
 // "sasl.oauthbearer.config" or "ssl.key.pem".
 bool isSecretKafkaProperty(std::string_view name);
 
-// `text` as a TOML basic string, quotes included: "a \"b\"".
+// --- Start-up summaries: the effective config as TOML, built as a toml::table -----------------------------------
+
+inline constexpr std::string_view kRedacted = "<redacted>";
+
+// `node` as TOML text (toml++'s formatter), strings in double quotes: "a \"b\"".
+std::string formatToml(const toml::node& node);
+
+// `text` as a TOML string, quotes included, for messages that quote a value.
 std::string tomlQuote(std::string_view text);
 
 // A key as written in TOML: bare when it can be (slot), quoted otherwise ("compression.type").
 std::string tomlKey(std::string_view key);
+
+toml::table tomlTable(const std::vector<std::pair<std::string, std::string>>& pairs);
+toml::array tomlArray(const std::vector<std::string>& values);
+
+// Adds "properties" (secret values as kRedacted, see isSecretKafkaProperty) and "secret_files" (the paths) to a
+// summary's [kafka] table, each when not empty.
+void addKafkaSummary(toml::table& kafka, const std::vector<std::pair<std::string, std::string>>& properties,
+                     const std::vector<std::pair<std::string, std::string>>& secretFiles);
 
 // --- Walking a TOML document ------------------------------------------------------------------------------------
 

@@ -495,4 +495,25 @@ TEST(ConfigSupportToml, QuotesAndKeys) {
   EXPECT_EQ(tomlKey("slot_name-1"), "slot_name-1");
   EXPECT_EQ(tomlKey("compression.type"), "\"compression.type\"");
   EXPECT_EQ(tomlKey(""), "\"\"");
+  // toml++ would write 'C:\dir' and '''two\nlines''' by default; messages and summaries keep double quotes.
+  EXPECT_EQ(tomlQuote("C:\\dir"), "\"C:\\\\dir\"");
+  EXPECT_EQ(tomlQuote("two\nlines"), "\"two\\nlines\"");
+}
+
+TEST(ConfigSupportToml, KafkaSummaryRedactsSecretPropertiesAndShowsSecretFilePaths) {
+  toml::table kafka{{"bootstrap_servers", "k:1"}};
+  addKafkaSummary(kafka, {{"compression.type", "lz4"}, {"SASL.PASSWORD", "hunter2"}, {"ssl.key.pem", "PEM"}},
+                  {{"sasl.password", "/run/secrets/sasl"}});
+  std::string text = formatToml(kafka);
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("hunter2")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("PEM")));
+  EXPECT_EQ(text,
+            "bootstrap_servers = \"k:1\"\n\n"
+            "[properties]\n\"SASL.PASSWORD\" = \"<redacted>\"\n\"compression.type\" = \"lz4\"\n"
+            "\"ssl.key.pem\" = \"<redacted>\"\n\n"
+            "[secret_files]\n\"sasl.password\" = \"/run/secrets/sasl\"");
+
+  toml::table none;
+  addKafkaSummary(none, {}, {});
+  EXPECT_TRUE(none.empty());
 }
