@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ostream.h>
+#include <libpq-fe.h>
 
 #include <algorithm>
 #include <cctype>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <sstream>
 #include <tuple>
 
@@ -166,94 +168,59 @@ std::optional<std::string> readConfigFile(const std::string& path, std::string& 
 
 namespace {
 
-std::string redactUri(std::string_view uri) {
-  size_t start = uri.find("://") + 3;
-  size_t queryPos = uri.find('?', start);
-  std::string_view head = uri.substr(0, queryPos);
-  std::string out;
-  // libpq ends the user info at the first '@' or '/'; the last '@' before the query also covers a password that
-  // (wrongly) holds a raw '/', so nothing of it can leak.
-  size_t at = head.rfind('@');
-  size_t colon = at == std::string_view::npos ? std::string_view::npos : head.substr(0, at).find(':', start);
-  if (at != std::string_view::npos && at >= start && colon != std::string_view::npos) {
-    out.append(head.substr(0, colon + 1));
-    out.append(kRedacted);
-    out.append(head.substr(at));
-  } else {
-    out.append(head);
-  }
-  if (queryPos == std::string_view::npos) return out;
-  out += '?';
-  std::string_view query = uri.substr(queryPos + 1);
-  bool first = true;
-  while (true) {
-    size_t amp = query.find('&');
-    std::string_view param = query.substr(0, amp);
-    if (!first) out += '&';
-    first = false;
-    if (param.substr(0, param.find('=')) == "password") {
-      out += "password=";
-      out += kRedacted;
-    } else {
-      out.append(param);
-    }
-    if (amp == std::string_view::npos) break;
-    query = query.substr(amp + 1);
-  }
-  return out;
+// libpq's parse errors quote what they could not parse (`invalid percent-encoded token: "pa%zz"`), which may be
+// the password. Everything from the first double quote to the last is left out.
+std::string withoutQuotedText(std::string_view message) {
+  while (!message.empty() && message.back() == '\n') message.remove_suffix(1);
+  size_t first = message.find('"');
+  if (first == std::string_view::npos) return std::string(message);
+  return fmt::format("{}\"...\"{}", message.substr(0, first), message.substr(message.rfind('"') + 1));
 }
 
-bool isSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-
-// Follows libpq's conninfo_parse(): key [ws] = [ws] value, the value single-quoted or up to whitespace, with
-// backslash escapes in both.
-std::string redactKeyValue(std::string_view s) {
-  std::string out;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t tokenStart = i;
-    while (i < s.size() && isSpace(s[i])) ++i;
-    size_t keyStart = i;
-    while (i < s.size() && s[i] != '=' && !isSpace(s[i])) ++i;
-    std::string_view key = s.substr(keyStart, i - keyStart);
-    while (i < s.size() && isSpace(s[i])) ++i;
-    if (i >= s.size() || s[i] != '=') {
-      // Malformed: libpq will reject it; keep nothing that might be a password.
-      std::string_view rest = s.substr(tokenStart);
-      if (rest.find("password") != std::string_view::npos) {
-        out += ' ';
-        out.append(kRedacted);
-      } else {
-        out.append(rest);
-      }
-      return out;
-    }
-    ++i;  // '='
-    while (i < s.size() && isSpace(s[i])) ++i;
-    size_t valueStart = i;
-    if (i < s.size() && s[i] == '\'') {
-      ++i;
-      while (i < s.size() && s[i] != '\'') i += (s[i] == '\\' && i + 1 < s.size()) ? 2 : 1;
-      if (i < s.size()) ++i;  // closing quote
-    } else {
-      while (i < s.size() && !isSpace(s[i])) i += (s[i] == '\\' && i + 1 < s.size()) ? 2 : 1;
-    }
-    i = std::min(i, s.size());
-    out.append(s.substr(tokenStart, valueStart - tokenStart));
-    if (key == "password") {
-      out.append(kRedacted);
-    } else {
-      out.append(s.substr(valueStart, i - valueStart));
-    }
+// A value as libpq's key=value syntax writes it: in single quotes, with \' and \\, when it must be.
+std::string conninfoValue(std::string_view value) {
+  if (!value.empty() && value.find_first_of(" \t\n\r\f\v'\\") == std::string_view::npos) return std::string(value);
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
   }
-  return out;
+  return out + "'";
+}
+
+// libpq takes a URI's user info up to the first '@' or '/', so a password with a raw '@' or '/' (they must be
+// written %40 and %2F) would show in the host, port or dbname.
+bool hasAmbiguousUserInfo(std::string_view conninfo) {
+  if (conninfo.rfind("postgresql://", 0) != 0 && conninfo.rfind("postgres://", 0) != 0) return false;
+  std::string_view rest = conninfo.substr(conninfo.find("://") + 3);
+  rest = rest.substr(0, rest.find('?'));
+  size_t at = rest.rfind('@');
+  return at != std::string_view::npos && rest.find_first_of("@/") != at;
 }
 
 }  // namespace
 
 std::string redactConninfo(std::string_view conninfo) {
-  if (conninfo.rfind("postgresql://", 0) == 0 || conninfo.rfind("postgres://", 0) == 0) return redactUri(conninfo);
-  return redactKeyValue(conninfo);
+  if (hasAmbiguousUserInfo(conninfo)) {
+    return "<not shown: libpq would not end the user info at the URI's last '@'; write '@' and '/' in a password as "
+           "%40 and %2F>";
+  }
+  char* error = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> options(
+      PQconninfoParse(std::string(conninfo).c_str(), &error), &PQconninfoFree);
+  if (options == nullptr) {
+    std::string reason = error == nullptr ? "out of memory" : withoutQuotedText(error);
+    PQfreemem(error);
+    return fmt::format("<could not be parsed: {}>", reason);
+  }
+  std::vector<std::string> pairs;
+  for (const PQconninfoOption* option = options.get(); option->keyword != nullptr; ++option) {
+    if (option->val == nullptr) continue;
+    // dispchar "*": libpq's mark for a secret to hide in a dialog (password, sslpassword).
+    bool secret = option->dispchar != nullptr && option->dispchar[0] == '*';
+    pairs.push_back(fmt::format("{}={}", option->keyword, secret ? kRedacted : conninfoValue(option->val)));
+  }
+  return fmt::format("{}", fmt::join(pairs, " "));
 }
 
 bool isSecretKafkaProperty(std::string_view name) {

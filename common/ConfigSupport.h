@@ -71,10 +71,10 @@ ConfigLoadResult<Config> loadConfigFile(const std::string& path, Parse&& parse) 
   return parse(*text, path);
 }
 
-// --- Redaction helpers for start-up summaries -------------------------------------------------------------------
+// --- Redaction --------------------------------------------------------------------------------------------------
 
-// A libpq conninfo with its password replaced by "<redacted>": the URI form (postgresql://user:PASS@host,
-// ?password=PASS) and the key=value form (password=PASS, password='P A S S').
+// A libpq conninfo (URI or key=value), parsed by libpq, as key=value pairs with every secret option (password,
+// sslpassword: libpq's dispchar "*") as "<redacted>". One that libpq cannot parse is not shown, only why.
 std::string redactConninfo(std::string_view conninfo);
 
 // Whether a librdkafka property holds a secret: its name contains "password" or "secret", or it is

@@ -455,26 +455,69 @@ TEST(ConfigReader, InvalidFallsBackToTheTableHeader) {
 
 // --- Redaction helpers -----------------------------------------------------------------------------------------
 
+// libpq parses the conninfo; it comes back as key=value pairs in libpq's order of options.
 TEST(ConfigSupportRedact, ConninfoUri) {
-  EXPECT_EQ(redactConninfo("postgresql://user:pa55@host:5432/db"), "postgresql://user:<redacted>@host:5432/db");
+  EXPECT_EQ(redactConninfo("postgresql://user:pa55@host:5432/db"),
+            "user=user password=<redacted> dbname=db host=host port=5432");
   EXPECT_EQ(redactConninfo("postgres://user:pa55@host/db?sslmode=require"),
-            "postgres://user:<redacted>@host/db?sslmode=require");
-  EXPECT_EQ(redactConninfo("postgresql://user@host/db"), "postgresql://user@host/db");
-  EXPECT_EQ(redactConninfo("postgresql://host:5432/db"), "postgresql://host:5432/db");
+            "user=user password=<redacted> dbname=db host=host sslmode=require");
+  EXPECT_EQ(redactConninfo("postgresql://user@host/db"), "user=user dbname=db host=host");
+  EXPECT_EQ(redactConninfo("postgresql://host:5432/db"), "dbname=db host=host port=5432");
   EXPECT_EQ(redactConninfo("postgresql://host/db?user=u&password=pa55&sslmode=disable"),
-            "postgresql://host/db?user=u&password=<redacted>&sslmode=disable");
-  EXPECT_EQ(redactConninfo("postgresql://u:p@ss:w/rd@host/db"), "postgresql://u:<redacted>@host/db");
+            "user=u password=<redacted> dbname=db host=host sslmode=disable");
+  EXPECT_EQ(redactConninfo("postgresql://u:p%40ss@host/db"), "user=u password=<redacted> dbname=db host=host");
+  EXPECT_EQ(redactConninfo("postgresql://host/db?user=me@corp"), "user=me@corp dbname=db host=host");
 }
 
 TEST(ConfigSupportRedact, ConninfoKeyValue) {
-  EXPECT_EQ(redactConninfo("host=db user=u password=pa55 dbname=x"), "host=db user=u password=<redacted> dbname=x");
-  EXPECT_EQ(redactConninfo("host=db password = 'p a\\'ss' dbname=x"), "host=db password = <redacted> dbname=x");
+  EXPECT_EQ(redactConninfo("host=db user=u password=pa55 dbname=x"), "user=u password=<redacted> dbname=x host=db");
+  EXPECT_EQ(redactConninfo("host=db password = 'p a\\'ss' dbname=x"), "password=<redacted> dbname=x host=db");
   EXPECT_EQ(redactConninfo("password=pa55"), "password=<redacted>");
   EXPECT_EQ(redactConninfo("host=db"), "host=db");
   EXPECT_EQ(redactConninfo(""), "");
-  EXPECT_EQ(redactConninfo("host=db password='unterminated pa55"), "host=db password=<redacted>");
-  std::string malformed = redactConninfo("host=db password pa55");
-  EXPECT_THAT(malformed, ::testing::Not(HasSubstr("pa55")));
+  EXPECT_EQ(redactConninfo("host=db application_name='my app' options='-c search_path=\\'s\\''"),
+            "host=db options='-c search_path=\\'s\\'' application_name='my app'");
+}
+
+TEST(ConfigSupportRedact, ConninfoSslPasswordIsASecretInBothForms) {
+  for (const char* conninfo : {"host=db sslpassword=key-pw-1 sslmode=require",
+                               "postgresql://db/app?sslpassword=key-pw-1&sslmode=require",
+                               "postgresql://u:key-pw-1@db/app?sslpassword=key-pw-1"}) {
+    std::string redacted = redactConninfo(conninfo);
+    EXPECT_THAT(redacted, ::testing::Not(HasSubstr("key-pw-1"))) << conninfo;
+    EXPECT_THAT(redacted, HasSubstr("sslpassword=<redacted>")) << conninfo;
+  }
+}
+
+TEST(ConfigSupportRedact, ConninfoOutputIsAConninfoAgain) {
+  for (const char* conninfo : {"postgresql://u:pw@h1:5432,h2:5433/db?connect_timeout=5",
+                               "host=db application_name='it\\'s a \\\\ test' dbname=x"}) {
+    std::string redacted = redactConninfo(conninfo);
+    EXPECT_EQ(redactConninfo(redacted), redacted);
+  }
+}
+
+TEST(ConfigSupportRedact, ConninfoLibpqCannotParseIsNotEchoed) {
+  EXPECT_EQ(redactConninfo("host=db password='unterminated pa55"),
+            "<could not be parsed: unterminated quoted string in connection info string>");
+  // libpq's messages quote the part they reject, which can be the password: it is left out.
+  EXPECT_EQ(redactConninfo("host=db password pa55"),
+            "<could not be parsed: missing \"...\" in connection info string>");
+  EXPECT_EQ(redactConninfo("host=db hunter2"), "<could not be parsed: missing \"...\" in connection info string>");
+  EXPECT_EQ(redactConninfo("postgresql://u:pa%zz55@host/db"),
+            "<could not be parsed: invalid percent-encoded token: \"...\">");
+  EXPECT_THAT(redactConninfo("postgresql://u:pa55@[::1/db"), ::testing::Not(HasSubstr("pa55")));
+}
+
+TEST(ConfigSupportRedact, ConninfoUriWithARawAtOrSlashInThePasswordIsNotShown) {
+  // libpq would read "p" as the password and show the rest of it as host, port and dbname.
+  for (const char* conninfo : {"postgresql://u:p@ss:w/rd@host/db", "postgresql://u:p/ss@host/db"}) {
+    std::string redacted = redactConninfo(conninfo);
+    EXPECT_THAT(redacted, HasSubstr("not shown")) << conninfo;
+    EXPECT_THAT(redacted, ::testing::Not(HasSubstr("p@ss"))) << conninfo;
+    EXPECT_THAT(redacted, ::testing::Not(HasSubstr("w/rd"))) << conninfo;
+    EXPECT_THAT(redacted, ::testing::Not(HasSubstr("p/ss"))) << conninfo;
+  }
 }
 
 TEST(ConfigSupportRedact, SecretKafkaProperties) {

@@ -599,11 +599,17 @@ TEST(RelayConfigSecrets, RedactedSummaryHidesEverySecret) {
     EXPECT_THAT(summary, HasSubstr("bootstrap_servers = \"k:1\""));
     EXPECT_THAT(summary, HasSubstr("slot = \"outbox_relay\""));
   };
-  check("postgresql://relay:conn-password-7@db:5432/app", "conninfo = \"postgresql://relay:<redacted>@db:5432/app\"");
+  check("postgresql://relay:conn-password-7@db:5432/app",
+        "conninfo = \"user=relay password=<redacted> dbname=app host=db port=5432\"");
   check("host=db user=relay password=conn-password-7 dbname=app",
-        "conninfo = \"host=db user=relay password=<redacted> dbname=app\"");
-  check("host=db password = 'conn-password-7' dbname=app", "conninfo = \"host=db password = <redacted> dbname=app\"");
-  check("postgresql://db/app?password=conn-password-7", "conninfo = \"postgresql://db/app?password=<redacted>\"");
+        "conninfo = \"user=relay password=<redacted> dbname=app host=db\"");
+  check("host=db password = 'conn-password-7' dbname=app", "conninfo = \"password=<redacted> dbname=app host=db\"");
+  check("postgresql://db/app?password=conn-password-7", "conninfo = \"password=<redacted> dbname=app host=db\"");
+  // The password of the client's TLS key is a secret too, in both forms.
+  check("host=db dbname=app sslmode=require sslpassword=conn-password-7",
+        "conninfo = \"dbname=app host=db sslmode=require sslpassword=<redacted>\"");
+  check("postgresql://relay@db/app?sslpassword=conn-password-7&sslmode=require",
+        "conninfo = \"user=relay dbname=app host=db sslmode=require sslpassword=<redacted>\"");
 }
 
 TEST(RelayConfigSecrets, SummaryIsReadableToml) {
