@@ -269,6 +269,24 @@ void addKafkaSummary(toml::table& kafka, const std::vector<std::pair<std::string
   if (!secretFiles.empty()) kafka.insert("secret_files", tomlTable(secretFiles));
 }
 
+namespace {
+
+// The secret in `file` for `key`; an unreadable or empty file is an issue there, saying to fix it or remove `what`.
+std::optional<std::string> readSecretAt(ConfigTable& table, std::string_view key, const std::string& file,
+                                        std::string_view readableBy, std::string_view what) {
+  std::string error;
+  std::optional<std::string> secret = readSecretFile(file, error);
+  if (!secret) {
+    table.invalid(key, fmt::format("{}; create the file (readable by {}) or remove {}", error, readableBy, what));
+  } else if (secret->empty()) {
+    table.invalid(key, fmt::format("\"{}\" is empty; put the secret in it or remove {}", file, what));
+    secret.reset();
+  }
+  return secret;
+}
+
+}  // namespace
+
 // --- ConfigTable -----------------------------------------------------------------------------------------------
 
 ConfigTable::ConfigTable(ConfigReader* reader, const toml::table* table, std::string path)
@@ -293,15 +311,17 @@ const toml::node* ConfigTable::lookup(std::string_view key) {
   return table_->get(key);
 }
 
+std::pair<int, int> ConfigTable::headerPosition() const {
+  return table_ == nullptr || path_.empty() ? std::pair<int, int>{0, 0} : positionOf(table_->source().begin);
+}
+
 void ConfigTable::invalid(std::string_view key, std::string_view message) {
-  auto [line, column] = position(key);
-  if (line == 0 && table_ != nullptr && !path_.empty()) std::tie(line, column) = positionOf(table_->source().begin);
+  auto [line, column] = has(key) ? position(key) : headerPosition();
   reader_->addIssue(line, column, fmt::format("{}: {}", keyPath(key), message));
 }
 
 void ConfigTable::invalidTable(std::string_view message) {
-  auto [line, column] =
-      table_ == nullptr || path_.empty() ? std::pair<int, int>{0, 0} : positionOf(table_->source().begin);
+  auto [line, column] = headerPosition();
   reader_->addIssue(line, column, fmt::format("{}: {}", path_.empty() ? "(top level)" : path_, message));
 }
 
@@ -314,21 +334,22 @@ void ConfigTable::wrongType(std::string_view key, const toml::node& node, std::s
   invalid(key, fmt::format("must be {}, got {}{}", expected, typeName(node), hint));
 }
 
+const toml::node* ConfigTable::typed(std::string_view key, toml::node_type type, std::string_view expected) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr || node->type() == type) return node;
+  wrongType(key, *node, expected);
+  return nullptr;
+}
+
 std::optional<std::string> ConfigTable::expandAt(std::string_view key, const toml::node& node, std::string_view text) {
   return reader_->expand(text, keyPath(key), node.source().begin);
 }
 
 bool ConfigTable::get(std::string_view key, std::string& out) {
-  const toml::node* node = lookup(key);
-  if (node == nullptr) return false;
-  if (!node->is_string()) {
-    wrongType(key, *node, "a string");
-    return false;
-  }
-  std::optional<std::string> value = expandAt(key, *node, node->as_string()->get());
-  if (!value) return false;
-  out = std::move(*value);
-  return true;
+  const toml::node* node = typed(key, toml::node_type::string, "a string");
+  std::optional<std::string> value = node ? expandAt(key, *node, node->as_string()->get()) : std::nullopt;
+  if (value) out = std::move(*value);
+  return value.has_value();
 }
 
 bool ConfigTable::get(std::string_view key, std::optional<std::string>& out) {
@@ -339,24 +360,15 @@ bool ConfigTable::get(std::string_view key, std::optional<std::string>& out) {
 }
 
 bool ConfigTable::get(std::string_view key, bool& out) {
-  const toml::node* node = lookup(key);
-  if (node == nullptr) return false;
-  if (!node->is_boolean()) {
-    wrongType(key, *node, "true or false");
-    return false;
-  }
-  out = node->as_boolean()->get();
-  return true;
+  const toml::node* node = typed(key, toml::node_type::boolean, "true or false");
+  if (node != nullptr) out = node->as_boolean()->get();
+  return node != nullptr;
 }
 
 template <ConfigInteger Int>
 bool ConfigTable::get(std::string_view key, Int& out, std::type_identity_t<Int> min, std::type_identity_t<Int> max) {
-  const toml::node* node = lookup(key);
+  const toml::node* node = typed(key, toml::node_type::integer, "an integer");
   if (node == nullptr) return false;
-  if (!node->is_integer()) {
-    wrongType(key, *node, "an integer");
-    return false;
-  }
   std::optional<Int> value = node->value<Int>();  // nullopt when it does not fit Int
   if (value && *value >= min && *value <= max) {
     out = *value;
@@ -373,25 +385,17 @@ template bool ConfigTable::get<uint64_t>(std::string_view, uint64_t&, uint64_t, 
 bool ConfigTable::get(std::string_view key, double& out) {
   const toml::node* node = lookup(key);
   if (node == nullptr) return false;
-  if (node->is_floating_point()) {
-    out = node->as_floating_point()->get();
-    return true;
+  if (!node->is_number()) {
+    wrongType(key, *node, "a number");
+    return false;
   }
-  if (node->is_integer()) {
-    out = static_cast<double>(node->as_integer()->get());
-    return true;
-  }
-  wrongType(key, *node, "a number");
-  return false;
+  out = node->is_integer() ? static_cast<double>(node->as_integer()->get()) : node->as_floating_point()->get();
+  return true;
 }
 
 bool ConfigTable::get(std::string_view key, std::vector<std::string>& out) {
-  const toml::node* node = lookup(key);
+  const toml::node* node = typed(key, toml::node_type::array, "an array of strings");
   if (node == nullptr) return false;
-  if (!node->is_array()) {
-    wrongType(key, *node, "an array of strings");
-    return false;
-  }
   std::vector<std::string> values;
   bool ok = true;
   const toml::array& array = *node->as_array();
@@ -420,8 +424,7 @@ bool ConfigTable::require(std::string_view key, std::string& out) {
   if (!has(key)) {
     lookup(key);
     // At the table's header when there is one, so that "which [[outbox]]?" has an answer.
-    auto [line, column] =
-        table_ == nullptr || path_.empty() ? std::pair<int, int>{0, 0} : positionOf(table_->source().begin);
+    auto [line, column] = headerPosition();
     std::string where = path_.empty()                          ? "at the top level"
                         : path_.find('[') != std::string::npos ? "in this table"
                                                                : fmt::format("in [{}]", path_);
@@ -446,27 +449,15 @@ bool ConfigTable::getSecretFile(std::string_view key, std::optional<std::string>
             fmt::format("must not be empty; give the path of a file holding the secret, or remove {}", tomlKey(key)));
     return false;
   }
-  std::string error;
-  std::optional<std::string> content = readSecretFile(file, error);
-  if (!content) {
-    invalid(key, fmt::format("{}; create the file (readable by this process) or remove {}", error, tomlKey(key)));
-    return false;
-  }
-  if (content->empty()) {
-    invalid(key, fmt::format("\"{}\" is empty; put the secret in it or remove {}", file, tomlKey(key)));
-    return false;
-  }
+  std::optional<std::string> content = readSecretAt(*this, key, file, "this process", tomlKey(key));
+  if (!content) return false;
   path = std::move(file);
   secret = std::move(*content);
   return true;
 }
 
 ConfigTable ConfigTable::table(std::string_view key) {
-  const toml::node* node = lookup(key);
-  if (node != nullptr && !node->is_table()) {
-    wrongType(key, *node, "a table");
-    node = nullptr;
-  }
+  const toml::node* node = typed(key, toml::node_type::table, "a table");
   return ConfigTable(reader_, node == nullptr ? nullptr : node->as_table(), keyPath(key));
 }
 
@@ -533,23 +524,15 @@ ConfigReader::ConfigReader(std::string sourceName, Lookup lookup)
     : source_(std::move(sourceName)), lookup_(std::move(lookup)) {}
 
 bool ConfigReader::parse(std::string_view text) {
-#if TOML_EXCEPTIONS
+  static_assert(TOML_EXCEPTIONS, "toml++ reports syntax errors by throwing toml::parse_error");
   try {
     root_ = toml::parse(text, source_);
+    return true;
   } catch (const toml::parse_error& e) {
     addIssue(e.source().begin, fmt::format("TOML syntax error: {}", e.description()));
     root_ = toml::table{};
     return false;
   }
-#else
-  toml::parse_result result = toml::parse(text, source_);
-  if (!result) {
-    addIssue(result.error().source().begin, fmt::format("TOML syntax error: {}", result.error().description()));
-    return false;
-  }
-  root_ = std::move(result).table();
-#endif
-  return true;
 }
 
 ConfigTable ConfigReader::root() { return ConfigTable(this, &root_, ""); }
@@ -686,16 +669,9 @@ void readKafkaSecretFiles(ConfigTable secretFiles, const ConfigTable& properties
       secretFiles.invalid(name, "is also set in [kafka.properties]; keep only one of them");
       continue;
     }
-    std::string error;
-    std::optional<std::string> secret = readSecretFile(path, error);
-    if (!secret) {
-      secretFiles.invalid(name, fmt::format("{}; create the file (readable by the {}) or remove this entry", error, reader));
-      continue;
-    }
-    if (secret->empty()) {
-      secretFiles.invalid(name, fmt::format("\"{}\" is empty; put the secret in it or remove this entry", path));
-      continue;
-    }
+    std::optional<std::string> secret =
+        readSecretAt(secretFiles, name, path, fmt::format("the {}", reader), "this entry");
+    if (!secret) continue;
     files.emplace_back(name, path);
     values.emplace_back(name, std::move(*secret));
   }

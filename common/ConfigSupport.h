@@ -171,6 +171,9 @@ class ConfigTable {
   friend class ConfigReader;
   ConfigTable(ConfigReader* reader, const toml::table* table, std::string path);
   const toml::node* lookup(std::string_view key);  // marks `key` as known
+  // lookup(), and nullptr with a wrong-type issue when the value is not of `type`.
+  const toml::node* typed(std::string_view key, toml::node_type type, std::string_view expected);
+  std::pair<int, int> headerPosition() const;  // {0, 0} for the root or an absent table
   void wrongType(std::string_view key, const toml::node& node, std::string_view expected);
   std::optional<std::string> expandAt(std::string_view key, const toml::node& node, std::string_view text);
 
