@@ -1,15 +1,17 @@
 #include "common/ConfigSupport.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <fmt/ostream.h>
+#include <libpq-fe.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <sstream>
 #include <tuple>
 
 namespace outbox {
@@ -20,59 +22,29 @@ bool isVariableNameChar(char c, bool first) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || (!first && c >= '0' && c <= '9');
 }
 
+// Config files and secret files alike. toml::parse_file() would do for the former, but it does not say why a file
+// cannot be read ("No such file or directory", "Permission denied").
 std::optional<std::string> readWholeFile(const std::string& path, std::string& error) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  std::FILE* file = std::fopen(path.c_str(), "rbe");
+  if (file == nullptr) {
     error = fmt::format("cannot open \"{}\": {}", path, std::strerror(errno));
-    return std::nullopt;
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    error = fmt::format("cannot read \"{}\": it is a directory, not a file", path);
     return std::nullopt;
   }
   std::string content;
   char buf[8192];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      error = fmt::format("cannot read \"{}\": {}", path, std::strerror(errno));
-      ::close(fd);
-      return std::nullopt;
-    }
-    if (n == 0) break;
-    content.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return content;
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, file)) > 0;) content.append(buf, n);
+  bool failed = std::ferror(file) != 0;
+  int readErrno = errno;  // EISDIR for a directory, which opens fine
+  std::fclose(file);
+  if (!failed) return content;
+  error = fmt::format("cannot read \"{}\": {}", path, std::strerror(readErrno));
+  return std::nullopt;
 }
 
-const char* typeName(const toml::node& node) {
-  switch (node.type()) {
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a floating-point number";
-    case toml::node_type::boolean:
-      return "a boolean";
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::date:
-      return "a date";
-    case toml::node_type::time:
-      return "a time";
-    case toml::node_type::date_time:
-      return "a date-time";
-    case toml::node_type::none:
-      break;
-  }
-  return "nothing";
+// toml++'s name of the node's type, with an article: "an integer", "a floating-point".
+std::string typeName(const toml::node& node) {
+  std::string name = fmt::format("{}", fmt::streamed(node.type()));
+  return (name.find_first_of("aeiou") == 0 ? "an " : "a ") + name;
 }
 
 std::pair<int, int> positionOf(const toml::source_position& p) {
@@ -97,15 +69,15 @@ size_t editDistance(std::string_view a, std::string_view b) {
   return prev[b.size()];
 }
 
-std::string rangeMessage(int64_t min, int64_t max, int64_t typeMin, int64_t typeMax) {
-  if (max == typeMax) {
-    if (min == 1) return "must be greater than 0";
-    if (min == 0) return "must not be negative";
-    if (min == typeMin) return "";
-    return fmt::format("must be at least {}", min);
-  }
-  if (min == typeMin) return fmt::format("must be at most {}", max);
-  return fmt::format("must be between {} and {}", min, max);
+// What [min, max] asks of a value below (or above) it. A bound left at the type's limit is not mentioned.
+template <typename Int>
+std::string rangeMessage(Int min, Int max, bool below) {
+  using Limits = std::numeric_limits<Int>;
+  if (min != Limits::min() && max != Limits::max()) return fmt::format("must be between {} and {}", min, max);
+  if (!below) return fmt::format("must be at most {}", max);
+  if (min == 1) return "must be greater than 0";
+  if (min == 0) return "must not be negative";
+  return fmt::format("must be at least {}", min);
 }
 
 }  // namespace
@@ -196,96 +168,59 @@ std::optional<std::string> readConfigFile(const std::string& path, std::string& 
 
 namespace {
 
-constexpr std::string_view kRedacted = "<redacted>";
-
-std::string redactUri(std::string_view uri) {
-  size_t start = uri.find("://") + 3;
-  size_t queryPos = uri.find('?', start);
-  std::string_view head = uri.substr(0, queryPos);
-  std::string out;
-  // libpq ends the user info at the first '@' or '/'; the last '@' before the query also covers a password that
-  // (wrongly) holds a raw '/', so nothing of it can leak.
-  size_t at = head.rfind('@');
-  size_t colon = at == std::string_view::npos ? std::string_view::npos : head.substr(0, at).find(':', start);
-  if (at != std::string_view::npos && at >= start && colon != std::string_view::npos) {
-    out.append(head.substr(0, colon + 1));
-    out.append(kRedacted);
-    out.append(head.substr(at));
-  } else {
-    out.append(head);
-  }
-  if (queryPos == std::string_view::npos) return out;
-  out += '?';
-  std::string_view query = uri.substr(queryPos + 1);
-  bool first = true;
-  while (true) {
-    size_t amp = query.find('&');
-    std::string_view param = query.substr(0, amp);
-    if (!first) out += '&';
-    first = false;
-    if (param.substr(0, param.find('=')) == "password") {
-      out += "password=";
-      out += kRedacted;
-    } else {
-      out.append(param);
-    }
-    if (amp == std::string_view::npos) break;
-    query = query.substr(amp + 1);
-  }
-  return out;
+// libpq's parse errors quote what they could not parse (`invalid percent-encoded token: "pa%zz"`), which may be
+// the password. Everything from the first double quote to the last is left out.
+std::string withoutQuotedText(std::string_view message) {
+  while (!message.empty() && message.back() == '\n') message.remove_suffix(1);
+  size_t first = message.find('"');
+  if (first == std::string_view::npos) return std::string(message);
+  return fmt::format("{}\"...\"{}", message.substr(0, first), message.substr(message.rfind('"') + 1));
 }
 
-bool isSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-
-// Follows libpq's conninfo_parse(): key [ws] = [ws] value, the value single-quoted or up to whitespace, with
-// backslash escapes in both.
-std::string redactKeyValue(std::string_view s) {
-  std::string out;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t tokenStart = i;
-    while (i < s.size() && isSpace(s[i])) ++i;
-    size_t keyStart = i;
-    while (i < s.size() && s[i] != '=' && !isSpace(s[i])) ++i;
-    std::string_view key = s.substr(keyStart, i - keyStart);
-    while (i < s.size() && isSpace(s[i])) ++i;
-    if (i >= s.size() || s[i] != '=') {
-      // Malformed: libpq will reject it; keep nothing that might be a password.
-      std::string_view rest = s.substr(tokenStart);
-      if (rest.find("password") != std::string_view::npos) {
-        out += ' ';
-        out.append(kRedacted);
-      } else {
-        out.append(rest);
-      }
-      return out;
-    }
-    ++i;  // '='
-    while (i < s.size() && isSpace(s[i])) ++i;
-    size_t valueStart = i;
-    if (i < s.size() && s[i] == '\'') {
-      ++i;
-      while (i < s.size() && s[i] != '\'') i += (s[i] == '\\' && i + 1 < s.size()) ? 2 : 1;
-      if (i < s.size()) ++i;  // closing quote
-    } else {
-      while (i < s.size() && !isSpace(s[i])) i += (s[i] == '\\' && i + 1 < s.size()) ? 2 : 1;
-    }
-    i = std::min(i, s.size());
-    out.append(s.substr(tokenStart, valueStart - tokenStart));
-    if (key == "password") {
-      out.append(kRedacted);
-    } else {
-      out.append(s.substr(valueStart, i - valueStart));
-    }
+// A value as libpq's key=value syntax writes it: in single quotes, with \' and \\, when it must be.
+std::string conninfoValue(std::string_view value) {
+  if (!value.empty() && value.find_first_of(" \t\n\r\f\v'\\") == std::string_view::npos) return std::string(value);
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
   }
-  return out;
+  return out + "'";
+}
+
+// libpq takes a URI's user info up to the first '@' or '/', so a password with a raw '@' or '/' (they must be
+// written %40 and %2F) would show in the host, port or dbname.
+bool hasAmbiguousUserInfo(std::string_view conninfo) {
+  if (conninfo.rfind("postgresql://", 0) != 0 && conninfo.rfind("postgres://", 0) != 0) return false;
+  std::string_view rest = conninfo.substr(conninfo.find("://") + 3);
+  rest = rest.substr(0, rest.find('?'));
+  size_t at = rest.rfind('@');
+  return at != std::string_view::npos && rest.find_first_of("@/") != at;
 }
 
 }  // namespace
 
 std::string redactConninfo(std::string_view conninfo) {
-  if (conninfo.rfind("postgresql://", 0) == 0 || conninfo.rfind("postgres://", 0) == 0) return redactUri(conninfo);
-  return redactKeyValue(conninfo);
+  if (hasAmbiguousUserInfo(conninfo)) {
+    return "<not shown: libpq would not end the user info at the URI's last '@'; write '@' and '/' in a password as "
+           "%40 and %2F>";
+  }
+  char* error = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> options(
+      PQconninfoParse(std::string(conninfo).c_str(), &error), &PQconninfoFree);
+  if (options == nullptr) {
+    std::string reason = error == nullptr ? "out of memory" : withoutQuotedText(error);
+    PQfreemem(error);
+    return fmt::format("<could not be parsed: {}>", reason);
+  }
+  std::vector<std::string> pairs;
+  for (const PQconninfoOption* option = options.get(); option->keyword != nullptr; ++option) {
+    if (option->val == nullptr) continue;
+    // dispchar "*": libpq's mark for a secret to hide in a dialog (password, sslpassword).
+    bool secret = option->dispchar != nullptr && option->dispchar[0] == '*';
+    pairs.push_back(fmt::format("{}={}", option->keyword, secret ? kRedacted : conninfoValue(option->val)));
+  }
+  return fmt::format("{}", fmt::join(pairs, " "));
 }
 
 bool isSecretKafkaProperty(std::string_view name) {
@@ -295,42 +230,16 @@ bool isSecretKafkaProperty(std::string_view name) {
          lower == "sasl.oauthbearer.config" || lower == "ssl.key.pem";
 }
 
-std::string tomlQuote(std::string_view text) {
-  std::string out = "\"";
-  for (char ch : text) {
-    auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f)
-          out += fmt::format("\\u{:04X}", static_cast<unsigned>(c));
-        else
-          out += ch;
-    }
-  }
-  out += '"';
-  return out;
+std::string formatToml(const toml::node& node) {
+  // Without literal ('...') or multi-line strings: values read the same as in messages, and a secret that slipped
+  // through stays on its line.
+  constexpr auto flags = toml::format_flags::allow_unicode_strings;
+  std::ostringstream out;
+  out << toml::toml_formatter(node, flags);
+  return out.str();
 }
+
+std::string tomlQuote(std::string_view text) { return formatToml(toml::value<std::string>(std::string(text))); }
 
 std::string tomlKey(std::string_view key) {
   bool bare = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
@@ -338,6 +247,45 @@ std::string tomlKey(std::string_view key) {
   });
   return bare ? std::string(key) : tomlQuote(key);
 }
+
+toml::table tomlTable(const std::vector<std::pair<std::string, std::string>>& pairs) {
+  toml::table table;
+  for (auto& [name, value] : pairs) table.insert(name, value);
+  return table;
+}
+
+toml::array tomlArray(const std::vector<std::string>& values) {
+  toml::array array;
+  for (const std::string& value : values) array.push_back(value);
+  return array;
+}
+
+void addKafkaSummary(toml::table& kafka, const std::vector<std::pair<std::string, std::string>>& properties,
+                     const std::vector<std::pair<std::string, std::string>>& secretFiles) {
+  toml::table shown;
+  for (auto& [name, value] : properties) shown.insert(name, isSecretKafkaProperty(name) ? kRedacted : value);
+  if (!shown.empty()) kafka.insert("properties", std::move(shown));
+  // The paths are not secret; the values read from them are never shown.
+  if (!secretFiles.empty()) kafka.insert("secret_files", tomlTable(secretFiles));
+}
+
+namespace {
+
+// The secret in `file` for `key`; an unreadable or empty file is an issue there, saying to fix it or remove `what`.
+std::optional<std::string> readSecretAt(ConfigTable& table, std::string_view key, const std::string& file,
+                                        std::string_view readableBy, std::string_view what) {
+  std::string error;
+  std::optional<std::string> secret = readSecretFile(file, error);
+  if (!secret) {
+    table.invalid(key, fmt::format("{}; create the file (readable by {}) or remove {}", error, readableBy, what));
+  } else if (secret->empty()) {
+    table.invalid(key, fmt::format("\"{}\" is empty; put the secret in it or remove {}", file, what));
+    secret.reset();
+  }
+  return secret;
+}
+
+}  // namespace
 
 // --- ConfigTable -----------------------------------------------------------------------------------------------
 
@@ -363,15 +311,17 @@ const toml::node* ConfigTable::lookup(std::string_view key) {
   return table_->get(key);
 }
 
+std::pair<int, int> ConfigTable::headerPosition() const {
+  return table_ == nullptr || path_.empty() ? std::pair<int, int>{0, 0} : positionOf(table_->source().begin);
+}
+
 void ConfigTable::invalid(std::string_view key, std::string_view message) {
-  auto [line, column] = position(key);
-  if (line == 0 && table_ != nullptr && !path_.empty()) std::tie(line, column) = positionOf(table_->source().begin);
+  auto [line, column] = has(key) ? position(key) : headerPosition();
   reader_->addIssue(line, column, fmt::format("{}: {}", keyPath(key), message));
 }
 
 void ConfigTable::invalidTable(std::string_view message) {
-  auto [line, column] =
-      table_ == nullptr || path_.empty() ? std::pair<int, int>{0, 0} : positionOf(table_->source().begin);
+  auto [line, column] = headerPosition();
   reader_->addIssue(line, column, fmt::format("{}: {}", path_.empty() ? "(top level)" : path_, message));
 }
 
@@ -384,21 +334,22 @@ void ConfigTable::wrongType(std::string_view key, const toml::node& node, std::s
   invalid(key, fmt::format("must be {}, got {}{}", expected, typeName(node), hint));
 }
 
+const toml::node* ConfigTable::typed(std::string_view key, toml::node_type type, std::string_view expected) {
+  const toml::node* node = lookup(key);
+  if (node == nullptr || node->type() == type) return node;
+  wrongType(key, *node, expected);
+  return nullptr;
+}
+
 std::optional<std::string> ConfigTable::expandAt(std::string_view key, const toml::node& node, std::string_view text) {
   return reader_->expand(text, keyPath(key), node.source().begin);
 }
 
 bool ConfigTable::get(std::string_view key, std::string& out) {
-  const toml::node* node = lookup(key);
-  if (node == nullptr) return false;
-  if (!node->is_string()) {
-    wrongType(key, *node, "a string");
-    return false;
-  }
-  std::optional<std::string> value = expandAt(key, *node, node->as_string()->get());
-  if (!value) return false;
-  out = std::move(*value);
-  return true;
+  const toml::node* node = typed(key, toml::node_type::string, "a string");
+  std::optional<std::string> value = node ? expandAt(key, *node, node->as_string()->get()) : std::nullopt;
+  if (value) out = std::move(*value);
+  return value.has_value();
 }
 
 bool ConfigTable::get(std::string_view key, std::optional<std::string>& out) {
@@ -409,100 +360,42 @@ bool ConfigTable::get(std::string_view key, std::optional<std::string>& out) {
 }
 
 bool ConfigTable::get(std::string_view key, bool& out) {
-  const toml::node* node = lookup(key);
-  if (node == nullptr) return false;
-  if (!node->is_boolean()) {
-    wrongType(key, *node, "true or false");
-    return false;
-  }
-  out = node->as_boolean()->get();
-  return true;
+  const toml::node* node = typed(key, toml::node_type::boolean, "true or false");
+  if (node != nullptr) out = node->as_boolean()->get();
+  return node != nullptr;
 }
 
-bool ConfigTable::get(std::string_view key, int64_t& out, int64_t min, int64_t max) {
-  const toml::node* node = lookup(key);
+template <ConfigInteger Int>
+bool ConfigTable::get(std::string_view key, Int& out, std::type_identity_t<Int> min, std::type_identity_t<Int> max) {
+  const toml::node* node = typed(key, toml::node_type::integer, "an integer");
   if (node == nullptr) return false;
-  if (!node->is_integer()) {
-    wrongType(key, *node, "an integer");
-    return false;
+  std::optional<Int> value = node->value<Int>();  // nullopt when it does not fit Int
+  if (value && *value >= min && *value <= max) {
+    out = *value;
+    return true;
   }
-  int64_t value = node->as_integer()->get();
-  if (value < min || value > max) {
-    invalid(key, fmt::format(
-                     "{}, got {}",
-                     rangeMessage(min, max, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()),
-                     value));
-    return false;
-  }
-  out = value;
-  return true;
+  int64_t given = node->as_integer()->get();
+  invalid(key, fmt::format("{}, got {}", rangeMessage(min, max, value ? *value < min : given < 0), given));
+  return false;
 }
-
-bool ConfigTable::get(std::string_view key, int& out, int min, int max) {
-  const toml::node* node = lookup(key);
-  if (node == nullptr) return false;
-  if (!node->is_integer()) {
-    wrongType(key, *node, "an integer");
-    return false;
-  }
-  int64_t value = node->as_integer()->get();
-  if (value < min || value > max) {
-    std::string range = rangeMessage(min, max, std::numeric_limits<int64_t>::min(), std::numeric_limits<int>::max());
-    if (value > std::numeric_limits<int>::max() && max == std::numeric_limits<int>::max()) {
-      range = fmt::format("must be at most {}", max);
-    }
-    invalid(key, fmt::format("{}, got {}", range, value));
-    return false;
-  }
-  out = static_cast<int>(value);
-  return true;
-}
-
-bool ConfigTable::get(std::string_view key, uint64_t& out, uint64_t min, uint64_t max) {
-  const toml::node* node = lookup(key);
-  if (node == nullptr) return false;
-  if (!node->is_integer()) {
-    wrongType(key, *node, "an integer");
-    return false;
-  }
-  int64_t value = node->as_integer()->get();
-  if (value < 0 || static_cast<uint64_t>(value) < min || static_cast<uint64_t>(value) > max) {
-    std::string range;
-    if (max == std::numeric_limits<uint64_t>::max()) {
-      range = min <= 1 ? (min == 1 ? "must be greater than 0" : "must not be negative")
-                       : fmt::format("must be at least {}", min);
-    } else {
-      range = fmt::format("must be between {} and {}", min, max);
-    }
-    invalid(key, fmt::format("{}, got {}", range, value));
-    return false;
-  }
-  out = static_cast<uint64_t>(value);
-  return true;
-}
+template bool ConfigTable::get<int>(std::string_view, int&, int, int);
+template bool ConfigTable::get<int64_t>(std::string_view, int64_t&, int64_t, int64_t);
+template bool ConfigTable::get<uint64_t>(std::string_view, uint64_t&, uint64_t, uint64_t);
 
 bool ConfigTable::get(std::string_view key, double& out) {
   const toml::node* node = lookup(key);
   if (node == nullptr) return false;
-  if (node->is_floating_point()) {
-    out = node->as_floating_point()->get();
-    return true;
+  if (!node->is_number()) {
+    wrongType(key, *node, "a number");
+    return false;
   }
-  if (node->is_integer()) {
-    out = static_cast<double>(node->as_integer()->get());
-    return true;
-  }
-  wrongType(key, *node, "a number");
-  return false;
+  out = node->is_integer() ? static_cast<double>(node->as_integer()->get()) : node->as_floating_point()->get();
+  return true;
 }
 
 bool ConfigTable::get(std::string_view key, std::vector<std::string>& out) {
-  const toml::node* node = lookup(key);
+  const toml::node* node = typed(key, toml::node_type::array, "an array of strings");
   if (node == nullptr) return false;
-  if (!node->is_array()) {
-    wrongType(key, *node, "an array of strings");
-    return false;
-  }
   std::vector<std::string> values;
   bool ok = true;
   const toml::array& array = *node->as_array();
@@ -531,8 +424,7 @@ bool ConfigTable::require(std::string_view key, std::string& out) {
   if (!has(key)) {
     lookup(key);
     // At the table's header when there is one, so that "which [[outbox]]?" has an answer.
-    auto [line, column] =
-        table_ == nullptr || path_.empty() ? std::pair<int, int>{0, 0} : positionOf(table_->source().begin);
+    auto [line, column] = headerPosition();
     std::string where = path_.empty()                          ? "at the top level"
                         : path_.find('[') != std::string::npos ? "in this table"
                                                                : fmt::format("in [{}]", path_);
@@ -557,27 +449,15 @@ bool ConfigTable::getSecretFile(std::string_view key, std::optional<std::string>
             fmt::format("must not be empty; give the path of a file holding the secret, or remove {}", tomlKey(key)));
     return false;
   }
-  std::string error;
-  std::optional<std::string> content = readSecretFile(file, error);
-  if (!content) {
-    invalid(key, fmt::format("{}; create the file (readable by this process) or remove {}", error, tomlKey(key)));
-    return false;
-  }
-  if (content->empty()) {
-    invalid(key, fmt::format("\"{}\" is empty; put the secret in it or remove {}", file, tomlKey(key)));
-    return false;
-  }
+  std::optional<std::string> content = readSecretAt(*this, key, file, "this process", tomlKey(key));
+  if (!content) return false;
   path = std::move(file);
   secret = std::move(*content);
   return true;
 }
 
 ConfigTable ConfigTable::table(std::string_view key) {
-  const toml::node* node = lookup(key);
-  if (node != nullptr && !node->is_table()) {
-    wrongType(key, *node, "a table");
-    node = nullptr;
-  }
+  const toml::node* node = typed(key, toml::node_type::table, "a table");
   return ConfigTable(reader_, node == nullptr ? nullptr : node->as_table(), keyPath(key));
 }
 
@@ -644,23 +524,15 @@ ConfigReader::ConfigReader(std::string sourceName, Lookup lookup)
     : source_(std::move(sourceName)), lookup_(std::move(lookup)) {}
 
 bool ConfigReader::parse(std::string_view text) {
-#if TOML_EXCEPTIONS
+  static_assert(TOML_EXCEPTIONS, "toml++ reports syntax errors by throwing toml::parse_error");
   try {
     root_ = toml::parse(text, source_);
+    return true;
   } catch (const toml::parse_error& e) {
     addIssue(e.source().begin, fmt::format("TOML syntax error: {}", e.description()));
     root_ = toml::table{};
     return false;
   }
-#else
-  toml::parse_result result = toml::parse(text, source_);
-  if (!result) {
-    addIssue(result.error().source().begin, fmt::format("TOML syntax error: {}", result.error().description()));
-    return false;
-  }
-  root_ = std::move(result).table();
-#endif
-  return true;
 }
 
 ConfigTable ConfigReader::root() { return ConfigTable(this, &root_, ""); }
@@ -797,16 +669,9 @@ void readKafkaSecretFiles(ConfigTable secretFiles, const ConfigTable& properties
       secretFiles.invalid(name, "is also set in [kafka.properties]; keep only one of them");
       continue;
     }
-    std::string error;
-    std::optional<std::string> secret = readSecretFile(path, error);
-    if (!secret) {
-      secretFiles.invalid(name, fmt::format("{}; create the file (readable by the {}) or remove this entry", error, reader));
-      continue;
-    }
-    if (secret->empty()) {
-      secretFiles.invalid(name, fmt::format("\"{}\" is empty; put the secret in it or remove this entry", path));
-      continue;
-    }
+    std::optional<std::string> secret =
+        readSecretAt(secretFiles, name, path, fmt::format("the {}", reader), "this entry");
+    if (!secret) continue;
     files.emplace_back(name, path);
     values.emplace_back(name, std::move(*secret));
   }

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -70,21 +71,36 @@ ConfigLoadResult<Config> loadConfigFile(const std::string& path, Parse&& parse) 
   return parse(*text, path);
 }
 
-// --- Redaction helpers for start-up summaries -------------------------------------------------------------------
+// --- Redaction --------------------------------------------------------------------------------------------------
 
-// A libpq conninfo with its password replaced by "<redacted>": the URI form (postgresql://user:PASS@host,
-// ?password=PASS) and the key=value form (password=PASS, password='P A S S').
+// A libpq conninfo (URI or key=value), parsed by libpq, as key=value pairs with every secret option (password,
+// sslpassword: libpq's dispchar "*") as "<redacted>". One that libpq cannot parse is not shown, only why.
 std::string redactConninfo(std::string_view conninfo);
 
 // Whether a librdkafka property holds a secret: its name contains "password" or "secret", or it is
 // "sasl.oauthbearer.config" or "ssl.key.pem".
 bool isSecretKafkaProperty(std::string_view name);
 
-// `text` as a TOML basic string, quotes included: "a \"b\"".
+// --- Start-up summaries: the effective config as TOML, built as a toml::table -----------------------------------
+
+inline constexpr std::string_view kRedacted = "<redacted>";
+
+// `node` as TOML text (toml++'s formatter), strings in double quotes: "a \"b\"".
+std::string formatToml(const toml::node& node);
+
+// `text` as a TOML string, quotes included, for messages that quote a value.
 std::string tomlQuote(std::string_view text);
 
 // A key as written in TOML: bare when it can be (slot), quoted otherwise ("compression.type").
 std::string tomlKey(std::string_view key);
+
+toml::table tomlTable(const std::vector<std::pair<std::string, std::string>>& pairs);
+toml::array tomlArray(const std::vector<std::string>& values);
+
+// Adds "properties" (secret values as kRedacted, see isSecretKafkaProperty) and "secret_files" (the paths) to a
+// summary's [kafka] table, each when not empty.
+void addKafkaSummary(toml::table& kafka, const std::vector<std::pair<std::string, std::string>>& properties,
+                     const std::vector<std::pair<std::string, std::string>>& secretFiles);
 
 // --- Walking a TOML document ------------------------------------------------------------------------------------
 
@@ -95,6 +111,10 @@ enum class EntryValues {
   Strings,  // only strings are accepted (e.g. header name -> column)
   Scalars,  // strings, integers, floats and booleans, turned into text (e.g. librdkafka properties)
 };
+
+// The integer types ConfigTable::get reads (instantiated in ConfigSupport.cpp).
+template <typename T>
+concept ConfigInteger = std::is_same_v<T, int> || std::is_same_v<T, int64_t> || std::is_same_v<T, uint64_t>;
 
 // A view of one TOML table inside a ConfigReader, named by its dotted path ("kafka.properties", "outbox[0]").
 // Reading a key marks it as known; ConfigReader::finish() reports every other key as unknown. A view of a table
@@ -118,11 +138,10 @@ class ConfigTable {
   bool get(std::string_view key, std::string& out);
   bool get(std::string_view key, std::optional<std::string>& out);
   bool get(std::string_view key, bool& out);
-  bool get(std::string_view key, int& out, int min = std::numeric_limits<int>::min(),
-           int max = std::numeric_limits<int>::max());
-  bool get(std::string_view key, int64_t& out, int64_t min = std::numeric_limits<int64_t>::min(),
-           int64_t max = std::numeric_limits<int64_t>::max());
-  bool get(std::string_view key, uint64_t& out, uint64_t min = 0, uint64_t max = std::numeric_limits<uint64_t>::max());
+  // An integer in [min, max]; a value that does not fit the type is out of range too.
+  template <ConfigInteger Int>
+  bool get(std::string_view key, Int& out, std::type_identity_t<Int> min = std::numeric_limits<Int>::min(),
+           std::type_identity_t<Int> max = std::numeric_limits<Int>::max());
   bool get(std::string_view key, double& out);                    // integers are accepted too
   bool get(std::string_view key, std::vector<std::string>& out);  // an array of strings
 
@@ -152,6 +171,9 @@ class ConfigTable {
   friend class ConfigReader;
   ConfigTable(ConfigReader* reader, const toml::table* table, std::string path);
   const toml::node* lookup(std::string_view key);  // marks `key` as known
+  // lookup(), and nullptr with a wrong-type issue when the value is not of `type`.
+  const toml::node* typed(std::string_view key, toml::node_type type, std::string_view expected);
+  std::pair<int, int> headerPosition() const;  // {0, 0} for the root or an absent table
   void wrongType(std::string_view key, const toml::node& node, std::string_view expected);
   std::optional<std::string> expandAt(std::string_view key, const toml::node& node, std::string_view text);
 

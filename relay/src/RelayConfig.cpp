@@ -217,13 +217,6 @@ void readMetrics(ConfigTable root, MetricsConfig& out) {
   }
 }
 
-void writeHeaders(std::string& s, std::string_view table,
-                  const std::vector<std::pair<std::string, std::string>>& headers) {
-  if (headers.empty()) return;
-  s += fmt::format("[{}]\n", table);
-  for (auto& [name, value] : headers) s += fmt::format("{} = {}\n", tomlKey(name), tomlQuote(value));
-}
-
 }  // namespace
 
 ConfigLoadResult<RelayConfig> parseRelayConfig(std::string_view tomlText, const std::string& sourceName) {
@@ -271,63 +264,56 @@ ConfigLoadResult<RelayConfig> loadRelayConfig(const std::string& path) {
 }
 
 std::string RelayConfig::redactedSummary() const {
-  constexpr std::string_view redacted = "\"<redacted>\"";
-  std::string s;
-  s += fmt::format("shutdown_timeout_ms = {}\n", shutdownTimeoutMs);
-  s += fmt::format("dead_letter_topic = {}\n\n", tomlQuote(deadLetterTopic));
-
-  s += fmt::format("[log]\nlevel = \"{}\"\nformat = \"{}\"\n\n", log::levelName(log.level), log::formatName(log.format));
-
-  s += "[source]\n";
-  s += fmt::format("conninfo = {}\n", tomlQuote(redactConninfo(source.conninfo)));
+  toml::table sourceTable{
+      {"conninfo", redactConninfo(source.conninfo)},
+      {"slot", source.slot},
+      {"create_slot", source.createSlot},
+      {"publication", source.publication},
+      {"create_publication", source.createPublication},
+      {"status_interval_ms", source.statusIntervalMs},
+      {"reconnect_backoff_min_ms", source.reconnectBackoffMinMs},
+      {"reconnect_backoff_max_ms", source.reconnectBackoffMaxMs},
+      {"slot_busy_retry_ms", source.slotBusyRetryMs},
+      {"lag_poll_interval_ms", source.lagPollIntervalMs},
+  };
   if (source.passwordFile) {
-    s += fmt::format("password_file = {}\n", tomlQuote(*source.passwordFile));
-    s += fmt::format("password = {}\n", redacted);
+    sourceTable.insert("password_file", *source.passwordFile);
+    sourceTable.insert("password", kRedacted);
   }
-  s += fmt::format("slot = {}\ncreate_slot = {}\n", tomlQuote(source.slot), source.createSlot);
-  s += fmt::format("publication = {}\ncreate_publication = {}\n", tomlQuote(source.publication),
-                   source.createPublication);
-  s += fmt::format("status_interval_ms = {}\n", source.statusIntervalMs);
-  s += fmt::format("reconnect_backoff_min_ms = {}\nreconnect_backoff_max_ms = {}\n", source.reconnectBackoffMinMs,
-                   source.reconnectBackoffMaxMs);
-  s += fmt::format("slot_busy_retry_ms = {}\nlag_poll_interval_ms = {}\n\n", source.slotBusyRetryMs,
-                   source.lagPollIntervalMs);
+  toml::table kafkaTable{{"bootstrap_servers", kafka.bootstrapServers}};
+  addKafkaSummary(kafkaTable, kafka.properties, kafka.secretFiles);
 
-  s += "[kafka]\n";
-  s += fmt::format("bootstrap_servers = {}\n", tomlQuote(kafka.bootstrapServers));
-  if (!kafka.properties.empty()) {
-    s += "[kafka.properties]\n";
-    for (auto& [name, value] : kafka.properties) {
-      s += fmt::format("{} = {}\n", tomlKey(name), isSecretKafkaProperty(name) ? redacted : tomlQuote(value));
-    }
-  }
-  if (!kafka.secretFiles.empty()) {
-    // The paths are not secret; the values read from them are never printed.
-    s += "[kafka.secret_files]\n";
-    for (auto& [name, path] : kafka.secretFiles) s += fmt::format("{} = {}\n", tomlKey(name), tomlQuote(path));
-  }
-  s += '\n';
-
+  toml::array outboxArray;
   for (const OutboxTableConfig& o : outboxes) {
-    s += "[[outbox]]\n";
-    s += fmt::format("table = {}\n", tomlQuote(o.schema + "." + o.table));
-    s += fmt::format("id_column = {}\naggregatetype_column = {}\naggregateid_column = {}\n", tomlQuote(o.idColumn),
-                     tomlQuote(o.aggregateTypeColumn), tomlQuote(o.aggregateIdColumn));
-    s += fmt::format("type_column = {}\npayload_column = {}\n", tomlQuote(o.typeColumn), tomlQuote(o.payloadColumn));
-    s += fmt::format("topic = {}\n", tomlQuote(o.topicTemplate));
-    writeHeaders(s, "outbox.headers", o.headers);
-    s += '\n';
+    toml::table t{
+        {"table", o.schema + "." + o.table},
+        {"id_column", o.idColumn},
+        {"aggregatetype_column", o.aggregateTypeColumn},
+        {"aggregateid_column", o.aggregateIdColumn},
+        {"type_column", o.typeColumn},
+        {"payload_column", o.payloadColumn},
+        {"topic", o.topicTemplate},
+    };
+    if (!o.headers.empty()) t.insert("headers", tomlTable(o.headers));
+    outboxArray.push_back(std::move(t));
   }
+  toml::table messagesTable{
+      {"enabled", messages.enabled}, {"prefix", messages.prefix}, {"topic", messages.topicTemplate}};
+  if (!messages.headers.empty()) messagesTable.insert("headers", tomlTable(messages.headers));
 
-  s += fmt::format("[messages]\nenabled = {}\nprefix = {}\ntopic = {}\n", messages.enabled, tomlQuote(messages.prefix),
-                   tomlQuote(messages.topicTemplate));
-  writeHeaders(s, "messages.headers", messages.headers);
-  s += '\n';
-
-  s += fmt::format("[limits]\nmax_inflight_events = {}\nmax_inflight_bytes = {}\n\n", limits.maxInflightEvents,
-                   limits.maxInflightBytes);
-  s += fmt::format("[metrics]\nenabled = {}\nlisten = {}\n", metrics.enabled, tomlQuote(metrics.listen));
-  return s;
+  toml::table summary{
+      {"shutdown_timeout_ms", shutdownTimeoutMs},
+      {"dead_letter_topic", deadLetterTopic},
+      {"log", toml::table{{"level", log::levelName(log.level)}, {"format", log::formatName(log.format)}}},
+      {"source", std::move(sourceTable)},
+      {"kafka", std::move(kafkaTable)},
+      {"messages", std::move(messagesTable)},
+      {"limits", toml::table{{"max_inflight_events", static_cast<int64_t>(limits.maxInflightEvents)},
+                             {"max_inflight_bytes", static_cast<int64_t>(limits.maxInflightBytes)}}},
+      {"metrics", toml::table{{"enabled", metrics.enabled}, {"listen", metrics.listen}}},
+  };
+  if (!outboxArray.empty()) summary.insert("outbox", std::move(outboxArray));
+  return formatToml(summary);
 }
 
 }  // namespace outbox

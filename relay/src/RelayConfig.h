@@ -88,8 +88,8 @@ struct RelayConfig {
   // header saying why: a NULL aggregate type, a topic name Kafka refuses, invalid message JSON.
   std::string deadLetterTopic = "outbox.deadletter";
 
-  // The effective configuration as TOML-like text with every secret replaced by "<redacted>",
-  // for the start-up log.
+  // The effective configuration as TOML (toml++'s formatter: keys sorted) with every secret replaced by
+  // "<redacted>", for the start-up log.
   std::string redactedSummary() const;
 };
 

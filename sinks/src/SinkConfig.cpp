@@ -275,61 +275,56 @@ ConfigLoadResult<SinkConfig> loadSinkConfig(const std::string& path) {
 }
 
 std::string SinkConfig::redactedSummary() const {
-  constexpr std::string_view redacted = "\"<redacted>\"";
-  std::string s;
-  s += fmt::format("on_error = \"{}\"\n", onError == OnError::Stop ? "stop" : "dead_letter");
-  s += fmt::format("dead_letter_topic = {}\n", tomlQuote(deadLetterTopic));
-  s += fmt::format("dead_letter_flush_timeout_ms = {}\n", deadLetterFlushTimeoutMs);
-  s += fmt::format("shutdown_timeout_ms = {}\n\n", shutdownTimeoutMs);
-  s += fmt::format("[log]\nlevel = \"{}\"\nformat = \"{}\"\n\n", log::levelName(logLevel),
-                   log::formatName(logFormat));
-
-  s += "[database]\n";
-  s += fmt::format("conninfo = {}\n", tomlQuote(redactConninfo(database.conninfo)));
+  toml::table databaseTable{
+      {"conninfo", redactConninfo(database.conninfo)},
+      {"create_tables", database.createTables},
+      {"schema", database.schema},
+      {"reconnect_backoff_min_ms", database.reconnectBackoffMinMs},
+      {"reconnect_backoff_max_ms", database.reconnectBackoffMaxMs},
+  };
   if (database.passwordFile) {
-    s += fmt::format("password_file = {}\npassword = {}\n", tomlQuote(*database.passwordFile), redacted);
+    databaseTable.insert("password_file", *database.passwordFile);
+    databaseTable.insert("password", kRedacted);
   }
-  s += fmt::format("create_tables = {}\nschema = {}\n", database.createTables, tomlQuote(database.schema));
-  s += fmt::format("reconnect_backoff_min_ms = {}\nreconnect_backoff_max_ms = {}\n\n", database.reconnectBackoffMinMs,
-                   database.reconnectBackoffMaxMs);
+  toml::table kafkaTable{
+      {"bootstrap_servers", kafka.bootstrapServers},
+      {"group_id", kafka.groupId},
+      {"topics", tomlArray(subscription())},
+      {"event_type_header", kafka.eventTypeHeader},
+      {"initial_offset", kafka.initialOffset},
+  };
+  addKafkaSummary(kafkaTable, kafka.properties, kafka.secretFiles);
 
-  s += "[kafka]\n";
-  s += fmt::format("bootstrap_servers = {}\ngroup_id = {}\n", tomlQuote(kafka.bootstrapServers),
-                   tomlQuote(kafka.groupId));
-  std::vector<std::string> quoted;
-  for (const std::string& t : subscription()) quoted.push_back(tomlQuote(t));
-  s += fmt::format("topics = [{}]\n", fmt::join(quoted, ", "));
-  s += fmt::format("event_type_header = {}\ninitial_offset = {}\n", tomlQuote(kafka.eventTypeHeader),
-                   tomlQuote(kafka.initialOffset));
-  if (!kafka.properties.empty()) {
-    s += "[kafka.properties]\n";
-    for (auto& [name, value] : kafka.properties) {
-      s += fmt::format("{} = {}\n", tomlKey(name), isSecretKafkaProperty(name) ? redacted : tomlQuote(value));
-    }
-  }
-  if (!kafka.secretFiles.empty()) {
-    s += "[kafka.secret_files]\n";
-    for (auto& [name, path] : kafka.secretFiles) s += fmt::format("{} = {}\n", tomlKey(name), tomlQuote(path));
-  }
-  s += '\n';
-
-  s += fmt::format("[batch]\nmax_events = {}\nmax_wait_ms = {}\n\n", batch.maxEvents, batch.maxWaitMs);
-  s += fmt::format("[deduplication]\nenabled = {}\nid_header = {}\nretention_hours = {}\nprune_interval_ms = {}\n\n",
-                   deduplication.enabled, tomlQuote(deduplication.idHeader), deduplication.retentionHours,
-                   deduplication.pruneIntervalMs);
+  toml::array projectionArray;
   for (const ProjectionConfig& p : projections) {
-    s += "[[projection]]\n";
-    std::vector<std::string> types;
-    for (const std::string& type : p.eventTypes) types.push_back(tomlQuote(type));
-    s += fmt::format("name = {}\ntopic = {}\nevent_types = [{}]\nsql = {}\n", tomlQuote(p.name), tomlQuote(p.topic),
-                     fmt::join(types, ", "), tomlQuote(p.sql));
-    std::vector<std::string> params;
-    for (const std::string& param : p.params) params.push_back(tomlQuote(param));
-    s += fmt::format("params = [{}]\n\n", fmt::join(params, ", "));
+    projectionArray.push_back(toml::table{
+        {"name", p.name},
+        {"topic", p.topic},
+        {"event_types", tomlArray(p.eventTypes)},
+        {"sql", p.sql},
+        {"params", tomlArray(p.params)},
+    });
   }
-  s += fmt::format("[metrics]\nenabled = {}\nlisten = {}\nlag_interval_ms = {}\n", metrics.enabled,
-                   tomlQuote(metrics.listen), metrics.lagIntervalMs);
-  return s;
+
+  toml::table summary{
+      {"on_error", onError == OnError::Stop ? "stop" : "dead_letter"},
+      {"dead_letter_topic", deadLetterTopic},
+      {"dead_letter_flush_timeout_ms", deadLetterFlushTimeoutMs},
+      {"shutdown_timeout_ms", shutdownTimeoutMs},
+      {"log", toml::table{{"level", log::levelName(logLevel)}, {"format", log::formatName(logFormat)}}},
+      {"database", std::move(databaseTable)},
+      {"kafka", std::move(kafkaTable)},
+      {"batch", toml::table{{"max_events", batch.maxEvents}, {"max_wait_ms", batch.maxWaitMs}}},
+      {"deduplication", toml::table{{"enabled", deduplication.enabled},
+                                    {"id_header", deduplication.idHeader},
+                                    {"retention_hours", deduplication.retentionHours},
+                                    {"prune_interval_ms", deduplication.pruneIntervalMs}}},
+      {"metrics", toml::table{{"enabled", metrics.enabled},
+                              {"listen", metrics.listen},
+                              {"lag_interval_ms", metrics.lagIntervalMs}}},
+  };
+  if (!projectionArray.empty()) summary.insert("projection", std::move(projectionArray));
+  return formatToml(summary);
 }
 
 }  // namespace outbox::sink

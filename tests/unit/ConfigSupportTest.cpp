@@ -266,6 +266,27 @@ TEST(ConfigReader, RangeMessages) {
   EXPECT_EQ(issues[2].message, "c: must be between 6 and 8, got 5");
 }
 
+TEST(ConfigReader, ValuesThatDoNotFitTheTypeAreOutOfRange) {
+  ConfigReader reader("t.toml", fakeEnv({}));
+  ASSERT_TRUE(reader.parse("big = 3000000000\nlow = -3000000000\nneg = -1\nmax = 9223372036854775807\n"));
+  ConfigTable root = reader.root();
+  int big = 7, low = 7;
+  uint64_t neg = 7, max = 0;
+  EXPECT_FALSE(root.get("big", big, 1));  // above: the type's limit is the bound that matters, not the minimum
+  EXPECT_FALSE(root.get("low", low));
+  EXPECT_FALSE(root.get("neg", neg, 1));
+  EXPECT_TRUE(root.get("max", max));
+  EXPECT_EQ(big, 7);
+  EXPECT_EQ(low, 7);
+  EXPECT_EQ(neg, 7u);
+  EXPECT_EQ(max, 9223372036854775807u);
+  auto issues = reader.finish();
+  ASSERT_EQ(issues.size(), 3u) << issuesText(issues);
+  EXPECT_EQ(issues[0].message, "big: must be at most 2147483647, got 3000000000");
+  EXPECT_EQ(issues[1].message, "low: must be at least -2147483648, got -3000000000");
+  EXPECT_EQ(issues[2].message, "neg: must be greater than 0, got -1");
+}
+
 TEST(ConfigReader, UnknownKeysEverywhereAreIssues) {
   ConfigReader reader("t.toml", fakeEnv({}));
   ASSERT_TRUE(reader.parse(R"(name = "x"
@@ -434,26 +455,69 @@ TEST(ConfigReader, InvalidFallsBackToTheTableHeader) {
 
 // --- Redaction helpers -----------------------------------------------------------------------------------------
 
+// libpq parses the conninfo; it comes back as key=value pairs in libpq's order of options.
 TEST(ConfigSupportRedact, ConninfoUri) {
-  EXPECT_EQ(redactConninfo("postgresql://user:pa55@host:5432/db"), "postgresql://user:<redacted>@host:5432/db");
+  EXPECT_EQ(redactConninfo("postgresql://user:pa55@host:5432/db"),
+            "user=user password=<redacted> dbname=db host=host port=5432");
   EXPECT_EQ(redactConninfo("postgres://user:pa55@host/db?sslmode=require"),
-            "postgres://user:<redacted>@host/db?sslmode=require");
-  EXPECT_EQ(redactConninfo("postgresql://user@host/db"), "postgresql://user@host/db");
-  EXPECT_EQ(redactConninfo("postgresql://host:5432/db"), "postgresql://host:5432/db");
+            "user=user password=<redacted> dbname=db host=host sslmode=require");
+  EXPECT_EQ(redactConninfo("postgresql://user@host/db"), "user=user dbname=db host=host");
+  EXPECT_EQ(redactConninfo("postgresql://host:5432/db"), "dbname=db host=host port=5432");
   EXPECT_EQ(redactConninfo("postgresql://host/db?user=u&password=pa55&sslmode=disable"),
-            "postgresql://host/db?user=u&password=<redacted>&sslmode=disable");
-  EXPECT_EQ(redactConninfo("postgresql://u:p@ss:w/rd@host/db"), "postgresql://u:<redacted>@host/db");
+            "user=u password=<redacted> dbname=db host=host sslmode=disable");
+  EXPECT_EQ(redactConninfo("postgresql://u:p%40ss@host/db"), "user=u password=<redacted> dbname=db host=host");
+  EXPECT_EQ(redactConninfo("postgresql://host/db?user=me@corp"), "user=me@corp dbname=db host=host");
 }
 
 TEST(ConfigSupportRedact, ConninfoKeyValue) {
-  EXPECT_EQ(redactConninfo("host=db user=u password=pa55 dbname=x"), "host=db user=u password=<redacted> dbname=x");
-  EXPECT_EQ(redactConninfo("host=db password = 'p a\\'ss' dbname=x"), "host=db password = <redacted> dbname=x");
+  EXPECT_EQ(redactConninfo("host=db user=u password=pa55 dbname=x"), "user=u password=<redacted> dbname=x host=db");
+  EXPECT_EQ(redactConninfo("host=db password = 'p a\\'ss' dbname=x"), "password=<redacted> dbname=x host=db");
   EXPECT_EQ(redactConninfo("password=pa55"), "password=<redacted>");
   EXPECT_EQ(redactConninfo("host=db"), "host=db");
   EXPECT_EQ(redactConninfo(""), "");
-  EXPECT_EQ(redactConninfo("host=db password='unterminated pa55"), "host=db password=<redacted>");
-  std::string malformed = redactConninfo("host=db password pa55");
-  EXPECT_THAT(malformed, ::testing::Not(HasSubstr("pa55")));
+  EXPECT_EQ(redactConninfo("host=db application_name='my app' options='-c search_path=\\'s\\''"),
+            "host=db options='-c search_path=\\'s\\'' application_name='my app'");
+}
+
+TEST(ConfigSupportRedact, ConninfoSslPasswordIsASecretInBothForms) {
+  for (const char* conninfo : {"host=db sslpassword=key-pw-1 sslmode=require",
+                               "postgresql://db/app?sslpassword=key-pw-1&sslmode=require",
+                               "postgresql://u:key-pw-1@db/app?sslpassword=key-pw-1"}) {
+    std::string redacted = redactConninfo(conninfo);
+    EXPECT_THAT(redacted, ::testing::Not(HasSubstr("key-pw-1"))) << conninfo;
+    EXPECT_THAT(redacted, HasSubstr("sslpassword=<redacted>")) << conninfo;
+  }
+}
+
+TEST(ConfigSupportRedact, ConninfoOutputIsAConninfoAgain) {
+  for (const char* conninfo : {"postgresql://u:pw@h1:5432,h2:5433/db?connect_timeout=5",
+                               "host=db application_name='it\\'s a \\\\ test' dbname=x"}) {
+    std::string redacted = redactConninfo(conninfo);
+    EXPECT_EQ(redactConninfo(redacted), redacted);
+  }
+}
+
+TEST(ConfigSupportRedact, ConninfoLibpqCannotParseIsNotEchoed) {
+  EXPECT_EQ(redactConninfo("host=db password='unterminated pa55"),
+            "<could not be parsed: unterminated quoted string in connection info string>");
+  // libpq's messages quote the part they reject, which can be the password: it is left out.
+  EXPECT_EQ(redactConninfo("host=db password pa55"),
+            "<could not be parsed: missing \"...\" in connection info string>");
+  EXPECT_EQ(redactConninfo("host=db hunter2"), "<could not be parsed: missing \"...\" in connection info string>");
+  EXPECT_EQ(redactConninfo("postgresql://u:pa%zz55@host/db"),
+            "<could not be parsed: invalid percent-encoded token: \"...\">");
+  EXPECT_THAT(redactConninfo("postgresql://u:pa55@[::1/db"), ::testing::Not(HasSubstr("pa55")));
+}
+
+TEST(ConfigSupportRedact, ConninfoUriWithARawAtOrSlashInThePasswordIsNotShown) {
+  // libpq would read "p" as the password and show the rest of it as host, port and dbname.
+  for (const char* conninfo : {"postgresql://u:p@ss:w/rd@host/db", "postgresql://u:p/ss@host/db"}) {
+    std::string redacted = redactConninfo(conninfo);
+    EXPECT_THAT(redacted, HasSubstr("not shown")) << conninfo;
+    EXPECT_THAT(redacted, ::testing::Not(HasSubstr("p@ss"))) << conninfo;
+    EXPECT_THAT(redacted, ::testing::Not(HasSubstr("w/rd"))) << conninfo;
+    EXPECT_THAT(redacted, ::testing::Not(HasSubstr("p/ss"))) << conninfo;
+  }
 }
 
 TEST(ConfigSupportRedact, SecretKafkaProperties) {
@@ -474,4 +538,25 @@ TEST(ConfigSupportToml, QuotesAndKeys) {
   EXPECT_EQ(tomlKey("slot_name-1"), "slot_name-1");
   EXPECT_EQ(tomlKey("compression.type"), "\"compression.type\"");
   EXPECT_EQ(tomlKey(""), "\"\"");
+  // toml++ would write 'C:\dir' and '''two\nlines''' by default; messages and summaries keep double quotes.
+  EXPECT_EQ(tomlQuote("C:\\dir"), "\"C:\\\\dir\"");
+  EXPECT_EQ(tomlQuote("two\nlines"), "\"two\\nlines\"");
+}
+
+TEST(ConfigSupportToml, KafkaSummaryRedactsSecretPropertiesAndShowsSecretFilePaths) {
+  toml::table kafka{{"bootstrap_servers", "k:1"}};
+  addKafkaSummary(kafka, {{"compression.type", "lz4"}, {"SASL.PASSWORD", "hunter2"}, {"ssl.key.pem", "PEM"}},
+                  {{"sasl.password", "/run/secrets/sasl"}});
+  std::string text = formatToml(kafka);
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("hunter2")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("PEM")));
+  EXPECT_EQ(text,
+            "bootstrap_servers = \"k:1\"\n\n"
+            "[properties]\n\"SASL.PASSWORD\" = \"<redacted>\"\n\"compression.type\" = \"lz4\"\n"
+            "\"ssl.key.pem\" = \"<redacted>\"\n\n"
+            "[secret_files]\n\"sasl.password\" = \"/run/secrets/sasl\"");
+
+  toml::table none;
+  addKafkaSummary(none, {}, {});
+  EXPECT_TRUE(none.empty());
 }

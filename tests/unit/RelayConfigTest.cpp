@@ -297,7 +297,7 @@ TEST(RelayConfigValidation, WrongTypes) {
   EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\ncreate_slot = \"yes\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
             "relay.toml:3:15: source.create_slot: must be true or false, got a string (write it without quotes)");
   EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\nstatus_interval_ms = 1.5\n[kafka]\nbootstrap_servers = \"k\"\n"),
-            "relay.toml:3:22: source.status_interval_ms: must be an integer, got a floating-point number");
+            "relay.toml:3:22: source.status_interval_ms: must be an integer, got a floating-point");
   EXPECT_EQ(onlyIssue("[source]\nconninfo = 5\n[kafka]\nbootstrap_servers = \"k\"\n"),
             "relay.toml:2:12: source.conninfo: must be a string, got an integer (put it in double quotes)");
   EXPECT_THAT(issueLines(parseRelayConfig("source = 1\n[kafka]\nbootstrap_servers = \"k\"\n", "relay.toml")),
@@ -599,11 +599,17 @@ TEST(RelayConfigSecrets, RedactedSummaryHidesEverySecret) {
     EXPECT_THAT(summary, HasSubstr("bootstrap_servers = \"k:1\""));
     EXPECT_THAT(summary, HasSubstr("slot = \"outbox_relay\""));
   };
-  check("postgresql://relay:conn-password-7@db:5432/app", "conninfo = \"postgresql://relay:<redacted>@db:5432/app\"");
+  check("postgresql://relay:conn-password-7@db:5432/app",
+        "conninfo = \"user=relay password=<redacted> dbname=app host=db port=5432\"");
   check("host=db user=relay password=conn-password-7 dbname=app",
-        "conninfo = \"host=db user=relay password=<redacted> dbname=app\"");
-  check("host=db password = 'conn-password-7' dbname=app", "conninfo = \"host=db password = <redacted> dbname=app\"");
-  check("postgresql://db/app?password=conn-password-7", "conninfo = \"postgresql://db/app?password=<redacted>\"");
+        "conninfo = \"user=relay password=<redacted> dbname=app host=db\"");
+  check("host=db password = 'conn-password-7' dbname=app", "conninfo = \"password=<redacted> dbname=app host=db\"");
+  check("postgresql://db/app?password=conn-password-7", "conninfo = \"password=<redacted> dbname=app host=db\"");
+  // The password of the client's TLS key is a secret too, in both forms.
+  check("host=db dbname=app sslmode=require sslpassword=conn-password-7",
+        "conninfo = \"dbname=app host=db sslmode=require sslpassword=<redacted>\"");
+  check("postgresql://relay@db/app?sslpassword=conn-password-7&sslmode=require",
+        "conninfo = \"user=relay dbname=app host=db sslmode=require sslpassword=<redacted>\"");
 }
 
 TEST(RelayConfigSecrets, SummaryIsReadableToml) {

@@ -259,7 +259,7 @@ TEST(SinkConfigTest, SecretsAreReadFromFilesAndRedacted) {
   std::ofstream(dir + "/pg") << "pg-secret\n";
   std::ofstream(dir + "/kafka") << "kafka-secret";
   auto r = parse(R"([database]
-conninfo = "postgresql://sink:inline-pass@db/read"
+conninfo = "postgresql://sink:inline-pass@db/read?sslpassword=inline-sslpass"
 password_file = ")" +
                  dir + R"(/pg"
 [kafka]
@@ -283,6 +283,9 @@ sql = "SELECT 1"
   EXPECT_THAT(summary, Not(HasSubstr("pg-secret")));
   EXPECT_THAT(summary, Not(HasSubstr("kafka-secret")));
   EXPECT_THAT(summary, Not(HasSubstr("inline-pass")));
+  EXPECT_THAT(summary, Not(HasSubstr("inline-sslpass")));
+  EXPECT_THAT(summary,
+              HasSubstr("conninfo = \"user=sink password=<redacted> dbname=read host=db sslpassword=<redacted>\""));
   EXPECT_THAT(summary, Not(HasSubstr("inline-kafka")));
   EXPECT_THAT(summary, HasSubstr("\"sasl.username\" = \"user\""));
   EXPECT_THAT(summary, HasSubstr("[kafka.secret_files]"));
