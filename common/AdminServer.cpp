@@ -60,6 +60,26 @@ std::string AdminServer::listeningAddress() const {
   return host_ + ":" + (ports.empty() ? std::string("?") : std::to_string(ports.front()));
 }
 
+// "host:port" (or "[ipv6]:port") with a port in 0..65535 (0: the system picks a free one).
+std::optional<std::string> listenAddressError(std::string_view listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos) return "must be host:port, e.g. \"0.0.0.0:9187\"";
+  std::string_view host = listen.substr(0, colon);
+  std::string_view port = listen.substr(colon + 1);
+  if (host.empty()) return "has no host; write host:port, e.g. \"0.0.0.0:9187\"";
+  if (host.front() == '[' ? host.back() != ']' || host.size() < 3 : host.find(':') != std::string_view::npos) {
+    return "write an IPv6 address in brackets, e.g. \"[::]:9187\"";
+  }
+  bool digits = !port.empty() && port.size() <= 5 &&
+                std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  int number = digits ? std::stoi(std::string(port)) : 0;
+  if (!digits || number > 65535) {
+    return fmt::format("has port {}, which is not a port number (0-65535); write host:port, e.g. \"0.0.0.0:9187\"",
+                       "\"" + std::string(port) + "\"");
+  }
+  return std::nullopt;
+}
+
 std::unique_ptr<AdminServer> startAdminServer(const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
                                               HealthCheck health) {
   try {

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/HealthCheck.h"
@@ -34,6 +35,9 @@ class AdminServer {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::string host_;
 };
+
+// Why `listen` is not a usable "host:port" (or "[ipv6]:port"; port 0 lets the system pick), or nullopt.
+std::optional<std::string> listenAddressError(std::string_view listen);
 
 // For main(): starts the admin server and logs where it serves; when it cannot bind, logs why with the fix and
 // returns nullptr (the caller exits with its setup status).

@@ -17,7 +17,9 @@
 
 #include <toml++/toml.h>
 
+#include "common/ConfigSummary.h"
 #include "common/Log.h"
+#include "common/Redaction.h"
 
 #include <cstdint>
 #include <functional>
@@ -70,37 +72,6 @@ ConfigLoadResult<Config> loadConfigFile(const std::string& path, Parse&& parse) 
   if (!text) return ConfigLoadResult<Config>{std::nullopt, {ConfigIssue{path, 0, 0, error}}};
   return parse(*text, path);
 }
-
-// --- Redaction --------------------------------------------------------------------------------------------------
-
-// A libpq conninfo (URI or key=value), parsed by libpq, as key=value pairs with every secret option (password,
-// sslpassword: libpq's dispchar "*") as "<redacted>". One that libpq cannot parse is not shown, only why.
-std::string redactConninfo(std::string_view conninfo);
-
-// Whether a librdkafka property holds a secret: its name contains "password" or "secret", or it is
-// "sasl.oauthbearer.config" or "ssl.key.pem".
-bool isSecretKafkaProperty(std::string_view name);
-
-// --- Start-up summaries: the effective config as TOML, built as a toml::table -----------------------------------
-
-inline constexpr std::string_view kRedacted = "<redacted>";
-
-// `node` as TOML text (toml++'s formatter), strings in double quotes: "a \"b\"".
-std::string formatToml(const toml::node& node);
-
-// `text` as a TOML string, quotes included, for messages that quote a value.
-std::string tomlQuote(std::string_view text);
-
-// A key as written in TOML: bare when it can be (slot), quoted otherwise ("compression.type").
-std::string tomlKey(std::string_view key);
-
-toml::table tomlTable(const std::vector<std::pair<std::string, std::string>>& pairs);
-toml::array tomlArray(const std::vector<std::string>& values);
-
-// Adds "properties" (secret values as kRedacted, see isSecretKafkaProperty) and "secret_files" (the paths) to a
-// summary's [kafka] table, each when not empty.
-void addKafkaSummary(toml::table& kafka, const std::vector<std::pair<std::string, std::string>>& properties,
-                     const std::vector<std::pair<std::string, std::string>>& secretFiles);
 
 // --- Walking a TOML document ------------------------------------------------------------------------------------
 
@@ -226,17 +197,6 @@ class ConfigReader {
   std::vector<const toml::table*> openOrder_;
   std::vector<ConfigIssue> issues_;
 };
-
-// Why `listen` is not a usable "host:port" (or "[ipv6]:port"; port 0 lets the system pick), or nullopt.
-std::optional<std::string> listenAddressError(std::string_view listen);
-
-// Kafka's rule for topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
-inline bool isKafkaTopicChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-}
-bool isValidKafkaTopic(std::string_view topic);
-// Why `topic` is not a valid Kafka topic name (for a config issue), or nullopt.
-std::optional<std::string> kafkaTopicNameError(std::string_view topic);
 
 // The [log] table both binaries share: level (debug|info|warn|error) and format (plain|json).
 void readLogSection(ConfigTable root, log::Level& level, log::Format& format);

@@ -4,6 +4,7 @@
 
 #include "common/ConfigSupport.h"
 #include "common/JsonText.h"
+#include "common/KafkaTopicName.h"
 #include "common/Log.h"
 
 namespace outbox {

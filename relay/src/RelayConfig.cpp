@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <set>
+#include "common/AdminServer.h"
+#include "common/KafkaTopicName.h"
 
 namespace outbox {
 

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "common/AdminServer.h"
+#include "common/KafkaTopicName.h"
 #include "src/Projection.h"
 
 namespace outbox::sink {
