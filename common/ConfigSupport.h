@@ -43,7 +43,7 @@ struct ConfigIssue {
   std::string toString() const;
 };
 
-// One issue per line, for a start-up error or `--validate` output.
+// One issue per line, for a start-up error or `--check-config` output.
 std::string formatIssues(const std::vector<ConfigIssue>& issues);
 
 template <typename Config>
