@@ -7,7 +7,7 @@
 // from its Begin. Its entry stays in the acknowledger: when that Begin arrives the entry is taken up again, and
 // the first `eventsAdded` outbox events of it are skipped by count, since Kafka has them already. If anything else
 // comes first (another transaction, a non-transactional message), the open entry is abandoned and what follows is
-// published afresh: the abandoned transaction's events may then reach Kafka twice, never not at all.
+// published afresh: the abandoned transaction's events may then reach Kafka twice, but none is lost.
 //
 // Pure logic, no I/O: the event loop feeds it the decoded messages; it keeps the acknowledger's transactions.
 
