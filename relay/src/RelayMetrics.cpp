@@ -6,11 +6,12 @@ namespace outbox {
 
 namespace {
 using prometheus::BuildCounter;
-using prometheus::BuildGauge;
-using prometheus::BuildHistogram;
 
 using metrics::counter;
 using metrics::gauge;
+
+constexpr const char* kConnectedHelp =
+    "1 while the connection to the target is up (postgres: the replication connection; kafka: at least one broker).";
 }  // namespace
 
 RelayMetrics::RelayMetrics(const RelayConfig& config)
@@ -18,8 +19,8 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
                            "Committed transactions received from the replication slot, counted at their Commit "
                            "(from PostgreSQL 15 on, pgoutput sends only those with a published change or a "
                            "logical message).")),
-      inflightEvents(gauge(*registry_, "outbox_relay_inflight_events",
-                           "Events handed to Kafka and not yet acknowledged.")),
+      inflightEvents(
+          gauge(*registry_, "outbox_relay_inflight_events", "Events handed to Kafka and not yet acknowledged.")),
       inflightBytes(gauge(*registry_, "outbox_relay_inflight_bytes",
                           "Key and value bytes of events handed to Kafka and not yet acknowledged.")),
       kafkaQueueMessages(gauge(*registry_, "outbox_relay_kafka_queue_messages",
@@ -37,25 +38,13 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
       sourceLagSeconds(gauge(*registry_, "outbox_relay_source_lag_seconds",
                              "Now minus the commit time of the oldest transaction whose events Kafka has not all "
                              "acknowledged yet (0 when none waits).")),
-      commitToAckSeconds(BuildHistogram()
-                             .Name("outbox_relay_commit_to_ack_seconds")
-                             .Help("Time from a transaction's commit in PostgreSQL to Kafka's acknowledgement of "
-                                   "each of its events (logical messages outside a transaction have no commit "
-                                   "time and are not observed).")
-                             .Register(*registry_)
-                             .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                                              0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-                                                                              30, 60})),
-      postgresConnected(gauge(*registry_, "outbox_relay_connected",
-                              "1 while the connection to the target is up (postgres: the replication connection; "
-                              "kafka: at least one broker).",
-                              {{"target", "postgres"}})),
-      kafkaConnected(BuildGauge()
-                         .Name("outbox_relay_connected")
-                         .Help("1 while the connection to the target is up (postgres: the replication connection; "
-                               "kafka: at least one broker).")
-                         .Register(*registry_)
-                         .Add({{"target", "kafka"}})),
+      commitToAckSeconds(
+          metrics::secondsHistogram(*registry_, "outbox_relay_commit_to_ack_seconds",
+                                    "Time from a transaction's commit in PostgreSQL to Kafka's acknowledgement of "
+                                    "each of its events (logical messages outside a transaction have no commit "
+                                    "time and are not observed).")),
+      postgresConnected(gauge(*registry_, "outbox_relay_connected", kConnectedHelp, {{"target", "postgres"}})),
+      kafkaConnected(gauge(*registry_, "outbox_relay_connected", kConnectedHelp, {{"target", "kafka"}})),
       streaming(gauge(*registry_, "outbox_relay_streaming", "1 while streaming from the replication slot.")),
       standby(gauge(*registry_, "outbox_relay_standby",
                     "1 while waiting for a replication slot another relay holds (hot standby).")),
@@ -92,12 +81,7 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
                                   "replication connection (retried with backoff), kafka every return of the "
                                   "brokers after all were unreachable.")
                             .Register(*registry_)) {
-  BuildGauge()
-      .Name("outbox_relay_build_info")
-      .Help("The relay's version (value 1).")
-      .Register(*registry_)
-      .Add({{"version", OUTBOX_RELAY_VERSION}})
-      .Set(1);
+  metrics::buildInfo(*registry_, "outbox_relay_build_info", "The relay's version (value 1).");
   // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
   // first increment (a counter series born at 1 has no earlier sample to increase from). So every series whose
   // labels are known before the first event is created here: both targets, the publish errors the relay names

@@ -409,6 +409,7 @@ void Sink::onAssign(rd_kafka_topic_partition_list_t* partitions) {
     milliseconds wait = backoff.next();
     log::warn("assignment: cannot read stored offsets, retrying in {} ms: {}", wait.count(), error);
     applier_.disconnect();
+    metrics_.databaseConnected.Set(0);
     sleepWhileRunning(wait);
   }
   // Stopping before the database answered: nothing may be applied from these positions.

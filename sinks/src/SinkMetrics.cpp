@@ -7,7 +7,6 @@ namespace outbox::sink {
 namespace {
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
-using prometheus::BuildHistogram;
 
 using metrics::counter;
 using metrics::gauge;
@@ -21,19 +20,16 @@ constexpr const char* kSkippedHelp =
 SinkMetrics::SinkMetrics(const std::vector<ProjectionConfig>& projections)
     : consumed(counter(*registry_, "outbox_sink_events_consumed_total",
                        "Records read from Kafka and handed to a batch (re-reads after a rewind count again).")),
-      skippedNoProjection(counter(*registry_, "outbox_sink_events_skipped_total", kSkippedHelp,
-                                  {{"reason", "no_projection"}})),
+      skippedNoProjection(
+          counter(*registry_, "outbox_sink_events_skipped_total", kSkippedHelp, {{"reason", "no_projection"}})),
       skippedDuplicate(
           counter(*registry_, "outbox_sink_events_skipped_total", kSkippedHelp, {{"reason", "duplicate"}})),
       deadLettered(counter(*registry_, "outbox_sink_events_dead_lettered_total",
                            "Poison events sent to the dead-letter topic and committed past.")),
       batches(counter(*registry_, "outbox_sink_batches_total", "Batches committed to the read-model database.")),
-      batchSeconds(BuildHistogram()
-                       .Name("outbox_sink_batch_seconds")
-                       .Help("Time from staging a batch to its commit, dead letters included; committed batches only.")
-                       .Register(*registry_)
-                       .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                                        0.25, 0.5, 1, 2.5, 5, 10, 30})),
+      batchSeconds(metrics::secondsHistogram(
+          *registry_, "outbox_sink_batch_seconds",
+          "Time from staging a batch to its commit, dead letters included; committed batches only.")),
       dbRetries(counter(*registry_, "outbox_sink_db_retries_total",
                         "Batches that failed on a transient database error (or at COMMIT) and were retried from the "
                         "stored offsets.")),
@@ -56,12 +52,7 @@ SinkMetrics::SinkMetrics(const std::vector<ProjectionConfig>& projections)
                      .Help("Records in a partition after the committed position: high watermark minus the next "
                            "offset stored in the database (the low watermark while none is stored).")
                      .Register(*registry_)) {
-  BuildGauge()
-      .Name("outbox_sink_build_info")
-      .Help("The sink's version (value 1).")
-      .Register(*registry_)
-      .Add({{"version", OUTBOX_RELAY_VERSION}})
-      .Set(1);
+  metrics::buildInfo(*registry_, "outbox_sink_build_info", "The sink's version (value 1).");
   // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
   // first increment (a counter series born at 1 has no earlier sample to increase from). The lag of a partition
   // cannot be known before it is assigned.
