@@ -37,6 +37,12 @@ toml::array tomlArray(const std::vector<std::string>& values) {
   return array;
 }
 
+void addPasswordFileSummary(toml::table& table, const std::optional<std::string>& passwordFile) {
+  if (!passwordFile) return;
+  table.insert("password_file", *passwordFile);
+  table.insert("password", kRedacted);
+}
+
 void addKafkaSummary(toml::table& kafka, const std::vector<std::pair<std::string, std::string>>& properties,
                      const std::vector<std::pair<std::string, std::string>>& secretFiles) {
   toml::table shown;

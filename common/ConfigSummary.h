@@ -4,6 +4,7 @@
 
 #include <toml++/toml.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,6 +26,9 @@ toml::array tomlArray(const std::vector<std::string>& values);
 
 // Adds "properties" (secret values as kRedacted, see isSecretKafkaProperty) and "secret_files" (the paths) to a
 // summary's [kafka] table, each when not empty.
+// Adds password_file (the path) and password = "<redacted>" to a summary's table when a password file is set.
+void addPasswordFileSummary(toml::table& table, const std::optional<std::string>& passwordFile);
+
 void addKafkaSummary(toml::table& kafka, const std::vector<std::pair<std::string, std::string>>& properties,
                      const std::vector<std::pair<std::string, std::string>>& secretFiles);
 

@@ -198,6 +198,14 @@ class ConfigReader {
   std::vector<ConfigIssue> issues_;
 };
 
+// Ends a parse: the config when nothing was wrong, else every issue (see ConfigReader::finish).
+template <typename Config>
+ConfigLoadResult<Config> finishConfig(ConfigReader& reader, Config&& config) {
+  std::vector<ConfigIssue> issues = reader.finish();
+  if (!issues.empty()) return {std::nullopt, std::move(issues)};
+  return {std::forward<Config>(config), {}};
+}
+
 // The [log] table both binaries share: level (debug|info|warn|error) and format (plain|json).
 void readLogSection(ConfigTable root, log::Level& level, log::Format& format);
 

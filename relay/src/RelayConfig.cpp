@@ -256,9 +256,7 @@ ConfigLoadResult<RelayConfig> parseRelayConfig(std::string_view tomlText, const 
                     "pg_logical_emit_message() events");
   }
 
-  std::vector<ConfigIssue> issues = reader.finish();
-  if (!issues.empty()) return {std::nullopt, std::move(issues)};
-  return {std::move(config), {}};
+  return finishConfig(reader, std::move(config));
 }
 
 ConfigLoadResult<RelayConfig> loadRelayConfig(const std::string& path) {
@@ -278,10 +276,7 @@ std::string RelayConfig::redactedSummary() const {
       {"slot_busy_retry_ms", source.slotBusyRetryMs},
       {"lag_poll_interval_ms", source.lagPollIntervalMs},
   };
-  if (source.passwordFile) {
-    sourceTable.insert("password_file", *source.passwordFile);
-    sourceTable.insert("password", kRedacted);
-  }
+  addPasswordFileSummary(sourceTable, source.passwordFile);
   toml::table kafkaTable{{"bootstrap_servers", kafka.bootstrapServers}};
   addKafkaSummary(kafkaTable, kafka.properties, kafka.secretFiles);
 

@@ -267,9 +267,7 @@ ConfigLoadResult<SinkConfig> parseSinkConfig(std::string_view tomlText, const st
     reader.addIssue(0, 0, "nothing to do: add a [[projection]] with topic, event_type, sql and params");
   }
 
-  std::vector<ConfigIssue> issues = reader.finish();
-  if (!issues.empty()) return {std::nullopt, std::move(issues)};
-  return {std::move(config), {}};
+  return finishConfig(reader, std::move(config));
 }
 
 ConfigLoadResult<SinkConfig> loadSinkConfig(const std::string& path) {
@@ -284,10 +282,7 @@ std::string SinkConfig::redactedSummary() const {
       {"reconnect_backoff_min_ms", database.reconnectBackoffMinMs},
       {"reconnect_backoff_max_ms", database.reconnectBackoffMaxMs},
   };
-  if (database.passwordFile) {
-    databaseTable.insert("password_file", *database.passwordFile);
-    databaseTable.insert("password", kRedacted);
-  }
+  addPasswordFileSummary(databaseTable, database.passwordFile);
   toml::table kafkaTable{
       {"bootstrap_servers", kafka.bootstrapServers},
       {"group_id", kafka.groupId},
