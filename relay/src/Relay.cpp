@@ -87,6 +87,7 @@ int Relay::run() {
     } catch (const SlotBusyError& e) {
       metrics_.standby.Set(1);
       metrics_.streaming.Set(0);
+      metrics_.postgresConnected.Set(0);  // the connection that found the slot busy is closed below
       log::info("replication slot \"{}\" is in use by another process ({}): standing by, retrying in {} ms",
                 config_.source.slot, e.what(), config_.source.slotBusyRetryMs);
       if (stream_) stream_->close();

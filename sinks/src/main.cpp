@@ -28,7 +28,8 @@ offsets stored in the same transaction, so every event is applied exactly once.
   --help               print this help
 
 Exit statuses: 0 stopped cleanly; 1 a fatal Kafka or database error; 2 configuration or setup error
-(including a projection whose SQL does not prepare); 3 an event could not be applied and on_error = "stop".
+(including a projection whose SQL does not prepare); 3 an event could not be applied and on_error = "stop";
+5 internal error (a bug; the log says what).
 See README.md for the configuration reference.
 )";
 
