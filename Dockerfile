@@ -18,6 +18,7 @@ WORKDIR /src
 # Only the CMake project (its add_subdirectory() directories) and what the unit tests read, so local build
 # trees stay out of the image.
 COPY CMakeLists.txt ./
+COPY common common
 COPY relay relay
 COPY sinks sinks
 COPY tests tests
