@@ -22,8 +22,14 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& li
   conf.set("enable.idempotence", "true");
   conf.set("acks", "all");
   conf.set("message.timeout.ms", "0");
-  // Any error that could leave a gap in a partition's sequence becomes fatal instead of skipping a message.
-  conf.set("enable.gapless.guarantee", "true");
+  // A batch the broker refuses for good (a record over the topic's max.message.bytes, an invalid record) is
+  // reported to the relay, which dead-letters each of its records, and librdkafka bumps the producer epoch and
+  // goes on in order with the records after it. With enable.gapless.guarantee=true librdkafka 2.0.2 instead
+  // raises a fatal error for it (rd_kafka_handle_Produce_error: "unable to satisfy gap-less guarantee"), and one
+  // oversized row would stop the relay at every restart. Nothing is skipped silently either way: every failed
+  // record comes back in a delivery report, and the relay confirms its transaction only once the dead-letter
+  // record is acknowledged.
+  conf.set("enable.gapless.guarantee", "false");
   // The Java client's partitioner, so a key lands on the same partition as with Debezium / Kafka Connect.
   conf.set("partitioner", "murmur2_random");
   conf.set("linger.ms", "2");
@@ -72,10 +78,11 @@ rd_kafka_topic_t* KafkaPublisher::topicHandle(std::string_view topic) {
   return handle;
 }
 
-KafkaPublisher::ProduceStatus KafkaPublisher::produce(const OutboxRecord& record, uint64_t opaque,
-                                                      std::string& error) {
+KafkaPublisher::ProduceStatus KafkaPublisher::produce(const OutboxRecord& record, uint64_t opaque, std::string& error,
+                                                      rd_kafka_resp_err_t& code) {
   rd_kafka_topic_t* topic = topicHandle(record.topic);
   if (topic == nullptr) {
+    code = RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION;  // rd_kafka_topic_new refuses the name itself
     error = "invalid topic \"" + std::string(record.topic) + "\": " + rd_kafka_err2str(rd_kafka_last_error());
     return ProduceStatus::Failed;
   }
@@ -95,8 +102,52 @@ KafkaPublisher::ProduceStatus KafkaPublisher::produce(const OutboxRecord& record
   if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) return ProduceStatus::Queued;
   rd_kafka_headers_destroy(headers);  // not taken over on failure
   if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL) return ProduceStatus::QueueFull;
-  error = "cannot produce to \"" + std::string(record.topic) + "\": " + rd_kafka_err2str(rc);
+  code = rc;
+  error = "cannot produce to \"" + std::string(record.topic) + "\": " + rd_kafka_err2str(rc) + " (" +
+          rd_kafka_err2name(rc) + ")";
   return ProduceStatus::Failed;
+}
+
+std::optional<KafkaPublisher::Rejection> KafkaPublisher::contentRejection(rd_kafka_resp_err_t error) {
+  switch (error) {
+    // Over message.max.bytes at produce() time, or over the topic's max.message.bytes from the broker.
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+      return Rejection::TooLarge;
+    // The topic does not exist and is not created (broker auto.create.topics.enable=false, or the client's
+    // allow.auto.create.topics=false): librdkafka waits topic.metadata.propagation.max.ms from the topic's first
+    // use, then fails the queued records with UNKNOWN_TOPIC_OR_PART and later produce() calls at once with
+    // __UNKNOWN_TOPIC (librdkafka 2.0.2 rd_kafka_topic_set_notexists), also with message.timeout.ms=0.
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+      return Rejection::UnknownTopic;
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+      return Rejection::InvalidTopic;
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR__BAD_MSG:
+      return Rejection::InvalidRecord;
+    default:
+      // Authorization (TOPIC_/CLUSTER_/TRANSACTIONAL_ID_AUTHORIZATION_FAILED), __FATAL, timeouts, ...: not the
+      // record's fault.
+      return std::nullopt;
+  }
+}
+
+std::string_view KafkaPublisher::rejectionName(Rejection rejection) {
+  switch (rejection) {
+    case Rejection::TooLarge:
+      return "too_large";
+    case Rejection::UnknownTopic:
+      return "unknown_topic";
+    case Rejection::InvalidTopic:
+      return "invalid_topic";
+    case Rejection::InvalidRecord:
+      return "invalid_record";
+  }
+  return "invalid_record";
 }
 
 void KafkaPublisher::poll() {
@@ -116,7 +167,21 @@ void KafkaPublisher::deliveryReport(rd_kafka_t*, const rd_kafka_message_t* messa
   delivery.bytes = message->key_len + message->len;
   delivery.error = message->err;
   delivery.topic = rd_kafka_topic_name(message->rkt);
-  if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) self->setReachable(true);
+  if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    self->setReachable(true);
+  } else {
+    if (message->key) delivery.key = std::string_view(static_cast<const char*>(message->key), message->key_len);
+    if (message->payload) delivery.value = std::string_view(static_cast<const char*>(message->payload), message->len);
+    rd_kafka_headers_t* headers = nullptr;
+    if (rd_kafka_message_headers(message, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      const char* name = nullptr;
+      const void* value = nullptr;
+      size_t size = 0;
+      for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+        delivery.headers.emplace_back(name, std::string_view(static_cast<const char*>(value), value ? size : 0));
+      }
+    }
+  }
   self->onDelivery_(delivery);
 }
 

@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "src/OutboxRecord.h"
 #include "src/RelayConfig.h"
@@ -27,6 +29,11 @@ public:
     uint64_t bytes = 0;   // OutboxRecord::bytes() of the record
     rd_kafka_resp_err_t error = RD_KAFKA_RESP_ERR_NO_ERROR;
     std::string_view topic;
+    // Only for a failed delivery (valid during the handler): the record as it was produced, for the dead-letter
+    // path.
+    std::optional<std::string_view> key;
+    std::optional<std::string_view> value;
+    std::vector<std::pair<std::string_view, std::string_view>> headers;
   };
   using DeliveryHandler = std::function<void(const Delivery&)>;
 
@@ -37,8 +44,18 @@ public:
   KafkaPublisher& operator=(const KafkaPublisher&) = delete;
 
   enum class ProduceStatus { Queued, QueueFull, Failed };
-  // Hands one record to librdkafka. QueueFull: poll() and try again. Failed: `error` says why (permanent).
-  ProduceStatus produce(const OutboxRecord& record, uint64_t opaque, std::string& error);
+  // Hands one record to librdkafka. QueueFull: poll() and try again. Failed: `error` says why (permanent) and
+  // `code` is librdkafka's error code.
+  ProduceStatus produce(const OutboxRecord& record, uint64_t opaque, std::string& error, rd_kafka_resp_err_t& code);
+
+  // Why Kafka refused a record for its own content (README "Guarantees"): such a record goes to the dead-letter
+  // topic and the relay goes on. Any other error (authorization, a fatal producer error, ...) stops the relay.
+  enum class Rejection { TooLarge, UnknownTopic, InvalidTopic, InvalidRecord };
+  static constexpr Rejection kRejections[] = {Rejection::TooLarge, Rejection::UnknownTopic, Rejection::InvalidTopic,
+                                              Rejection::InvalidRecord};
+  static std::optional<Rejection> contentRejection(rd_kafka_resp_err_t error);
+  // The metric label: too_large, unknown_topic, invalid_topic, invalid_record.
+  static std::string_view rejectionName(Rejection rejection);
 
   // Serves waiting delivery reports and errors without blocking.
   void poll();

@@ -18,10 +18,13 @@ using std::chrono::milliseconds;
 using Ignored = RelayMetrics::IgnoredOperation;
 
 // Each Kafka message carries one 64-bit opaque: the transaction's sequence in the low 48 bits and the index of
-// its (table, topic) metric labels in the high 16.
+// its (table, topic) metric labels in the next 15. A record to the dead-letter topic standing for an event Kafka
+// refused has the top bit set and the dead letter's id below it.
 constexpr uint64_t kSequenceMask = (uint64_t{1} << 48) - 1;
+constexpr uint64_t kDeadLetterFlag = uint64_t{1} << 63;
+constexpr uint64_t kLabelsMask = 0x7fff;
 uint64_t packOpaque(InflightTransactions::Sequence seq, uint16_t labels) {
-  return (seq & kSequenceMask) | (uint64_t{labels} << 48);
+  return (seq & kSequenceMask) | ((uint64_t{labels} & kLabelsMask) << 48);
 }
 
 // One lambda per alternative of a std::variant, for std::visit.
@@ -79,6 +82,7 @@ int Relay::run() {
     return kExitSetup;
   }
   log::info("kafka producer: {}", publisher_->effectiveProperties());
+  for (const std::string& warning : unsafeOverrideWarnings(config_.kafka)) log::warn("{}", warning);
 
   backoff_.reset();
   while (!stopRequested() && !failedStatus_) {
@@ -147,6 +151,7 @@ void Relay::streamLoop() {
   while (true) {
     publisher_->poll();
     if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+    retryPendingDeadLetters();
     if (failedStatus_) return;
     if (stopRequested()) {
       // Finish the transaction being received first (within the shutdown bound): its events already in Kafka
@@ -331,34 +336,188 @@ void Relay::logIgnoredChanges() {
 
 void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence txn, uint16_t labels) {
   std::string error;
+  rd_kafka_resp_err_t code = RD_KAFKA_RESP_ERR_NO_ERROR;
   while (true) {
-    switch (publisher_->produce(record, packOpaque(txn, labels), error)) {
+    switch (publisher_->produce(record, packOpaque(txn, labels), error, code)) {
       case KafkaPublisher::ProduceStatus::Queued:
         inflight_.addEvent(txn, record.bytes());
         return;
-      case KafkaPublisher::ProduceStatus::QueueFull: {
-        // librdkafka's queue is sized above the in-flight budget, so this is rare: serve reports and retry.
+      case KafkaPublisher::ProduceStatus::QueueFull:
         metrics_.publishErrors("queue_full").Increment();
-        pollfd fd{publisher_->wakeupFd(), POLLIN, 0};
-        ::poll(&fd, 1, 10);
-        publisher_->poll();
-        if (publisher_->fatalError()) {
-          fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+        if (!serveWhileQueueFull(txn, record)) return;
+        break;
+      case KafkaPublisher::ProduceStatus::Failed:
+        if (KafkaPublisher::contentRejection(code) && record.topic != config_.deadLetterTopic) {
+          deadLetterRejected(txn, record.bytes(), code, record, false);
           return;
         }
-        break;
-      }
-      case KafkaPublisher::ProduceStatus::Failed:
         metrics_.publishErrors("produce_failed").Increment();
+        // In flight and never acknowledged: its transaction (also a logical message outside one) stays unconfirmed.
+        inflight_.addEvent(txn, record.bytes());
         fail(kExitDeliveryFailed, "kafka: " + error + "; stopping without confirming this event");
         return;
     }
   }
 }
 
+bool Relay::serveWhileQueueFull(InflightTransactions::Sequence txn, const OutboxRecord& record) {
+  // librdkafka's queue is sized above the in-flight budget, so this is rare: serve reports, then retry. A round
+  // waits at most 10 ms; status updates keep going (wal_sender_timeout) and a stop is honoured within
+  // shutdown_timeout_ms.
+  auto giveUp = [&](int status, const std::string& why) {
+    inflight_.addEvent(txn, record.bytes());  // never acknowledged: the transaction is not confirmed
+    fail(status, why);
+    return false;
+  };
+  pollfd fds[2] = {{publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}};
+  ::poll(fds, 2, 10);
+  publisher_->poll();
+  if (publisher_->fatalError()) return giveUp(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+  retryPendingDeadLetters();
+  if (failedStatus_) return giveUp(*failedStatus_, "stopping without confirming the event being published");
+  auto now = Clock::now();
+  if (stopRequested()) {
+    if (stopDeadline_ == Clock::time_point{}) {
+      stopDeadline_ = now + milliseconds(config_.shutdownTimeoutMs);
+      log::info("stop requested while librdkafka's queue is full: still handing over the event being published");
+    }
+    if (now >= stopDeadline_) {
+      return giveUp(kExitUnconfirmed,
+                    "stop requested and librdkafka's queue stayed full for shutdown_timeout_ms: stopping without "
+                    "confirming the transaction being published (it is sent again on the next start)");
+    }
+  }
+  if (replyRequested_ || now - lastStatusAt_ >= milliseconds(config_.source.statusIntervalMs)) {
+    try {
+      sendStatus();
+    } catch (const ReplicationError& e) {
+      lastStatusAt_ = Clock::now();  // the read loop notices the broken connection once this event is handed over
+      log::warn("postgres: could not send a status update while Kafka's queue is full: {}", e.what());
+    }
+  }
+  refreshGauges();
+  return true;
+}
+
+OutboxRecord Relay::OwnedRecord::view() const {
+  OutboxRecord record;
+  record.topic = topic;
+  if (key) record.key = *key;
+  if (value) record.value = *value;
+  for (const auto& [name, text] : headers) record.headers.emplace_back(name, text);
+  return record;
+}
+
+void Relay::deadLetterRejected(InflightTransactions::Sequence txn, uint64_t originalBytes, rd_kafka_resp_err_t error,
+                               const OutboxRecord& original, bool counted) {
+  auto rejection = *KafkaPublisher::contentRejection(error);
+  bool tooLarge = rejection == KafkaPublisher::Rejection::TooLarge;
+  if (!counted) inflight_.addEvent(txn, originalBytes);
+  std::string why = std::string("Kafka refused the record for topic \"") + std::string(original.topic) +
+                    "\": " + rd_kafka_err2str(error) + " (" + rd_kafka_err2name(error) + ")";
+  std::string_view id;
+  for (const auto& [name, text] : original.headers) {
+    if (name == "id") id = text;
+  }
+  if (original.topic == config_.deadLetterTopic) {
+    // A record the router already sent to the dead-letter topic: there is nowhere else to put it.
+    metrics_.publishErrors(rd_kafka_err2name(error)).Increment();
+    fail(kExitDeliveryFailed, "kafka: the dead-letter topic refused a record (event id \"" + std::string(id) +
+                                  "\"): " + why + "; stopping without confirming it");
+    return;
+  }
+  log::warn("dead-lettering the event with id \"{}\": {}; sending it to \"{}\"{}", id, why, config_.deadLetterTopic,
+            tooLarge ? " without its payload" : "");
+
+  OwnedRecord letter;
+  letter.topic = config_.deadLetterTopic;
+  if (original.key) letter.key = std::string(*original.key);
+  if (original.value && !tooLarge) letter.value = std::string(*original.value);
+  for (const auto& [name, text] : original.headers) letter.headers.emplace_back(name, text);
+  letter.headers.emplace_back("original_topic", original.topic);
+  if (original.key) letter.headers.emplace_back("original_key", *original.key);
+  letter.headers.emplace_back("original_size", std::to_string(original.bytes()));
+  letter.headers.emplace_back("error", why);
+
+  uint64_t letterId = nextDeadLetter_++;
+  deadLetters_.emplace(letterId, DeadLetter{txn, originalBytes, rejection, std::string(original.topic)});
+  produceDeadLetter(letterId, std::move(letter));
+}
+
+void Relay::produceDeadLetter(uint64_t id, OwnedRecord record) {
+  bool queueFull = false;
+  if (pendingDeadLetters_.empty() && tryProduceDeadLetter(id, record, queueFull)) return;
+  if (pendingDeadLetters_.empty() && !queueFull) return;  // failed: the relay stops
+  pendingDeadLetters_.emplace_back(id, std::move(record));
+}
+
+bool Relay::tryProduceDeadLetter(uint64_t id, OwnedRecord& record, bool& queueFull) {
+  std::string error;
+  rd_kafka_resp_err_t code = RD_KAFKA_RESP_ERR_NO_ERROR;
+  while (true) {
+    switch (publisher_->produce(record.view(), kDeadLetterFlag | id, error, code)) {
+      case KafkaPublisher::ProduceStatus::Queued:
+        return true;
+      case KafkaPublisher::ProduceStatus::QueueFull:
+        queueFull = true;
+        return false;
+      case KafkaPublisher::ProduceStatus::Failed:
+        if (code == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && record.value) {
+          // The payload did not fit the dead-letter record either: the headers still tell what happened.
+          record.value.reset();
+          record.headers.emplace_back("payload_dropped", "too large for the dead-letter topic");
+          continue;
+        }
+        metrics_.publishErrors("produce_failed").Increment();
+        deadLetters_.erase(id);  // its event stays in flight, never acknowledged: not confirmed
+        fail(kExitDeliveryFailed,
+             "kafka: cannot dead-letter a refused record: " + error + "; stopping without confirming it");
+        return false;
+    }
+  }
+}
+
+void Relay::retryPendingDeadLetters() {
+  while (!pendingDeadLetters_.empty() && !failedStatus_) {
+    auto& [id, record] = pendingDeadLetters_.front();
+    bool queueFull = false;
+    if (!tryProduceDeadLetter(id, record, queueFull) && queueFull) return;
+    pendingDeadLetters_.pop_front();
+  }
+}
+
+void Relay::onDeadLetterDelivery(const KafkaPublisher::Delivery& delivery) {
+  auto it = deadLetters_.find(delivery.opaque & ~kDeadLetterFlag);
+  if (it == deadLetters_.end()) return;
+  DeadLetter letter = std::move(it->second);
+  deadLetters_.erase(it);
+  if (delivery.error != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    metrics_.publishErrors(rd_kafka_err2name(delivery.error)).Increment();
+    fail(kExitDeliveryFailed, std::string("kafka: the dead-letter topic \"") + std::string(delivery.topic) +
+                                  "\" refused the record standing for an event Kafka refused for topic \"" +
+                                  letter.originalTopic + "\": " + rd_kafka_err2str(delivery.error) +
+                                  "; stopping without confirming it (it is re-sent after a restart)");
+    return;
+  }
+  metrics_.rejected(KafkaPublisher::rejectionName(letter.rejection)).Increment();
+  inflight_.acknowledge(letter.txn, letter.originalBytes);
+}
+
 void Relay::onDelivery(const KafkaPublisher::Delivery& delivery) {
+  if (delivery.opaque & kDeadLetterFlag) {
+    onDeadLetterDelivery(delivery);
+    retryPendingDeadLetters();  // a delivery made room (also while shutdown() drains)
+    return;
+  }
   auto seq = delivery.opaque & kSequenceMask;
   if (delivery.error != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (KafkaPublisher::contentRejection(delivery.error)) {
+      // The record's own fault (too large for the topic, a topic that does not exist, ...): a dead letter takes
+      // its place. librdkafka goes on with the records after it, in order.
+      OutboxRecord original{delivery.topic, delivery.key, delivery.value, delivery.headers};
+      deadLetterRejected(seq, delivery.bytes, delivery.error, original, true);
+      return;
+    }
     // Permanent: with an idempotent producer and no message timeout, librdkafka retries everything transient.
     // The event is not acknowledged, so its transaction and everything after it stay unconfirmed in the slot.
     metrics_.publishErrors(rd_kafka_err2name(delivery.error)).Increment();
@@ -367,7 +526,7 @@ void Relay::onDelivery(const KafkaPublisher::Delivery& delivery) {
                                   "; stopping without confirming it (it is re-sent after a restart)");
     return;
   }
-  const auto& labels = metrics_.labels(static_cast<uint16_t>(delivery.opaque >> 48));
+  const auto& labels = metrics_.labels(static_cast<uint16_t>((delivery.opaque >> 48) & kLabelsMask));
   labels.published->Increment();
   labels.bytes->Increment(static_cast<double>(delivery.bytes));
   if (auto commitTime = inflight_.acknowledge(seq, delivery.bytes)) {
@@ -385,6 +544,7 @@ void Relay::waitServing(milliseconds duration) {
     ::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
     publisher_->poll();
     if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+    retryPendingDeadLetters();
     refreshGauges();
   }
 }

@@ -10,9 +10,14 @@
 // budget is full it stops reading WAL but keeps serving Kafka and sending status updates (backpressure).
 
 #include <chrono>
+#include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "common/Backoff.h"
 #include "src/InflightTransactions.h"
@@ -63,7 +68,36 @@ private:
   void publishRouted(InflightTransactions::Sequence txn, std::string_view table, OutboxRouter::Outcome outcome,
                      const std::string& error);
   void publish(const OutboxRecord& record, InflightTransactions::Sequence txn, uint16_t labels);
+  // While librdkafka's queue is full: serves Kafka and the stop pipe for a bounded time and keeps status updates
+  // going. False when publishing must end (a failure, or a stop whose bound passed); the event then counts as in
+  // flight and is never acknowledged, so its transaction is not confirmed.
+  bool serveWhileQueueFull(InflightTransactions::Sequence txn, const OutboxRecord& record);
   void onDelivery(const KafkaPublisher::Delivery& delivery);
+
+  // The dead-letter path for a record Kafka refused for its own content (KafkaPublisher::contentRejection): a
+  // record to the dead-letter topic takes its place and its acknowledgement stands for the event's (same
+  // transaction, same in-flight bytes), so the transaction is confirmed only once the dead letter is in Kafka.
+  struct OwnedRecord {
+    std::string topic;
+    std::optional<std::string> key;
+    std::optional<std::string> value;
+    std::vector<std::pair<std::string, std::string>> headers;
+    OutboxRecord view() const;
+  };
+  struct DeadLetter {
+    InflightTransactions::Sequence txn = 0;
+    uint64_t originalBytes = 0;  // what the event weighs in the in-flight budget
+    KafkaPublisher::Rejection rejection = KafkaPublisher::Rejection::InvalidRecord;
+    std::string originalTopic;
+  };
+  // `counted`: the event is already in flight (a failed delivery report) rather than refused by produce().
+  void deadLetterRejected(InflightTransactions::Sequence txn, uint64_t originalBytes, rd_kafka_resp_err_t error,
+                          const OutboxRecord& original, bool counted);
+  void produceDeadLetter(uint64_t id, OwnedRecord record);
+  // Queued, or false: queue full (try again later) / failed (the relay stops).
+  bool tryProduceDeadLetter(uint64_t id, OwnedRecord& record, bool& queueFull);
+  void retryPendingDeadLetters();
+  void onDeadLetterDelivery(const KafkaPublisher::Delivery& delivery);
   void fail(int exitStatus, const std::string& why);
   bool backpressured() const;
   bool stopRequested();
@@ -99,6 +133,9 @@ private:
   std::chrono::steady_clock::time_point lastStatusAt_;
   std::chrono::steady_clock::time_point lastIgnoredLog_;
   uint64_t ignoredSinceLog_ = 0;
+  std::unordered_map<uint64_t, DeadLetter> deadLetters_;             // by id, until acknowledged
+  std::deque<std::pair<uint64_t, OwnedRecord>> pendingDeadLetters_;  // waiting for room in librdkafka's queue
+  uint64_t nextDeadLetter_ = 1;
 };
 
 }  // namespace outbox

@@ -86,14 +86,31 @@ void readSource(ConfigTable root, SourceConfig& out) {
   t.get("lag_poll_interval_ms", out.lagPollIntervalMs, 1);
 }
 
+const GuardedKafkaProperty* guardedProperty(std::string_view name) {
+  for (const GuardedKafkaProperty& guarded : guardedKafkaProperties()) {
+    if (std::find(guarded.names.begin(), guarded.names.end(), name) != guarded.names.end()) return &guarded;
+  }
+  return nullptr;
+}
+
 void readKafka(ConfigTable root, KafkaConfig& out) {
   ConfigTable t = root.table("kafka");
   t.require("bootstrap_servers", out.bootstrapServers);
+  t.get("unsafe_overrides", out.unsafeOverrides);
 
   ConfigTable properties = t.table("properties");
   for (auto& [name, value] : properties.entries(EntryValues::Scalars)) {
     if (name == "bootstrap.servers" || name == "metadata.broker.list") {
       properties.invalid(name, "is set by kafka.bootstrap_servers; set that instead and remove this property");
+      continue;
+    }
+    const GuardedKafkaProperty* guarded = guardedProperty(name);
+    if (guarded != nullptr && !out.unsafeOverrides && !guarded->keeps(value)) {
+      properties.invalid(
+          name, fmt::format("{} would break a delivery guarantee: {}; the relay sets {} = {}. Remove "
+                            "the property, or set unsafe_overrides = true in [kafka] to give the "
+                            "guarantee up knowingly",
+                            tomlQuote(value), guarded->guarantee, guarded->names.front(), guarded->relayValue));
       continue;
     }
     out.properties.emplace_back(name, value);
@@ -221,6 +238,61 @@ void readMetrics(ConfigTable root, MetricsConfig& out) {
 
 }  // namespace
 
+const std::vector<GuardedKafkaProperty>& guardedKafkaProperties() {
+  // The relay's own settings are in KafkaPublisher's constructor; these are the ones a guarantee rests on.
+  static const std::vector<GuardedKafkaProperty> guarded = {
+      {{"acks", "request.required.acks"},
+       "all",
+       "an event counts as delivered only once every in-sync replica has it (with fewer acknowledgements, a leader "
+       "that fails after acknowledging loses events whose transactions were already confirmed)",
+       [](std::string_view v) { return v == "all" || v == "-1"; }},
+      {{"enable.idempotence"},
+       "true",
+       "librdkafka's retries neither duplicate nor reorder events within a partition",
+       [](std::string_view v) { return v == "true"; }},
+      {{"message.timeout.ms", "delivery.timeout.ms"},
+       "0",
+       "an event waits for Kafka however long an outage lasts (0: no local expiry; a finite timeout fails the "
+       "events still queued when it passes, which stops the relay with exit status 3)",
+       [](std::string_view v) { return v == "0"; }},
+      {{"enable.gapless.guarantee"},
+       "false",
+       "a record Kafka refuses for its content goes to the dead-letter topic and the relay goes on (with true, "
+       "librdkafka turns such a refusal into a fatal producer error and the relay stops on that record at every "
+       "start)",
+       [](std::string_view v) { return v == "false"; }},
+      {{"max.in.flight.requests.per.connection", "max.in.flight"},
+       "5 (librdkafka's setting with idempotence)",
+       "each aggregate's events stay in commit order (the idempotent producer keeps order with at most 5 requests "
+       "in flight)",
+       [](std::string_view v) { return v == "1" || v == "2" || v == "3" || v == "4" || v == "5"; }},
+      {{"retries", "message.send.max.retries"},
+       "2147483647",
+       "a transient broker error is retried until Kafka takes the event (with fewer retries it fails the event "
+       "and stops the relay with exit status 3)",
+       [](std::string_view v) { return v == "2147483647"; }},
+      {{"partitioner"},
+       "murmur2_random",
+       "an aggregate's events land on the partition Debezium and the Java client choose for the key (murmur2), "
+       "so consumers see them in order next to events other producers wrote",
+       [](std::string_view v) { return v == "murmur2_random" || v == "murmur2"; }},
+  };
+  return guarded;
+}
+
+std::vector<std::string> unsafeOverrideWarnings(const KafkaConfig& kafka) {
+  std::vector<std::string> warnings;
+  for (const auto& [name, value] : kafka.properties) {
+    const GuardedKafkaProperty* guarded = guardedProperty(name);
+    if (guarded == nullptr || guarded->keeps(value)) continue;
+    warnings.push_back(
+        fmt::format("kafka.unsafe_overrides: kafka.properties.\"{}\" = {} gives up a delivery "
+                    "guarantee: {}",
+                    name, tomlQuote(value), guarded->guarantee));
+  }
+  return warnings;
+}
+
 ConfigLoadResult<RelayConfig> parseRelayConfig(std::string_view tomlText, const std::string& sourceName) {
   ConfigReader reader(sourceName);
   if (!reader.parse(tomlText)) return {std::nullopt, reader.finish()};
@@ -278,6 +350,7 @@ std::string RelayConfig::redactedSummary() const {
   };
   addPasswordFileSummary(sourceTable, source.passwordFile);
   toml::table kafkaTable{{"bootstrap_servers", kafka.bootstrapServers}};
+  if (kafka.unsafeOverrides) kafkaTable.insert("unsafe_overrides", true);
   addKafkaSummary(kafkaTable, kafka.properties, kafka.secretFiles);
 
   toml::array outboxArray;

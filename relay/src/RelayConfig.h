@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -29,8 +30,10 @@ struct SourceConfig {
 
 struct KafkaConfig {
   std::string bootstrapServers;
-  // Any librdkafka property, applied after the relay's defaults (so these win).
+  // Any librdkafka property, applied after the relay's defaults (so these win). Properties that would weaken a
+  // delivery guarantee (guardedKafkaProperties) are refused unless `unsafeOverrides`.
   std::vector<std::pair<std::string, std::string>> properties;
+  bool unsafeOverrides = false;  // TOML: kafka.unsafe_overrides
   // librdkafka properties whose value is read from a file (e.g. "sasl.password"); secret: never logged.
   std::vector<std::pair<std::string, std::string>> secretFiles;
   std::vector<std::pair<std::string, std::string>> secretValues;  // filled from secretFiles at load time
@@ -92,6 +95,18 @@ struct RelayConfig {
   // "<redacted>", for the start-up log.
   std::string redactedSummary() const;
 };
+
+// A librdkafka property the relay sets for a delivery guarantee (README "Guarantees").
+struct GuardedKafkaProperty {
+  std::vector<std::string_view> names;    // the property and its librdkafka aliases
+  std::string_view relayValue;            // what the relay sets
+  std::string_view guarantee;             // what a different value gives up
+  bool (*keeps)(std::string_view value);  // whether a value keeps the guarantee
+};
+const std::vector<GuardedKafkaProperty>& guardedKafkaProperties();
+// One warning per guarded property that [kafka.properties] overrides (with unsafe_overrides = true), naming the
+// property, the value given and the guarantee given up; empty when none is overridden.
+std::vector<std::string> unsafeOverrideWarnings(const KafkaConfig& kafka);
 
 // Parses and validates a relay config file. Every problem is collected (not just the first), each with its
 // line and column; unknown keys are errors.

@@ -1,6 +1,7 @@
 #include "src/RelayMetrics.h"
 
 #include "common/MetricsSupport.h"
+#include "src/KafkaPublisher.h"
 
 namespace outbox {
 
@@ -70,6 +71,12 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
                                     "were sent to the dead-letter topic instead, by outbox table (\"message\" for "
                                     "logical messages).")
                               .Register(*registry_)),
+      rejectedFamily_(BuildCounter()
+                          .Name("outbox_relay_rejected_total")
+                          .Help("Records Kafka refused for their own content and sent to the dead-letter topic "
+                                "instead (counted once the dead-letter record is acknowledged), by reason: "
+                                "too_large (without its payload), unknown_topic, invalid_topic, invalid_record.")
+                          .Register(*registry_)),
       publishErrorsFamily_(BuildCounter()
                                .Name("outbox_relay_publish_errors_total")
                                .Help("Errors publishing to Kafka, by reason: queue_full (retried), produce_failed "
@@ -90,6 +97,7 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
   reconnects("kafka");
   publishErrors("queue_full");
   publishErrors("produce_failed");
+  for (auto rejection : KafkaPublisher::kRejections) rejected(KafkaPublisher::rejectionName(rejection));
   // A topic template without placeholders is the topic itself (the config check allows braces only around
   // placeholders); any other topic is known only when an event names it.
   auto staticTopic = [](const std::string& topicTemplate) { return topicTemplate.find('{') == std::string::npos; };
@@ -137,6 +145,9 @@ prometheus::Counter& RelayMetrics::ignored(std::string_view table, IgnoredOperat
 }
 prometheus::Counter& RelayMetrics::deadLettered(std::string_view table) {
   return deadLetteredFamily_.Add({{"table", std::string(table)}});
+}
+prometheus::Counter& RelayMetrics::rejected(std::string_view reason) {
+  return rejectedFamily_.Add({{"reason", std::string(reason)}});
 }
 prometheus::Counter& RelayMetrics::publishErrors(std::string_view reason) {
   return publishErrorsFamily_.Add({{"reason", std::string(reason)}});

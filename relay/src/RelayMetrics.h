@@ -45,6 +45,8 @@ public:
   enum class IgnoredOperation { Update, Delete, Truncate };
   prometheus::Counter& ignored(std::string_view table, IgnoredOperation operation);
   prometheus::Counter& deadLettered(std::string_view table);
+  // Records Kafka refused for their content and sent to the dead-letter topic, by KafkaPublisher::rejectionName.
+  prometheus::Counter& rejected(std::string_view reason);
   prometheus::Counter& publishErrors(std::string_view reason);
   prometheus::Counter& reconnects(std::string_view target);
 
@@ -68,6 +70,7 @@ private:
   prometheus::Family<prometheus::Counter>& bytesPublishedFamily_;
   prometheus::Family<prometheus::Counter>& ignoredFamily_;
   prometheus::Family<prometheus::Counter>& deadLetteredFamily_;
+  prometheus::Family<prometheus::Counter>& rejectedFamily_;
   prometheus::Family<prometheus::Counter>& publishErrorsFamily_;
   prometheus::Family<prometheus::Counter>& reconnectsFamily_;
   std::vector<EventLabels> eventLabels_;

@@ -322,7 +322,7 @@ TEST(RelayConfigValidation, OutboxTable) {
             "relay.toml:7:15: outbox[0].type_column: must not be empty; give a column name of the outbox table");
   EXPECT_EQ(onlyIssue(kMinimal + "outbox = 3\n"),
             "relay.toml:5:1: kafka.outbox: unknown key; remove it, or use one of: bootstrap_servers, "
-            "properties, secret_files");
+            "unsafe_overrides, properties, secret_files");
   EXPECT_EQ(onlyIssue("outbox = 3\n" + kMinimal),
             "relay.toml:1:10: outbox: must be an array of tables, got an integer; write [[outbox]] above each entry");
   EXPECT_EQ(onlyIssue(kMinimal + "[outbox]\ntable = \"t\"\n"),
@@ -421,6 +421,95 @@ TEST(RelayConfigValidation, KafkaProperties) {
             "a name that holds dots, quote it: \"compression.type\" = ...");
   EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\n\"a.b\" = [1]\n"),
             "relay.toml:6:9: kafka.properties.\"a.b\": must be a string, number or boolean, got an array");
+}
+
+// Every property a delivery guarantee rests on is refused at its value's line:column, naming the guarantee and how
+// to opt in; the relay's own value (or one that keeps the guarantee) is accepted.
+TEST(RelayConfigValidation, GuardedKafkaPropertiesAreRefused) {
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"acks", "1"},
+      {"request.required.acks", "0"},
+      {"enable.idempotence", "false"},
+      {"message.timeout.ms", "300000"},
+      {"delivery.timeout.ms", "120000"},
+      {"enable.gapless.guarantee", "true"},
+      {"max.in.flight.requests.per.connection", "6"},
+      {"max.in.flight", "100"},
+      {"retries", "3"},
+      {"message.send.max.retries", "0"},
+      {"partitioner", "consistent_random"},
+  };
+  for (const auto& [name, value] : refused) {
+    std::string line = "\"" + name + "\" = \"" + value + "\"\n";
+    std::string issue = onlyIssue(kMinimal + "[kafka.properties]\n" + line);
+    std::string column = std::to_string(name.size() + 6);  // after the quoted name and " = "
+    std::string key = name.find('.') == std::string::npos ? name : "\"" + name + "\"";
+    EXPECT_THAT(issue, HasSubstr("relay.toml:6:" + column + ": kafka.properties." + key + ": \"" + value +
+                                 "\" would break a delivery guarantee: "))
+        << issue;
+    EXPECT_THAT(issue, HasSubstr("set unsafe_overrides = true in [kafka]")) << issue;
+  }
+  // The guarantee is named.
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\nacks = 1\n"), HasSubstr("every in-sync replica has it"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"message.timeout.ms\" = 5000\n"),
+              HasSubstr("waits for Kafka however long an outage lasts"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\npartitioner = \"random\"\n"), HasSubstr("murmur2"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"enable.gapless.guarantee\" = true\n"),
+              HasSubstr("dead-letter topic"));
+  // Every one of them at once: one issue each.
+  std::string all = kMinimal + "[kafka.properties]\n";
+  for (const auto& [name, value] : refused) all += "\"" + name + "\" = \"" + value + "\"\n";
+  auto result = parseRelayConfig(all, "relay.toml");
+  EXPECT_FALSE(result.ok());
+  EXPECT_EQ(result.issues.size(), refused.size()) << formatIssues(result.issues);
+}
+
+TEST(RelayConfigValidation, GuardedKafkaPropertiesKeepingTheGuaranteeAreAccepted) {
+  RelayConfig c = parseOk(kMinimal + R"([kafka.properties]
+acks = "all"
+"request.required.acks" = -1
+"enable.idempotence" = true
+"message.timeout.ms" = 0
+"enable.gapless.guarantee" = false
+"max.in.flight" = 1
+retries = 2147483647
+partitioner = "murmur2"
+)");
+  EXPECT_EQ(c.kafka.properties.size(), 8u);
+  EXPECT_FALSE(c.kafka.unsafeOverrides);
+  EXPECT_TRUE(unsafeOverrideWarnings(c.kafka).empty());
+}
+
+TEST(RelayConfigValidation, UnsafeOverridesAcceptsThemAndWarnsForEach) {
+  RelayConfig c = parseOk(R"([source]
+conninfo = "host=db"
+[kafka]
+bootstrap_servers = "kafka:9092"
+unsafe_overrides = true
+[kafka.properties]
+acks = 1
+"compression.type" = "lz4"
+"message.timeout.ms" = 300000
+partitioner = "consistent_random"
+"enable.idempotence" = true
+)");
+  EXPECT_TRUE(c.kafka.unsafeOverrides);
+  EXPECT_THAT(c.kafka.properties, ElementsAre(std::pair<std::string, std::string>{"acks", "1"},
+                                              std::pair<std::string, std::string>{"compression.type", "lz4"},
+                                              std::pair<std::string, std::string>{"message.timeout.ms", "300000"},
+                                              std::pair<std::string, std::string>{"partitioner", "consistent_random"},
+                                              std::pair<std::string, std::string>{"enable.idempotence", "true"}));
+  // One warning per property that gives a guarantee up (not for lz4, nor for idempotence kept on).
+  auto warnings = unsafeOverrideWarnings(c.kafka);
+  ASSERT_EQ(warnings.size(), 3u);
+  EXPECT_EQ(warnings[0],
+            "kafka.unsafe_overrides: kafka.properties.\"acks\" = \"1\" gives up a delivery guarantee: an event counts "
+            "as delivered only once every in-sync replica has it (with fewer acknowledgements, a leader that fails "
+            "after acknowledging loses events whose transactions were already confirmed)");
+  EXPECT_THAT(warnings[1], HasSubstr("kafka.properties.\"message.timeout.ms\" = \"300000\" gives up a delivery "
+                                     "guarantee: an event waits for Kafka however long an outage lasts"));
+  EXPECT_THAT(warnings[2], HasSubstr("kafka.properties.\"partitioner\" = \"consistent_random\" gives up"));
+  EXPECT_THAT(c.redactedSummary(), HasSubstr("unsafe_overrides = true"));
 }
 
 // --- Many problems at once -------------------------------------------------------------------------------------
