@@ -29,12 +29,6 @@ std::string errorText(PGconn* conn, const PGresult* r) {
   return text;
 }
 
-// Whether a failed statement calls for a retry of the whole batch rather than dead-lettering the event.
-bool transientFailure(PGconn* conn, const PGresult* r) {
-  if (PQstatus(conn) != CONNECTION_OK) return true;
-  return isTransientSqlState(r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr);
-}
-
 // `values` as libpq takes them: a null pointer for SQL NULL.
 const char* const* pointersTo(const ParamValues& values, std::vector<const char*>& pointers) {
   pointers.clear();
@@ -69,11 +63,25 @@ std::string conflictText(const PlannedOffset& offset, const std::string& group) 
 
 }  // namespace
 
-bool isTransientSqlState(const char* sqlState) {
-  if (sqlState == nullptr || std::strlen(sqlState) != 5) return true;  // no server error: the connection failed
-  std::string_view s(sqlState);
-  return s.substr(0, 2) == "08" || s == "40001" || s == "40P01" || s == "57P01" || s == "57P02" || s == "57P03" ||
-         s.substr(0, 2) == "53" || s == "55P03";
+SqlFault classifySqlState(const char* sqlState) {
+  if (sqlState == nullptr || std::strlen(sqlState) != 5) return SqlFault::Environment;  // the connection failed
+  std::string_view c = std::string_view(sqlState).substr(0, 2);
+  return c == "22" || c == "23" ? SqlFault::Data : SqlFault::Environment;
+}
+
+std::string sqlStateClass(std::string_view sqlState) {
+  return sqlState.size() == 5 ? std::string(sqlState.substr(0, 2)) : std::string("none");
+}
+
+std::string BatchApplier::describe(const PGresult* r) {
+  const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  lastSqlState_ = state != nullptr ? state : "";
+  return errorText(conn_, r);
+}
+
+bool BatchApplier::environmentFailure(const PGresult* r) const {
+  if (PQstatus(conn_) != CONNECTION_OK) return true;
+  return classifySqlState(r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr) == SqlFault::Environment;
 }
 
 BatchApplier::BatchApplier(const SinkConfig& config, ProjectionSet& projections)
@@ -96,12 +104,13 @@ std::string BatchApplier::table(const char* name) const { return config_.databas
 bool BatchApplier::exec(const char* sql, std::string& error) {
   ResultPtr r(PQexec(conn_, sql));
   if (ok(r.get())) return true;
-  error = errorText(conn_, r.get());
+  error = describe(r.get());
   return false;
 }
 
 BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
   disconnect();
+  lastSqlState_.clear();
   conn_ = connectPostgres(config_.database.conninfo, config_.database.password,
                           {{"application_name", "outbox-sink"}, {"connect_timeout", "10"}});
   if (PQstatus(conn_) != CONNECTION_OK) {
@@ -141,19 +150,20 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
       return failedSetup(
           "cannot create the sink's tables (or set database.create_tables = false and apply "
           "schema/sink.sql)",
-          errorText(conn_, r.get()), transientFailure(conn_, r.get()));
+          describe(r.get()), environmentFailure(r.get()));
     }
   }
 
   auto prepare = [&](const std::string& name, const std::string& sql, int params) -> std::optional<std::string> {
     ResultPtr r(PQprepare(conn_, name.c_str(), sql.c_str(), params, nullptr));
     if (ok(r.get())) return std::nullopt;
-    return errorText(conn_, r.get());
+    return describe(r.get());
   };
   for (size_t i = 0; i < projections_.all().size(); ++i) {
     const Projection& p = projections_.at(i);
     if (auto why = prepare(projectionStatements_[i], p.sql(), static_cast<int>(p.paramCount()))) {
-      return failedSetup(fmt::format("the sql of projection {} does not prepare", p.name()), *why, false);
+      // It prepared at start-up: what changed since (a table renamed, a grant revoked) is the environment's.
+      return failedSetup(fmt::format("the sql of projection {} does not prepare", p.name()), *why, preparedBefore_);
     }
   }
   std::string offsets = fmt::format(
@@ -175,9 +185,10 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
                                {"prune", prune, 2}}) {
     if (auto why = prepare(name, sql, n)) {
       return failedSetup("cannot prepare the sink's own statements (are its tables there? see schema/sink.sql)", *why,
-                         false);
+                         preparedBefore_);
     }
   }
+  preparedBefore_ = true;
   return ConnectResult::Ok;
 }
 
@@ -190,7 +201,7 @@ std::optional<StoredOffsets> BatchApplier::storedOffsets(const std::vector<Topic
   const char* params[] = {config_.kafka.groupId.c_str()};
   ResultPtr r(PQexecPrepared(conn_, "stored", 1, params, nullptr, nullptr, 0));
   if (!ok(r.get())) {
-    error = errorText(conn_, r.get());
+    error = describe(r.get());
     return std::nullopt;
   }
   std::map<TopicPartition, int64_t> all;
@@ -211,6 +222,7 @@ StagedBatch BatchApplier::failed(StagedBatch::Status status, std::string error) 
   StagedBatch b;
   b.status = status;
   b.error = std::move(error);
+  b.sqlState = lastSqlState_;
   return b;
 }
 
@@ -238,6 +250,7 @@ StagedBatch BatchApplier::stopped(size_t index, const std::string& error) {
 StagedBatch BatchApplier::stage(const std::vector<SinkEvent>& events, const StoredOffsets& expected,
                                 const std::map<TopicPartition, int64_t>& nextOffsets) {
   using Status = StagedBatch::Status;
+  lastSqlState_.clear();
   if (!connected()) return failed(Status::Transient, "not connected to the database");
   std::string error;
   if (!exec("BEGIN", error)) return failed(Status::Transient, "BEGIN: " + error);
@@ -253,8 +266,8 @@ StagedBatch BatchApplier::stage(const std::vector<SinkEvent>& events, const Stor
     const char* params[] = {config_.kafka.groupId.c_str(), array.c_str()};
     ResultPtr r(PQexecParams(conn_, sql.c_str(), 2, nullptr, params, nullptr, nullptr, 0));
     if (!ok(r.get())) {
-      Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
-      return failed(s, "reading processed event ids: " + errorText(conn_, r.get()));
+      Status s = environmentFailure(r.get()) ? Status::Transient : Status::Fatal;
+      return failed(s, "reading processed event ids: " + describe(r.get()));
     }
     for (int row = 0; row < PQntuples(r.get()); ++row) processed.insert(PQgetvalue(r.get(), row, 0));
   }
@@ -287,7 +300,7 @@ StagedBatch BatchApplier::sendPipelined(const BatchPlan& plan, bool& redo) {
 
   // A connection in the middle of a pipeline can neither be used nor rolled back: start afresh.
   auto lost = [&](const std::string& what) {
-    std::string why = what + ": " + errorText(conn_, nullptr);
+    std::string why = what + ": " + describe(nullptr);
     disconnect();
     StagedBatch b;
     b.status = Status::Transient;
@@ -321,10 +334,10 @@ StagedBatch BatchApplier::sendPipelined(const BatchPlan& plan, bool& redo) {
     } else if (!ok(r.get())) {
       if (PQstatus(conn_) != CONNECTION_OK) return lost("connection lost");
       if (!failure) {
-        transient = transientFailure(conn_, r.get());
-        failure = (s.kind == Kind::Projection ? "projection " + projections_.at(s.projection).name() + ": "
-                                              : std::string()) +
-                  errorText(conn_, r.get());
+        transient = environmentFailure(r.get());
+        failure =
+            (s.kind == Kind::Projection ? "projection " + projections_.at(s.projection).name() + ": " : std::string()) +
+            describe(r.get());
       }
     } else if (s.kind == Kind::Dedup && std::strcmp(PQcmdTuples(r.get()), "0") == 0) {
       dedupRace = true;  // another transaction recorded this id since the look-up: the exact way decides
@@ -360,32 +373,37 @@ StagedBatch BatchApplier::sendOneByOne(const BatchPlan& plan) {
                                     pointersTo(s.params, pointers), nullptr, nullptr, 0));
   };
   for (const PlannedEvent& e : plan.events) {
-    if (e.dedup) {
-      ResultPtr r = execute(*e.dedup);
-      if (!ok(r.get())) {
-        Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
-        return failed(s, "recording the event id: " + errorText(conn_, r.get()));
-      }
-      if (std::strcmp(PQcmdTuples(r.get()), "0") == 0) {  // recorded since the look-up
-        ++batch.duplicates;
-        continue;
-      }
-    }
-    if (e.poison && !savepoints) return stopped(e.index, *e.poison);
-    if (e.poison || e.projections.empty()) {
+    if (e.poison) {  // a parameter could not be had: nothing to send (not even its id, see PlannedEvent::dedup)
+      if (!savepoints) return stopped(e.index, *e.poison);
       count(e, batch);
       continue;
     }
+    if (!e.dedup && e.projections.empty()) {
+      count(e, batch);
+      continue;
+    }
+    // The id first, inside the event's savepoint: a duplicate runs nothing, and a poison event's ROLLBACK TO takes
+    // its id back out, so it is not recorded as processed.
     if (savepoints && !exec("SAVEPOINT event", error)) return failed(Status::Transient, "SAVEPOINT: " + error);
     std::optional<std::string> poison;
-    for (const PlannedStatement& s : e.projections) {
+    bool duplicate = false;
+    if (e.dedup) {
+      ResultPtr r = execute(*e.dedup);
+      if (!ok(r.get())) {
+        std::string why = "recording the event id: " + describe(r.get());
+        if (environmentFailure(r.get())) return failed(Status::Transient, why);
+        poison = std::move(why);  // e.g. an id that is not valid in the database's encoding
+      } else if (std::strcmp(PQcmdTuples(r.get()), "0") == 0) {  // recorded since the look-up
+        duplicate = true;
+      }
+    }
+    for (size_t k = 0; !poison && !duplicate && k < e.projections.size(); ++k) {
+      const PlannedStatement& s = e.projections[k];
       ResultPtr r = execute(s);
       if (ok(r.get())) continue;
-      std::string why =
-          fmt::format("projection {}: {}", projections_.at(s.projection).name(), errorText(conn_, r.get()));
-      if (transientFailure(conn_, r.get())) return failed(Status::Transient, why);
+      std::string why = fmt::format("projection {}: {}", projections_.at(s.projection).name(), describe(r.get()));
+      if (environmentFailure(r.get())) return failed(Status::Transient, why);
       poison = std::move(why);
-      break;
     }
     if (poison) {
       if (!savepoints) return stopped(e.index, *poison);
@@ -396,13 +414,17 @@ StagedBatch BatchApplier::sendOneByOne(const BatchPlan& plan) {
       continue;
     }
     if (savepoints && !exec("RELEASE SAVEPOINT event", error)) return failed(Status::Transient, "RELEASE: " + error);
-    count(e, batch);
+    if (duplicate) {
+      ++batch.duplicates;
+    } else {
+      count(e, batch);
+    }
   }
   for (const PlannedOffset& o : plan.offsets) {
     ResultPtr r = execute(o.statement);
     if (!ok(r.get())) {
-      Status s = transientFailure(conn_, r.get()) ? Status::Transient : Status::Fatal;
-      return failed(s, "storing offsets: " + errorText(conn_, r.get()));
+      Status s = environmentFailure(r.get()) ? Status::Transient : Status::Fatal;
+      return failed(s, "storing offsets: " + describe(r.get()));
     }
     if (PQntuples(r.get()) != 1) return failed(Status::Conflict, conflictText(o, config_.kafka.groupId));
   }
@@ -413,7 +435,7 @@ bool BatchApplier::commit(std::string& error) {
   inTransaction_ = false;
   ResultPtr r(PQexec(conn_, "COMMIT"));
   if (!ok(r.get())) {
-    error = "COMMIT: " + errorText(conn_, r.get());
+    error = "COMMIT: " + describe(r.get());
     return false;
   }
   // COMMIT of a transaction that failed reports ROLLBACK without an error.
@@ -429,7 +451,7 @@ void BatchApplier::rollback() {
   inTransaction_ = false;
   if (!connected()) return;
   ResultPtr r(PQexec(conn_, "ROLLBACK"));
-  if (!ok(r.get())) log::warn("ROLLBACK failed: {}", errorText(conn_, r.get()));
+  if (!ok(r.get())) log::warn("ROLLBACK failed: {}", describe(r.get()));
 }
 
 int64_t BatchApplier::pruneProcessedEvents(std::string& error) {

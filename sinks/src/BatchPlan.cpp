@@ -37,14 +37,13 @@ BatchPlan planBatch(const std::vector<SinkEvent>& events, const SinkConfig& conf
     const SinkEvent& event = events[i];
     PlannedEvent planned;
     planned.index = i;
+    std::optional<std::string_view> id;
     if (config.deduplication.enabled) {
-      if (std::optional<std::string_view> id = event.header(config.deduplication.idHeader)) {
-        // `processed` also collects the ids of this batch, so a repeat within it is a duplicate too.
-        if (!processed.insert(std::string(*id)).second) {
-          ++plan.duplicates;
-          continue;
-        }
-        planned.dedup = PlannedStatement{Kind::Dedup, 0, {group, std::string(*id)}};
+      id = event.header(config.deduplication.idHeader);
+      // `processed` also collects the ids of this batch, so a repeat within it is a duplicate too.
+      if (id && processed.count(std::string(*id)) > 0) {
+        ++plan.duplicates;
+        continue;
       }
     }
     EventView view(event, config.kafka.eventTypeHeader);
@@ -59,6 +58,12 @@ BatchPlan planBatch(const std::vector<SinkEvent>& events, const SinkConfig& conf
         break;
       }
       planned.projections.push_back(std::move(statement));
+    }
+    // A poison event's id is not recorded: it is not processed, and once its projection is fixed, the event
+    // replayed from the dead-letter topic must be applied, not skipped as a duplicate.
+    if (id && !planned.poison) {
+      processed.insert(std::string(*id));
+      planned.dedup = PlannedStatement{Kind::Dedup, 0, {group, std::string(*id)}};
     }
     plan.events.push_back(std::move(planned));
   }

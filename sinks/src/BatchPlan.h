@@ -1,9 +1,9 @@
 #pragma once
 // What one batch sends to the read-model database, worked out once before anything is sent: for each event the
-// insert that records its de-duplication id, the statements of the projections that match it with their
-// parameters (or why a parameter cannot be had), and at the end each partition's conditional offset update.
-// Pure logic (no database), so it is unit-tested on hand-made events; BatchApplier sends a plan either pipelined
-// or one statement at a time with a savepoint per event.
+// insert that records its de-duplication id (sent before its projections, in the same savepoint), the statements of the
+// projections that match it with their parameters (or why a parameter cannot be had), and at the end each partition's
+// conditional offset update. Pure logic (no database), so it is unit-tested on hand-made events; BatchApplier sends a
+// plan either pipelined or one statement at a time with a savepoint per event.
 
 #include <cstdint>
 #include <map>
@@ -36,7 +36,9 @@ struct PlannedStatement {
 
 struct PlannedEvent {
   size_t index = 0;                           // into the batch
-  std::optional<PlannedStatement> dedup;      // absent without de-duplication or without an id header
+  // Absent without de-duplication, without an id header, or for a poison event: a dead-lettered event is not
+  // processed, so that replaying it from the dead-letter topic applies it.
+  std::optional<PlannedStatement> dedup;
   std::vector<PlannedStatement> projections;  // one per matching projection, in config order
   std::optional<std::string> poison;          // a parameter cannot be had: no projection statement at all
 };

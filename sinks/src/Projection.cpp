@@ -2,13 +2,175 @@
 
 #include <fmt/format.h>
 #include <regex.h>
+#include <simdjson.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <stdexcept>
 
-#include "common/JsonText.h"
-
 namespace outbox::sink {
+
+namespace {
+
+namespace od = simdjson::ondemand;
+using simdjson::error_code;
+
+// JSON's insignificant whitespace (RFC 8259 section 2). On-Demand's raw tokens run up to the next token, so they
+// carry the whitespace after a value.
+std::string_view trimJson(std::string_view s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r'))
+    s.remove_suffix(1);
+  return s;
+}
+
+std::string_view rawToken(od::value& v) { return v.raw_json_token(); }
+std::string_view rawToken(od::document& d) {
+  std::string_view raw;
+  return d.raw_json_token().get(raw) == simdjson::SUCCESS ? raw : std::string_view();
+}
+
+// RFC 8259's number grammar. On-Demand reads a number only when asked for its value (and cannot hold one beyond 64
+// bits), so a number the sink forwards as written is checked here.
+bool isJsonNumber(std::string_view s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  auto digits = [&] {
+    size_t start = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9') ++i;
+    return i > start;
+  };
+  if (i < n && s[i] == '-') ++i;
+  if (i < n && s[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
+  }
+  if (i < n && s[i] == '.') {
+    ++i;
+    if (!digits()) return false;
+  }
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == n;
+}
+
+// A value that is not a container: a string with valid escapes, a number, or exactly true/false/null (On-Demand
+// alone would take "trueX" for true).
+template <class Value>
+error_code checkScalar(Value& v, od::json_type type) {
+  switch (type) {
+    case od::json_type::string: {
+      std::string_view text;
+      return v.get_string().get(text);
+    }
+    case od::json_type::number:
+      return isJsonNumber(trimJson(rawToken(v))) ? simdjson::SUCCESS : simdjson::NUMBER_ERROR;
+    case od::json_type::boolean:
+    case od::json_type::null: {
+      std::string_view atom = trimJson(rawToken(v));
+      return atom == "true" || atom == "false" || atom == "null" ? simdjson::SUCCESS : simdjson::T_ATOM_ERROR;
+    }
+    default:
+      return simdjson::INCORRECT_TYPE;
+  }
+}
+
+// Every value of `doc` once, in document order, with an explicit stack of open containers instead of recursion:
+// the input decides the nesting, so the walk must not use the call stack for it (STYLE.md, "Untrusted input").
+// `end`: just past the JSON text. DEPTH_ERROR past `maxDepth` open containers.
+error_code validateDocument(od::document& doc, const char* end, size_t maxDepth) {
+  struct Open {
+    bool object = false;
+    bool started = false;  // the first member was read: the next step advances past it
+    od::object_iterator field, fieldsEnd;
+    od::array_iterator element, elementsEnd;
+  };
+  std::vector<Open> stack;
+  auto open = [&](auto& v, od::json_type type) -> error_code {
+    if (stack.size() >= maxDepth) return simdjson::DEPTH_ERROR;
+    Open o;
+    if (type == od::json_type::object) {
+      od::object object;
+      if (error_code e = v.get_object().get(object)) return e;
+      o.object = true;
+      if (error_code e = object.begin().get(o.field)) return e;
+      if (error_code e = object.end().get(o.fieldsEnd)) return e;
+    } else {
+      od::array array;
+      if (error_code e = v.get_array().get(array)) return e;
+      if (error_code e = array.begin().get(o.element)) return e;
+      if (error_code e = array.end().get(o.elementsEnd)) return e;
+    }
+    stack.push_back(o);
+    return simdjson::SUCCESS;
+  };
+  auto isContainer = [](od::json_type t) { return t == od::json_type::object || t == od::json_type::array; };
+
+  od::json_type rootType;
+  if (error_code e = doc.type().get(rootType)) return e;
+  if (isContainer(rootType)) {
+    if (error_code e = open(doc, rootType)) return e;
+  } else {
+    // A scalar document is one token: anything after it is trailing content.
+    std::string_view raw = rawToken(doc);
+    if (raw.data() + raw.size() != end) return simdjson::TRAILING_CONTENT;
+    if (error_code e = checkScalar(doc, rootType)) return e;
+  }
+  while (!stack.empty()) {
+    Open& o = stack.back();
+    od::value v;
+    if (o.object) {
+      if (o.started) ++o.field;
+      o.started = true;
+      if (!(o.field != o.fieldsEnd)) {
+        stack.pop_back();
+        continue;
+      }
+      od::field field;
+      if (error_code e = (*o.field).get(field)) return e;
+      std::string_view key;
+      if (error_code e = field.unescaped_key().get(key)) return e;
+      v = field.value();
+    } else {
+      if (o.started) ++o.element;
+      o.started = true;
+      if (!(o.element != o.elementsEnd)) {
+        stack.pop_back();
+        continue;
+      }
+      if (error_code e = (*o.element).get(v)) return e;
+    }
+    od::json_type type;
+    if (error_code e = v.type().get(type)) return e;
+    if (error_code e = isContainer(type) ? open(v, type) : checkScalar(v, type)) return e;
+  }
+  if (isContainer(rootType)) {
+    const char* at = nullptr;
+    if (doc.current_location().get(at) != simdjson::OUT_OF_BOUNDS) return simdjson::TRAILING_CONTENT;
+  }
+  return simdjson::SUCCESS;
+}
+
+// One On-Demand parser per thread, reused (its buffers grow to the largest payload), with the document of the
+// EventView that iterated it last: a document is valid only until its parser iterates another one.
+struct ThreadParser {
+  od::parser parser;
+  od::document document;
+  uint64_t owner = 0;  // EventView::serial_; 0: none
+};
+
+ThreadParser& threadParser() {
+  thread_local ThreadParser parser;
+  return parser;
+}
+
+std::atomic<uint64_t> nextSerial{1};
+
+}  // namespace
 
 struct TopicRegex::Compiled {
   regex_t regex;
@@ -57,12 +219,14 @@ std::optional<ParamSource> parseParamSource(std::string_view text, std::string& 
     return std::nullopt;
   }
   if (rest.front() == '/') {
-    try {
-      source.pointer = nlohmann::json::json_pointer(std::string(rest));
-    } catch (const nlohmann::json::exception& e) {
-      error = fmt::format("is not a valid JSON pointer: {}", e.what());
-      return std::nullopt;
+    // RFC 6901: "~" only as "~0" (a "~") or "~1" (a "/").
+    for (size_t i = 0; i < rest.size(); ++i) {
+      if (rest[i] == '~' && (i + 1 == rest.size() || (rest[i + 1] != '0' && rest[i + 1] != '1'))) {
+        error = "is not a valid JSON pointer: '~' must be followed by '0' or '1' (RFC 6901)";
+        return std::nullopt;
+      }
     }
+    source.pointer = std::string(rest);
     source.kind = ParamSource::Kind::Pointer;
     return source;
   }
@@ -100,24 +264,102 @@ std::optional<ParamSource> parseParamSource(std::string_view text, std::string& 
   return std::nullopt;
 }
 
-const nlohmann::json* EventView::json(std::string& error) {
-  if (!parsed_) {
-    parsed_ = true;
+EventView::EventView(const SinkEvent& event, std::string_view typeHeader)
+    : event_(event), typeHeader_(typeHeader), serial_(nextSerial.fetch_add(1, std::memory_order_relaxed)) {}
+
+EventView::~EventView() {
+  ThreadParser& p = threadParser();
+  if (p.owner == serial_) p.owner = 0;
+}
+
+bool EventView::usable(std::string& error) {
+  if (!validated_) {
+    validated_ = true;
     if (!event_.payload) {
-      jsonError_ = "the record has no value (a tombstone)";
+      payloadError_ = "the record has no value (a tombstone)";
     } else {
-      json_ = nlohmann::json::parse(event_.payload->begin(), event_.payload->end(), nullptr, false);
-      if (json_->is_discarded()) {
-        json_.reset();
-        jsonError_ = "the value is not valid JSON";
+      // simdjson reads up to SIMDJSON_PADDING bytes past the end: a copy with room for them (a Kafka message's
+      // buffer has none to spare).
+      padded_.reserve(event_.payload->size() + simdjson::SIMDJSON_PADDING);
+      padded_.assign(*event_.payload);
+      padded_.append(simdjson::SIMDJSON_PADDING, ' ');
+      ThreadParser& p = threadParser();
+      p.owner = 0;
+      const size_t size = event_.payload->size();
+      error_code e = p.parser.iterate(std::string_view(padded_.data(), size), padded_.size()).get(p.document);
+      if (e == simdjson::SUCCESS) e = validateDocument(p.document, padded_.data() + size, kMaxPayloadDepth);
+      if (e == simdjson::DEPTH_ERROR) {
+        payloadError_ = fmt::format("the value is nested deeper than {} levels", kMaxPayloadDepth);
+      } else if (e != simdjson::SUCCESS) {
+        payloadError_ = fmt::format("the value is not valid JSON ({})", simdjson::error_message(e));
+      } else {
+        p.owner = serial_;
       }
     }
   }
-  if (!json_) {
-    error = jsonError_;
-    return nullptr;
+  if (!payloadError_.empty()) {
+    error = payloadError_;
+    return false;
   }
-  return &*json_;
+  return true;
+}
+
+EventView::Selected EventView::select(std::string_view pointer, std::optional<std::string>& value, std::string& error) {
+  value.reset();
+  if (!usable(error)) return Selected::Unusable;
+  ThreadParser& p = threadParser();
+  if (p.owner != serial_) {  // another view used the parser since: iterate again (validated already)
+    const size_t size = event_.payload->size();
+    if (error_code e = p.parser.iterate(std::string_view(padded_.data(), size), padded_.size()).get(p.document)) {
+      error = fmt::format("the value is not valid JSON ({})", simdjson::error_message(e));
+      return Selected::Unusable;
+    }
+    p.owner = serial_;
+  }
+  auto failed = [&](error_code e) {
+    error = fmt::format("reading {}: {}", pointer, simdjson::error_message(e));
+    return Selected::Unusable;
+  };
+  od::value v;
+  error_code e = p.document.at_pointer(pointer).get(v);  // at_pointer rewinds the document first
+  switch (e) {
+    case simdjson::SUCCESS:
+      break;
+    case simdjson::NO_SUCH_FIELD:         // no such key
+    case simdjson::INDEX_OUT_OF_BOUNDS:   // no such element
+    case simdjson::INCORRECT_TYPE:        // a step into a string, number, ...
+    case simdjson::INVALID_JSON_POINTER:  // a step into an array that is not an index, or into a scalar document
+      error = fmt::format("the payload has no field {}", pointer);
+      return Selected::Missing;
+    default:
+      return failed(e);
+  }
+  od::json_type type;
+  if ((e = v.type().get(type))) return failed(e);
+  std::string_view text;
+  switch (type) {
+    case od::json_type::null:
+      return Selected::Value;
+    case od::json_type::string:
+      if ((e = v.get_string().get(text))) return failed(e);
+      value = std::string(text);
+      return Selected::Value;
+    case od::json_type::object: {
+      od::object object;
+      if ((e = v.get_object().get(object)) || (e = object.raw_json().get(text))) return failed(e);
+      break;
+    }
+    case od::json_type::array: {
+      od::array array;
+      if ((e = v.get_array().get(array)) || (e = array.raw_json().get(text))) return failed(e);
+      break;
+    }
+    default:  // number, boolean: the token as written
+      text = v.raw_json_token();
+      break;
+  }
+  value = std::string(trimJson(text));
+  return Selected::Value;
 }
 
 Projection::Projection(const ProjectionConfig& config)
@@ -155,22 +397,19 @@ bool Projection::extract(EventView& view, ParamValues& values, std::string& erro
     bool missing = false;
     std::string why;
     switch (p.kind) {
-      case ParamSource::Kind::Pointer: {
-        const nlohmann::json* json = view.json(why);
-        if (json == nullptr) {
-          // An unusable payload is an error even for optional parameters: the event itself is broken.
-          error = fmt::format("projection {}: parameter {}: {}", name_, p.text, why);
-          return false;
-        }
-        if (!json->contains(p.pointer)) {
-          missing = true;
-          why = "the payload has no field " + p.pointer.to_string();
-        } else {
-          const nlohmann::json& v = (*json)[p.pointer];
-          if (!v.is_null()) value = jsonText(v);
+      case ParamSource::Kind::Pointer:
+        switch (view.select(p.pointer, value, why)) {
+          case EventView::Selected::Value:
+            break;
+          case EventView::Selected::Missing:
+            missing = true;
+            break;
+          case EventView::Selected::Unusable:
+            // An unusable payload is an error even for optional parameters: the event itself is broken.
+            error = fmt::format("projection {}: parameter {}: {}", name_, p.text, why);
+            return false;
         }
         break;
-      }
       case ParamSource::Kind::Id:
       case ParamSource::Kind::Header:
       case ParamSource::Kind::Type: {

@@ -5,13 +5,14 @@
 // A parameter is either a JSON pointer into the payload ("/customer/id", RFC 6901) or a record attribute:
 //   @id @key @topic @partition @offset @timestamp @payload @type @header:NAME
 // A leading "?" makes it optional: missing becomes SQL NULL instead of an error ("?/discount", "?@header:trace").
-// A JSON null is SQL NULL; a string is its text; numbers and booleans their JSON text; objects and arrays their
-// JSON text (for json/jsonb columns).
+// A JSON null is SQL NULL; a string is its unescaped text; anything else its JSON text exactly as the payload has
+// it (numbers as written: big integers and 1.10 keep every digit; objects and arrays with their key order and
+// spacing, for json/jsonb columns). The payload is read with simdjson's On-Demand parser, without recursion,
+// and a payload nested deeper than kMaxPayloadDepth is an error, not a crash.
 
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -60,29 +61,42 @@ struct ParamSource {
   enum class Kind { Pointer, Id, Key, Topic, Partition, Offset, Timestamp, Payload, Type, Header };
   Kind kind = Kind::Pointer;
   bool optional = false;
-  nlohmann::json::json_pointer pointer;  // Kind::Pointer
-  std::string header;                    // Kind::Header
-  std::string text;                      // as written in the config
+  std::string pointer;  // Kind::Pointer: an RFC 6901 JSON pointer ("/a~1b/0")
+  std::string header;   // Kind::Header
+  std::string text;     // as written in the config
 };
 
 // Parses "/a/b", "@key", "@header:eventType", "?/x"; nullopt with `error` set when malformed.
 std::optional<ParamSource> parseParamSource(std::string_view text, std::string& error);
 
-// An event with its payload parsed at most once (only when a pointer parameter needs it).
+// Containers nested deeper than this in a payload make it unusable (PostgreSQL's JSON parser has a limit too).
+constexpr size_t kMaxPayloadDepth = 1024;
+
+// An event whose payload is validated at most once (only when a pointer parameter needs it), then read by JSON
+// pointer. The whole payload is validated, not only the values selected: On-Demand alone checks only what it reads.
 class EventView {
  public:
-  EventView(const SinkEvent& event, std::string_view typeHeader) : event_(event), typeHeader_(typeHeader) {}
+  EventView(const SinkEvent& event, std::string_view typeHeader);
+  ~EventView();
+  EventView(const EventView&) = delete;
+  EventView& operator=(const EventView&) = delete;
   const SinkEvent& event() const { return event_; }
   std::optional<std::string_view> type() const { return event_.header(typeHeader_); }
-  // The payload as JSON, or nullptr with `error` set (absent payload, invalid JSON).
-  const nlohmann::json* json(std::string& error);
+
+  enum class Selected { Value, Missing, Unusable };
+  // The value at `pointer` as a parameter (nullopt for JSON null): Value; Missing when the payload has no such
+  // value; Unusable with `error` set when the payload itself is (absent, not valid JSON, nested too deep).
+  Selected select(std::string_view pointer, std::optional<std::string>& value, std::string& error);
 
  private:
+  bool usable(std::string& error);
+
   const SinkEvent& event_;
   std::string_view typeHeader_;
-  bool parsed_ = false;
-  std::optional<nlohmann::json> json_;
-  std::string jsonError_;
+  uint64_t serial_;  // which EventView the thread's parser holds a document of
+  bool validated_ = false;
+  std::string padded_;        // the payload with simdjson's padding after it
+  std::string payloadError_;  // why the payload is unusable; empty when it is usable
 };
 
 using ParamValues = std::vector<std::optional<std::string>>;  // nullopt = SQL NULL

@@ -74,6 +74,11 @@ void Sink::fail(int status, const std::string& message) {
   stop_.store(true);
 }
 
+void Sink::databaseError(const std::string& sqlState) {
+  metrics_.dbErrors(sqlStateClass(sqlState)).Increment();
+  metrics_.databaseWaiting.Set(1);
+}
+
 void Sink::sleepWhileRunning(milliseconds duration) {
   auto until = Clock::now() + duration;
   while (!stop_.load() && Clock::now() < until) {
@@ -96,6 +101,7 @@ bool Sink::connectDatabase() {
       fail(kExitSetup, "read-model database: " + error);
       return false;
     }
+    databaseError(applier_.lastSqlState());
     milliseconds wait = backoff.next();
     log::warn("read-model database unavailable, retrying in {} ms: {}", wait.count(), error);
     sleepWhileRunning(wait);
@@ -247,6 +253,7 @@ void Sink::flushBatch() {
       if (!committed) {
         ++transientFailures_;
         metrics_.dbRetries.Increment();
+        databaseError(applier_.lastSqlState());
         log::warn("read-model database: {}; rewinding to the stored offsets", error);
         applier_.disconnect();
         metrics_.databaseConnected.Set(0);
@@ -254,8 +261,10 @@ void Sink::flushBatch() {
       break;
     }
     case StagedBatch::Status::Transient:
+      // Not the events' fault (see classifySqlState): nothing is dead-lettered, the batch is retried as it was.
       ++transientFailures_;
       metrics_.dbRetries.Increment();
+      databaseError(batch.sqlState);
       log::warn("read-model database: {}; rolling back, rewinding to the stored offsets and retrying", batch.error);
       applier_.disconnect();
       metrics_.databaseConnected.Set(0);
@@ -291,6 +300,7 @@ void Sink::flushBatch() {
   rd_kafka_commit(consumer_, commitList.list, 1);
 
   transientFailures_ = 0;
+  metrics_.databaseWaiting.Set(0);
   for (const auto& entry : next) updateLag(entry.first);
   metrics_.batches.Increment();
   metrics_.batchSeconds.Observe(std::chrono::duration<double>(Clock::now() - started).count());
@@ -325,6 +335,7 @@ void Sink::rewind() {
     std::string error;
     std::optional<StoredOffsets> stored = applier_.storedOffsets(partitions, error);
     if (!stored) {
+      databaseError(applier_.lastSqlState());
       milliseconds wait = backoff.next();
       log::warn("cannot read stored offsets, retrying in {} ms: {}", wait.count(), error);
       applier_.disconnect();
@@ -353,6 +364,7 @@ void Sink::rewind() {
       }
       log::info("rewound {} partition(s) to the offsets stored in the database", partitions.size());
     }
+    if (partitions.empty()) metrics_.databaseWaiting.Set(0);  // no batch left to retry
     rewindNeeded_ = false;
     return;
   }
@@ -396,6 +408,7 @@ void Sink::onAssign(rd_kafka_topic_partition_list_t* partitions) {
     std::string error;
     if (!applier_.connected()) {
       if (applier_.connect(error) != BatchApplier::ConnectResult::Ok) {
+        databaseError(applier_.lastSqlState());
         milliseconds wait = backoff.next();
         log::warn("assignment: read-model database unavailable, retrying in {} ms: {}", wait.count(), error);
         metrics_.databaseConnected.Set(0);
@@ -406,6 +419,7 @@ void Sink::onAssign(rd_kafka_topic_partition_list_t* partitions) {
     }
     stored = applier_.storedOffsets(tps, error);
     if (stored) break;
+    databaseError(applier_.lastSqlState());
     milliseconds wait = backoff.next();
     log::warn("assignment: cannot read stored offsets, retrying in {} ms: {}", wait.count(), error);
     applier_.disconnect();

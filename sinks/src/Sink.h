@@ -66,6 +66,8 @@ class Sink {
   void maybePrune();
   void sleepWhileRunning(std::chrono::milliseconds duration);
   void fail(int status, const std::string& message);
+  // Counts a database error the sink waits out (by SQLSTATE class) and marks the sink as waiting until a commit.
+  void databaseError(const std::string& sqlState);
 
   const SinkConfig& config_;
   SinkMetrics& metrics_;

@@ -41,6 +41,9 @@ SinkMetrics::SinkMetrics(const std::vector<ProjectionConfig>& projections)
                                "Partitions assigned to this instance by the consumer group.")),
       databaseConnected(gauge(*registry_, "outbox_sink_database_connected",
                               "1 while the connection to the read-model database is up.")),
+      databaseWaiting(gauge(*registry_, "outbox_sink_database_waiting",
+                            "1 while the sink waits out a database error that is not the data's fault (retried with "
+                            "backoff, never dead-lettered; /readyz answers not ready); 0 again after a commit.")),
       lastLoopTimestamp(gauge(*registry_, "outbox_sink_last_loop_timestamp_seconds",
                               "Unix time the event loop last went round (also while it waits out a backoff).")),
       appliedFamily_(BuildCounter()
@@ -51,7 +54,12 @@ SinkMetrics::SinkMetrics(const std::vector<ProjectionConfig>& projections)
                      .Name("outbox_sink_consumer_lag")
                      .Help("Records in a partition after the committed position: high watermark minus the next "
                            "offset stored in the database (the low watermark while none is stored).")
-                     .Register(*registry_)) {
+                     .Register(*registry_)),
+      dbErrorsFamily_(BuildCounter()
+                          .Name("outbox_sink_db_errors_total")
+                          .Help("Read-model database errors the sink waited out and retried (connecting, reading "
+                                "offsets, a batch, its commit), by SQLSTATE class; \"none\": the connection failed.")
+                          .Register(*registry_)) {
   metrics::buildInfo(*registry_, "outbox_sink_build_info", "The sink's version (value 1).");
   // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
   // first increment (a counter series born at 1 has no earlier sample to increase from). The lag of a partition
@@ -64,6 +72,14 @@ prometheus::Counter& SinkMetrics::applied(const std::string& projection) {
   if (it != appliedByProjection_.end()) return *it->second;
   prometheus::Counter* c = &appliedFamily_.Add({{"projection", projection}});
   appliedByProjection_.emplace(projection, c);
+  return *c;
+}
+
+prometheus::Counter& SinkMetrics::dbErrors(const std::string& sqlStateClass) {
+  auto it = dbErrorsByClass_.find(sqlStateClass);
+  if (it != dbErrorsByClass_.end()) return *it->second;
+  prometheus::Counter* c = &dbErrorsFamily_.Add({{"sqlstate_class", sqlStateClass}});
+  dbErrorsByClass_.emplace(sqlStateClass, c);
   return *c;
 }
 

@@ -30,6 +30,8 @@ class SinkMetrics {
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
   prometheus::Counter& applied(const std::string& projection);
+  // outbox_sink_db_errors_total{sqlstate_class}: "08", "25", ..., "none" for a connection that failed.
+  prometheus::Counter& dbErrors(const std::string& sqlStateClass);
   // Sets the lag of one partition; removeLag() drops its series when the partition is revoked.
   void setLag(const std::string& topic, int32_t partition, int64_t lag);
   void removeLag(const std::string& topic, int32_t partition);
@@ -45,12 +47,15 @@ class SinkMetrics {
   prometheus::Counter& dedupPruned;
   prometheus::Gauge& assignedPartitions;
   prometheus::Gauge& databaseConnected;
+  prometheus::Gauge& databaseWaiting;
   prometheus::Gauge& lastLoopTimestamp;
 
  private:
   prometheus::Family<prometheus::Counter>& appliedFamily_;
   prometheus::Family<prometheus::Gauge>& lagFamily_;
+  prometheus::Family<prometheus::Counter>& dbErrorsFamily_;
   std::map<std::string, prometheus::Counter*> appliedByProjection_;
+  std::map<std::string, prometheus::Counter*> dbErrorsByClass_;
   std::map<std::pair<std::string, int32_t>, prometheus::Gauge*> lagByPartition_;
 };
 

@@ -33,12 +33,16 @@ Exit statuses: 0 stopped cleanly; 1 a fatal Kafka or database error; 2 configura
 See README.md for the configuration reference.
 )";
 
-// /healthz: the event loop went round recently. /readyz: connected to the read-model database.
+// /healthz: the event loop went round recently. /readyz: connected to the read-model database, and not waiting out
+// a database error.
 outbox::HealthCheck sinkHealth(const outbox::sink::SinkMetrics& metrics) {
   outbox::HealthCheck health;
   health.live = outbox::loopAliveCheck(metrics.lastLoopTimestamp, 60);
   health.ready = [&metrics] {
     if (metrics.databaseConnected.Value() < 1) return outbox::HealthVerdict{false, "read-model database unavailable"};
+    if (metrics.databaseWaiting.Value() >= 1) {
+      return outbox::HealthVerdict{false, "waiting out a read-model database error (see outbox_sink_db_errors_total)"};
+    }
     return outbox::HealthVerdict{true, "ok"};
   };
   return health;

@@ -118,7 +118,7 @@ TEST(SinkBatchPlanTest, DuplicatesAppliedBeforeOrEarlierInTheBatchAreLeftOut) {
   EXPECT_EQ(p.events[1].projections.size(), 2u);
 }
 
-TEST(SinkBatchPlanTest, AnEventLackingAParameterRunsNoProjectionButRecordsItsId) {
+TEST(SinkBatchPlanTest, AnEventLackingAParameterRunsNoProjectionAndIsNotRecordedAsProcessed) {
   Events e(
       {{"a", "OrderCreated", R"({"total":5})"}, {"b", "OrderCreated", "{not json"}, {"c", "OrderCreated", kOrder}});
   BatchPlan p = plan(config(true), e);
@@ -127,12 +127,26 @@ TEST(SinkBatchPlanTest, AnEventLackingAParameterRunsNoProjectionButRecordsItsId)
     SCOPED_TRACE(i);
     ASSERT_TRUE(p.events[i].poison);
     EXPECT_TRUE(p.events[i].projections.empty());  // not even "log", whose parameters are there
-    EXPECT_TRUE(p.events[i].dedup);                // a redelivery of a dead-lettered event is a duplicate
+    // Not processed: once the projection is fixed, the event replayed from the dead-letter topic is applied.
+    EXPECT_FALSE(p.events[i].dedup);
   }
   EXPECT_THAT(*p.events[0].poison, HasSubstr("projection created: parameter /orderId: the payload has no field"));
   EXPECT_THAT(*p.events[1].poison, HasSubstr("not valid JSON"));
   EXPECT_FALSE(p.events[2].poison);
   EXPECT_EQ(p.events[2].projections.size(), 2u);
+  EXPECT_TRUE(p.events[2].dedup);
+}
+
+TEST(SinkBatchPlanTest, AnEventRepeatedAfterItsPoisonCopyInOneBatchIsNotADuplicate) {
+  // The same id twice: first without a field (poison), then complete (the producer fixed it and re-sent).
+  Events e({{"a", "OrderCreated", R"({"total":5})"}, {"a", "OrderCreated", kOrder}});
+  BatchPlan p = plan(config(true), e);
+  EXPECT_EQ(p.duplicates, 0);
+  ASSERT_EQ(p.events.size(), 2u);
+  EXPECT_TRUE(p.events[0].poison);
+  EXPECT_FALSE(p.events[0].dedup);
+  EXPECT_FALSE(p.events[1].poison);
+  EXPECT_TRUE(p.events[1].dedup);
 }
 
 TEST(SinkBatchPlanTest, OffsetUpdatesExpectWhatWasStored) {

@@ -321,16 +321,3 @@ TEST(SinkSqlParametersTest, ScansPlaceholdersOutsideLiteralsAndComments) {
   EXPECT_EQ(scanSqlParameters("SELECT $10").highest, 10);
   EXPECT_EQ(scanSqlParameters("SELECT $10").unused.size(), 9u);
 }
-
-TEST(SinkBatchApplierTest, TransientSqlStates) {
-  EXPECT_TRUE(isTransientSqlState(nullptr));
-  EXPECT_TRUE(isTransientSqlState("08006"));
-  EXPECT_TRUE(isTransientSqlState("40001"));
-  EXPECT_TRUE(isTransientSqlState("40P01"));
-  EXPECT_TRUE(isTransientSqlState("57P01"));
-  EXPECT_TRUE(isTransientSqlState("53300"));
-  EXPECT_FALSE(isTransientSqlState("23505"));  // unique violation: the event is poison
-  EXPECT_FALSE(isTransientSqlState("23514"));  // check violation
-  EXPECT_FALSE(isTransientSqlState("22P02"));  // invalid text representation
-  EXPECT_FALSE(isTransientSqlState("42P01"));
-}
