@@ -1,21 +1,86 @@
 #include "common/PgConnection.h"
 
+#include <cstdlib>
+#include <cstring>
+
 namespace outbox {
 
-PGconn* connectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra) {
-  std::vector<const char*> keys = {"dbname"};
-  std::vector<const char*> values = {conninfo.c_str()};
+namespace {
+// The keyword/value arrays for PQconnectdbParams / PQconnectStartParams (pointers into the arguments).
+struct ParameterArrays {
+  std::vector<const char*> keys;
+  std::vector<const char*> values;
+};
+
+ParameterArrays parameterArrays(const std::string& conninfo, const std::string& password, const PgParameters& extra,
+                                const PgParameters& defaults) {
+  ParameterArrays out;
+  out.keys = {"dbname"};
+  out.values = {conninfo.c_str()};
   for (const auto& [key, value] : extra) {
-    keys.push_back(key);
-    values.push_back(value);
+    out.keys.push_back(key);
+    out.values.push_back(value);
+  }
+  for (const auto& [key, value] : defaultsNotSetBy(conninfo, defaults)) {
+    out.keys.push_back(key);
+    out.values.push_back(value);
   }
   if (!password.empty()) {
-    keys.push_back("password");
-    values.push_back(password.c_str());
+    out.keys.push_back("password");
+    out.values.push_back(password.c_str());
   }
-  keys.push_back(nullptr);
-  values.push_back(nullptr);
-  return PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1);
+  out.keys.push_back(nullptr);
+  out.values.push_back(nullptr);
+  return out;
+}
+
+// The environment variable libpq reads for `key` (PGCONNECT_TIMEOUT for connect_timeout), null when none.
+const char* environmentVariableOf(const char* key) {
+  static PQconninfoOption* const options = PQconndefaults();  // libpq's table of keywords, kept for the process
+  for (PQconninfoOption* o = options; o != nullptr && o->keyword != nullptr; ++o) {
+    if (std::strcmp(o->keyword, key) == 0) return o->envvar;
+  }
+  return nullptr;
+}
+}  // namespace
+
+const PgParameters& networkTimeoutDefaults() {
+  static const PgParameters defaults = {
+      {"connect_timeout", "10"},    {"keepalives", "1"},       {"keepalives_idle", "10"},
+      {"keepalives_interval", "5"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "30000"},
+  };
+  return defaults;
+}
+
+PgParameters defaultsNotSetBy(const std::string& conninfo, const PgParameters& defaults) {
+  if (defaults.empty()) return {};
+  char* error = nullptr;
+  PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &error);
+  if (error != nullptr) PQfreemem(error);
+  PgParameters out;
+  for (const auto& [key, value] : defaults) {
+    bool set = false;
+    for (PQconninfoOption* o = parsed; o != nullptr && o->keyword != nullptr; ++o) {
+      if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && o->val[0] != '\0') set = true;
+    }
+    const char* envvar = environmentVariableOf(key);
+    if (envvar != nullptr && std::getenv(envvar) != nullptr) set = true;
+    if (!set) out.emplace_back(key, value);
+  }
+  if (parsed != nullptr) PQconninfoFree(parsed);
+  return out;
+}
+
+PGconn* connectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra,
+                        const PgParameters& defaults) {
+  ParameterArrays params = parameterArrays(conninfo, password, extra, defaults);
+  return PQconnectdbParams(params.keys.data(), params.values.data(), /*expand_dbname=*/1);
+}
+
+PGconn* startConnectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra,
+                             const PgParameters& defaults) {
+  ParameterArrays params = parameterArrays(conninfo, password, extra, defaults);
+  return PQconnectStartParams(params.keys.data(), params.values.data(), /*expand_dbname=*/1);
 }
 
 std::string pgMessage(const char* text) {

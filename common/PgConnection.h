@@ -4,7 +4,9 @@
 //
 // The configured conninfo (URI or key=value) is expanded as "dbname" first and the program's extra parameters
 // after it, so those win (e.g. replication=database); the password file's secret goes in last as the "password"
-// parameter, never as part of a string that could be logged.
+// parameter, never as part of a string that could be logged. Defaults (network timeouts) are different: one is
+// added only when the user's conninfo does not set that key and the environment variable libpq reads for it
+// (PGCONNECT_TIMEOUT, ...) is unset, so the user's own value always wins.
 
 #include <libpq-fe.h>
 
@@ -22,8 +24,23 @@ using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
 
 using PgParameters = std::vector<std::pair<const char*, const char*>>;
 
+// Bounds on a connection to a server that stops answering (network partition, a host that froze): a connection
+// attempt gives up after connect_timeout = 10 s; TCP keepalives (idle 10 s, then 3 probes 5 s apart) find a dead
+// peer of an idle connection in about 25 s, and tcp_user_timeout = 30 s drops a connection whose sent data stays
+// unacknowledged that long. https://www.postgresql.org/docs/15/libpq-connect.html#LIBPQ-PARAMKEYWORDS
+const PgParameters& networkTimeoutDefaults();
+
+// Those of `defaults` that neither `conninfo` (URI or key=value) nor libpq's environment variable for that key
+// sets. When the conninfo cannot be parsed, all of them (libpq reports the error when connecting).
+PgParameters defaultsNotSetBy(const std::string& conninfo, const PgParameters& defaults);
+
 // Returns the connection whatever its status (check PQstatus; the caller PQfinish-es it). Blocking.
-PGconn* connectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra);
+PGconn* connectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra,
+                        const PgParameters& defaults = {});
+// The same, started without blocking (PQconnectStartParams): drive it with PQconnectPoll. Null when out of memory.
+// Note that libpq resolves a host name (not a hostaddr) synchronously here.
+PGconn* startConnectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra,
+                             const PgParameters& defaults = {});
 
 // A libpq message (PQerrorMessage, PQresultErrorMessage, a notice) without its trailing newline; "" for null.
 std::string pgMessage(const char* text);

@@ -1,6 +1,7 @@
 #include "src/InflightTransactions.h"
 
 #include <algorithm>
+#include <iterator>
 #include <stdexcept>
 
 namespace outbox {
@@ -15,11 +16,11 @@ InflightTransactions::Sequence InflightTransactions::begin(Lsn finalLsn, pgoutpu
   return entry.seq;
 }
 
-InflightTransactions::Entry* InflightTransactions::find(Sequence seq) {
+std::deque<InflightTransactions::Entry>::iterator InflightTransactions::find(Sequence seq) {
   // Sequences in the ring increase (abandoned ones leave gaps): binary search. Delivery reports mostly concern
   // the oldest transactions, events are added to the newest, and the ring can hold many thousand entries.
   auto it = std::lower_bound(ring_.begin(), ring_.end(), seq, [](const Entry& e, Sequence s) { return e.seq < s; });
-  return it != ring_.end() && it->seq == seq ? &*it : nullptr;
+  return it != ring_.end() && it->seq == seq ? it : ring_.end();
 }
 
 std::optional<pgoutput::PgTimestamp> InflightTransactions::oldestPendingCommitTime() const {
@@ -30,8 +31,9 @@ std::optional<pgoutput::PgTimestamp> InflightTransactions::oldestPendingCommitTi
 }
 
 void InflightTransactions::addEvent(Sequence txn, uint64_t bytes) {
-  Entry* entry = find(txn);
-  if (entry == nullptr || entry->committed) throw std::logic_error("InflightTransactions: event for a closed transaction");
+  auto entry = find(txn);
+  if (entry == ring_.end() || entry->committed)
+    throw std::logic_error("InflightTransactions: event for a closed transaction");
   ++entry->pending;
   ++entry->added;
   ++inflightEvents_;
@@ -39,25 +41,40 @@ void InflightTransactions::addEvent(Sequence txn, uint64_t bytes) {
 }
 
 void InflightTransactions::commit(Sequence txn, Lsn endLsn) {
-  Entry* entry = find(txn);
-  if (entry == nullptr || entry->committed) throw std::logic_error("InflightTransactions: commit of an unknown transaction");
+  auto entry = find(txn);
+  if (entry == ring_.end() || entry->committed)
+    throw std::logic_error("InflightTransactions: commit of an unknown transaction");
   entry->committed = true;
   entry->endLsn = endLsn;
   if (endLsn > received_) received_ = endLsn;
-  advance();
+  if (entry->pending == 0) settle(entry);
 }
 
 std::optional<pgoutput::PgTimestamp> InflightTransactions::acknowledge(Sequence txn, uint64_t bytes) {
   // In-flight counters track what Kafka holds, whether or not the transaction is still tracked.
   if (inflightEvents_ > 0) --inflightEvents_;
   inflightBytes_ = inflightBytes_ >= bytes ? inflightBytes_ - bytes : 0;
-  Entry* entry = find(txn);
-  if (entry == nullptr) return std::nullopt;  // an abandoned transaction's event
+  auto entry = find(txn);
+  if (entry == ring_.end()) return std::nullopt;  // an abandoned transaction's event
   if (entry->pending > 0) --entry->pending;
   std::optional<pgoutput::PgTimestamp> commitTime;
   if (entry->commitTime.micros != 0) commitTime = entry->commitTime;
-  if (entry->committed && entry->pending == 0 && entry == &ring_.front()) advance();
+  if (entry->committed && entry->pending == 0) settle(entry);
   return commitTime;
+}
+
+void InflightTransactions::settle(std::deque<Entry>::iterator entry) {
+  if (entry == ring_.begin()) {
+    advance();
+    return;
+  }
+  // An older transaction still waits for Kafka. Confirming this one needs nothing more than that one (and all
+  // before it) completing, so its end position moves into the previous entry and its own entry goes: an outage
+  // under a stream of transactions without outbox events grows nothing. The previous entry is committed (only the
+  // newest can be open) and, by this same rule, still has something pending.
+  auto previous = std::prev(entry);
+  if (entry->endLsn > previous->endLsn) previous->endLsn = entry->endLsn;
+  ring_.erase(entry);
 }
 
 void InflightTransactions::advance() {

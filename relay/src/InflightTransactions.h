@@ -7,6 +7,13 @@
 // while they are complete (as Bottled Water's ring of in-flight transactions does). Everything else stays in
 // WAL, so a crash at any moment re-sends what Kafka might not have; nothing is lost.
 //
+// Memory is bounded by the in-flight budget, not by the number of transactions: a committed transaction with
+// nothing left to acknowledge (no outbox events at all, as PostgreSQL <= 14 or a publication shared with other
+// tables sends them, or all of its events acknowledged already) never keeps an entry behind an older one. Its
+// commit position is folded into the entry before it, which then confirms up to there once it completes: that
+// is exact, since nothing of the folded transaction waits. So every entry but the oldest and the open one has an
+// unacknowledged event, and the ring holds at most inflightEvents() + 2 entries.
+//
 // Pure logic, no I/O: the event loop feeds it and reads `confirmedLsn()`.
 
 #include <cstdint>
@@ -49,6 +56,8 @@ public:
   uint64_t inflightBytes() const { return inflightBytes_; }
   bool hasOpenTransaction() const { return !ring_.empty() && !ring_.back().committed; }
   bool empty() const { return ring_.empty(); }
+  // Entries in the ring (transactions, or runs of them folded together): at most inflightEvents() + 2.
+  size_t transactions() const { return ring_.size(); }
   // Where to resume streaming after a lost connection: the end of the last transaction received whole.
   // Transactions up to there are in Kafka's hands already (or acknowledged), so asking the server to start
   // there instead of at the confirmed position avoids publishing them twice.
@@ -76,9 +85,12 @@ private:
     uint64_t added = 0;
     bool committed = false;
   };
-  Entry* find(Sequence seq);
-  const Entry* find(Sequence seq) const { return const_cast<InflightTransactions*>(this)->find(seq); }
+  // The entry of `seq`, or ring_.end().
+  std::deque<Entry>::iterator find(Sequence seq);
   void advance();
+  // `entry` is committed and has nothing pending: confirm it if it is the oldest, else fold it into the one
+  // before it.
+  void settle(std::deque<Entry>::iterator entry);
 
   std::deque<Entry> ring_;
   Sequence nextSeq_ = 1;

@@ -56,9 +56,12 @@ void Relay::requestStop() {
 
 bool Relay::stopRequested() {
   char buf[16];
-  if (::read(stopPipe_[0], buf, sizeof buf) > 0) {
-    if (!stopping_) log::info("stop requested: finishing in-flight events");
+  if (::read(stopPipe_[0], buf, sizeof buf) > 0 && !stopping_) {
+    log::info("stop requested: finishing in-flight events (within {} ms)", config_.shutdownTimeoutMs);
     stopping_ = true;
+    // One bound for the whole way out, from now: reading to the commit of an open transaction, Kafka's
+    // acknowledgements and the last status update all share it.
+    stopDeadline_ = Clock::now() + milliseconds(config_.shutdownTimeoutMs);
   }
   return stopping_;
 }
@@ -157,8 +160,8 @@ void Relay::streamLoop() {
       // Finish the transaction being received first (within the shutdown bound): its events already in Kafka
       // would otherwise be published again by the next start, since only a whole transaction is confirmed.
       if (!resume_.inTransaction()) return;
-      if (stopDeadline_ == Clock::time_point{}) {
-        stopDeadline_ = Clock::now() + milliseconds(config_.shutdownTimeoutMs);
+      if (!readingToCommit_) {
+        readingToCommit_ = true;
         log::info("stop requested mid-transaction: reading to its commit first");
       }
       if (Clock::now() >= stopDeadline_) return;
@@ -186,9 +189,21 @@ void Relay::streamLoop() {
     auto nextStatusAt = lastStatusAt_ + (inflight_.confirmedLsn() > lastSentStatus_ ? advanceInterval : interval);
     auto untilStatus = std::chrono::duration_cast<milliseconds>(nextStatusAt - now);
     int timeout = static_cast<int>(std::clamp<int64_t>(untilStatus.count(), 0, 1000));
-    pollfd fds[3] = {{publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}, {stream_->socket(), POLLIN, 0}};
-    int nfds = backpressured() ? 2 : 3;
+    if (stopping_) {
+      auto untilStop = std::chrono::duration_cast<milliseconds>(stopDeadline_ - now).count();
+      timeout = static_cast<int>(std::clamp<int64_t>(untilStop, 0, timeout));
+    }
+    // Kafka's wake-up pipe, the stop pipe, the lag probe's socket while it waits, PostgreSQL's socket: for
+    // reading unless backpressured, for writing while a status update is not all sent.
+    pollfd fds[4] = {{publisher_->wakeupFd(), POLLIN, 0},
+                     {stopPipe_[0], POLLIN, 0},
+                     {walProbe_.socket(), walProbe_.events(), 0},
+                     {stream_->socket(), 0, 0}};
+    if (!backpressured()) fds[3].events |= POLLIN;
+    if (stream_->flushPending()) fds[3].events |= POLLOUT;
+    int nfds = fds[3].events != 0 ? 4 : 3;
     if (::poll(fds, nfds, timeout) < 0 && errno != EINTR) throw ReplicationError("poll failed");
+    stream_->flush();
   }
 }
 
@@ -204,6 +219,7 @@ void Relay::sendStatus() {
 void Relay::refreshGauges() {
   metrics_.inflightEvents.Set(static_cast<double>(inflight_.inflightEvents()));
   metrics_.inflightBytes.Set(static_cast<double>(inflight_.inflightBytes()));
+  metrics_.inflightTransactions.Set(static_cast<double>(inflight_.transactions()));
   metrics_.kafkaQueueMessages.Set(publisher_->queueLength());
   metrics_.kafkaConnected.Set(publisher_->brokersReachable() ? 1 : 0);
   if (publisher_->reconnects() > kafkaReconnectsSeen_) {
@@ -221,10 +237,13 @@ void Relay::refreshGauges() {
 }
 
 void Relay::probeLag() {
+  // Asynchronous: started here, moved on each round (and when its socket wakes the loop), never waited for.
   auto now = Clock::now();
-  if (now - lastLagProbe_ < milliseconds(config_.source.lagPollIntervalMs)) return;
-  lastLagProbe_ = now;
-  if (auto server = walProbe_.currentWalLsn()) {
+  if (!walProbe_.busy() && now - lastLagProbe_ >= milliseconds(config_.source.lagPollIntervalMs)) {
+    lastLagProbe_ = now;
+    walProbe_.start();
+  }
+  if (auto server = walProbe_.advance()) {
     metrics_.serverWalLsn.Set(static_cast<double>(server->value()));
     metrics_.replicationLagBytes.Set(static_cast<double>(server->bytesSince(inflight_.confirmedLsn())));
   }
@@ -540,8 +559,9 @@ void Relay::waitServing(milliseconds duration) {
   while (!stopRequested() && !failedStatus_) {
     auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return;
-    pollfd fds[2] = {{publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}};
-    ::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    pollfd fds[3] = {
+        {publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}, {walProbe_.socket(), walProbe_.events(), 0}};
+    ::poll(fds, 3, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
     publisher_->poll();
     if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
     retryPendingDeadLetters();
@@ -550,11 +570,13 @@ void Relay::waitServing(milliseconds duration) {
 }
 
 void Relay::shutdown() {
-  // Stop reading; give Kafka a bounded time to acknowledge what is in flight; confirm what was acknowledged.
-  auto deadline = Clock::now() + milliseconds(config_.shutdownTimeoutMs);
+  // Stop reading; give Kafka what is left of the stop's bound to acknowledge what is in flight; confirm what was
+  // acknowledged. (A failure ends the loop without a stop: it waits for nothing.)
+  auto deadline = stopping_ ? stopDeadline_ : Clock::now();
   while (inflight_.inflightEvents() > 0 && !failedStatus_ && Clock::now() < deadline) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
     pollfd fd{publisher_->wakeupFd(), POLLIN, 0};
-    ::poll(&fd, 1, 100);
+    ::poll(&fd, 1, static_cast<int>(std::clamp<int64_t>(left, 0, 100)));
     publisher_->poll();
     if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
   }
@@ -564,7 +586,9 @@ void Relay::shutdown() {
     } catch (const std::exception& e) {
       log::warn("could not confirm the final position: {}", e.what());
     }
-    stream_->close();
+    // The polite end of the copy stream gets what is left of the bound (at least a moment to send CopyDone).
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    stream_->close(stopping_ ? std::clamp(left, milliseconds(100), milliseconds(5000)) : milliseconds(5000));
   }
   metrics_.streaming.Set(0);
   if (inflight_.inflightEvents() > 0) {

@@ -125,7 +125,9 @@ private:
   Backoff backoff_;
   int stopPipe_[2] = {-1, -1};
   bool stopping_ = false;
-  std::chrono::steady_clock::time_point stopDeadline_{};  // set when a stop arrives mid-transaction
+  // Set when the stop arrives: the one bound (shutdown_timeout_ms) for reading to a commit and draining Kafka.
+  std::chrono::steady_clock::time_point stopDeadline_{};
+  bool readingToCommit_ = false;
   std::optional<int> failedStatus_;
   bool replyRequested_ = false;
   Lsn lastSentStatus_;

@@ -24,6 +24,9 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
           gauge(*registry_, "outbox_relay_inflight_events", "Events handed to Kafka and not yet acknowledged.")),
       inflightBytes(gauge(*registry_, "outbox_relay_inflight_bytes",
                           "Key and value bytes of events handed to Kafka and not yet acknowledged.")),
+      inflightTransactions(gauge(*registry_, "outbox_relay_inflight_transactions",
+                                 "Entries of the acknowledger's ring: transactions (or runs of them folded "
+                                 "together) not yet confirmable; at most the in-flight events plus 2.")),
       kafkaQueueMessages(gauge(*registry_, "outbox_relay_kafka_queue_messages",
                                "librdkafka's out-queue length (rd_kafka_outq_len): messages queued or awaiting a "
                                "broker acknowledgement, plus delivery reports and events not yet served.")),

@@ -53,6 +53,7 @@ public:
   prometheus::Counter& transactions;
   prometheus::Gauge& inflightEvents;
   prometheus::Gauge& inflightBytes;
+  prometheus::Gauge& inflightTransactions;
   prometheus::Gauge& kafkaQueueMessages;
   prometheus::Gauge& confirmedFlushLsn;
   prometheus::Gauge& serverWalLsn;

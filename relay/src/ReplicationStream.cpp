@@ -51,7 +51,9 @@ void ReplicationStream::failConnection(const std::string& what) {
 
 const ServerIdentity& ReplicationStream::connect() {
   if (conn_) close();
-  conn_ = connectPostgres(config_.conninfo, config_.password, {{"replication", "database"}, {"fallback_application_name", "outbox-relay"}});
+  conn_ = connectPostgres(config_.conninfo, config_.password,
+                          {{"replication", "database"}, {"fallback_application_name", "outbox-relay"}},
+                          networkTimeoutDefaults());
   if (PQstatus(conn_) != CONNECTION_OK) failConnection("cannot connect to PostgreSQL");
   PQsetNoticeProcessor(conn_, [](void*, const char* message) { log::info("postgres: {}", pgMessage(message)); }, nullptr);
 
@@ -197,6 +199,10 @@ void ReplicationStream::start(Lsn from) {
     if (state == kObjectInUse) throw SlotBusyError(message);
     failConnection("START_REPLICATION failed");
   }
+  // From here on nothing waits on the server: reads are PQgetCopyData(async), status updates are queued and
+  // flushed as the socket takes them (a server that stops reading cannot stall the event loop).
+  if (PQsetnonblocking(conn_, 1) != 0) failConnection("cannot make the replication connection non-blocking");
+  flushPending_ = false;
   log::info("streaming from slot \"{}\" at {} (pgoutput protocol version {})", config_.slot, from.toString(), proto);
 }
 
@@ -225,19 +231,39 @@ void ReplicationStream::sendStatus(Lsn confirmed) {
   // No reply requested: keepalives come on the server's own schedule.
   std::string update =
       pgoutput::PgOutputDecoder::encodeStandbyStatusUpdate(confirmed, confirmed, confirmed, nowPg(), false);
-  if (PQputCopyData(conn_, update.data(), static_cast<int>(update.size())) != 1 || PQflush(conn_) != 0) {
-    failConnection("cannot send a standby status update");
-  }
+  // In non-blocking mode PQputCopyData returns 0 when libpq's buffer is full; a server that took nothing for that
+  // long is behind tcp_user_timeout, and the update is skipped (the next one carries a position at least as new).
+  int queued = PQputCopyData(conn_, update.data(), static_cast<int>(update.size()));
+  if (queued < 0) failConnection("cannot send a standby status update");
+  if (queued == 0) log::debug("postgres: send buffer full; standby status update skipped");
+  flushPending_ = true;
+  flush();
+}
+
+void ReplicationStream::flush() {
+  if (!flushPending_ || !conn_) return;
+  int flushed = PQflush(conn_);
+  if (flushed < 0) failConnection("cannot send a standby status update");
+  flushPending_ = flushed == 1;
 }
 
 int ReplicationStream::socket() const { return conn_ ? PQsocket(conn_) : -1; }
 
-void ReplicationStream::close() {
+void ReplicationStream::close(std::chrono::milliseconds drainBound) {
   freeBuffer();
+  flushPending_ = false;
   if (!conn_) return;
-  if (PQputCopyEnd(conn_, nullptr) == 1 && PQflush(conn_) == 0) {
-    // Drain until the server's CopyDone and final results, bounded so a dead server cannot hang shutdown.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  // Drain until the server's CopyDone and final results, bounded so a dead server cannot hang shutdown.
+  auto deadline = std::chrono::steady_clock::now() + drainBound;
+  bool ended = PQputCopyEnd(conn_, nullptr) == 1;
+  // Non-blocking (once streaming): wait for the socket to take CopyDone, within the bound.
+  int flushed = ended ? PQflush(conn_) : -1;
+  while (flushed == 1 && std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{PQsocket(conn_), POLLOUT, 0};
+    ::poll(&pfd, 1, 100);
+    flushed = PQflush(conn_);
+  }
+  if (flushed == 0) {
     while (std::chrono::steady_clock::now() < deadline) {
       char* data = nullptr;
       int n = PQgetCopyData(conn_, &data, 1);
@@ -249,11 +275,19 @@ void ReplicationStream::close() {
         if (!PQconsumeInput(conn_)) break;
         continue;
       }
-      while (PGresult* result = PQgetResult(conn_)) {
-        if (PQresultStatus(result) == PGRES_FATAL_ERROR) {
-          log::warn("postgres: {}", pgMessage(PQresultErrorMessage(result)));
+      // The copy ended: read the final results. PQgetResult waits while libpq is busy, so only call it when not.
+      while (std::chrono::steady_clock::now() < deadline) {
+        if (PQisBusy(conn_)) {
+          pollfd pfd{PQsocket(conn_), POLLIN, 0};
+          ::poll(&pfd, 1, 100);
+          if (!PQconsumeInput(conn_)) break;
+          continue;
         }
-        PQclear(result);
+        PgResult result(PQgetResult(conn_));
+        if (!result) break;
+        if (PQresultStatus(result.get()) == PGRES_FATAL_ERROR) {
+          log::warn("postgres: {}", pgMessage(PQresultErrorMessage(result.get())));
+        }
       }
       break;
     }

@@ -7,6 +7,7 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -66,12 +67,17 @@ public:
   // Reads one CopyData message without blocking. The view stays valid until the next read() call.
   // Throws ReplicationError when the stream ended or broke.
   ReadStatus read(std::string_view& message);
-  // Sends a standby status update ('r'): written, flushed and applied all at `confirmed`.
+  // Sends a standby status update ('r'): written, flushed and applied all at `confirmed`. Never blocks: the
+  // stream is in libpq's non-blocking mode, and what the socket does not take now goes out with flush().
   void sendStatus(Lsn confirmed);
+  // Something is waiting to be sent (wait for the socket to be writable, then flush()).
+  bool flushPending() const { return flushPending_; }
+  // Sends on what sendStatus() left, without blocking. Throws ReplicationError when the connection broke.
+  void flush();
   int socket() const;
-  // Ends the copy stream politely (PQputCopyEnd) and reads the server's last results, so a final
-  // ErrorResponse is not missed; then closes the connection.
-  void close();
+  // Ends the copy stream politely (PQputCopyEnd) and reads the server's last results for up to `drainBound`, so
+  // a final ErrorResponse is not missed; then closes the connection.
+  void close(std::chrono::milliseconds drainBound = std::chrono::seconds(5));
   bool isOpen() const { return conn_ != nullptr; }
 
 private:
@@ -84,6 +90,7 @@ private:
   SourceConfig config_;
   PGconn* conn_ = nullptr;
   char* buffer_ = nullptr;
+  bool flushPending_ = false;
   ServerIdentity identity_;
 };
 

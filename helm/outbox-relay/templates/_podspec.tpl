@@ -2,6 +2,11 @@
 {{- define "outbox-relay.podCommon" -}}
 serviceAccountName: {{ include "outbox-relay.serviceAccountName" . }}
 automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+{{- /* The relay's whole way out (reading to a commit, Kafka's acknowledgements, the last status update) is bounded
+by one shutdown_timeout_ms from SIGTERM; the pod must be given longer, or Kubernetes SIGKILLs it midway. */}}
+{{- if le (mul (int64 .Values.terminationGracePeriodSeconds) 1000) (add (int64 .Values.shutdownTimeoutMs) 5000) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d s) must exceed shutdownTimeoutMs (%d ms) by more than 5 s, or Kubernetes kills a stopping relay before it confirmed what Kafka acknowledged" (int64 .Values.terminationGracePeriodSeconds) (int64 .Values.shutdownTimeoutMs)) }}
+{{- end }}
 terminationGracePeriodSeconds: {{ int64 .Values.terminationGracePeriodSeconds }}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
