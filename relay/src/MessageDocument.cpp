@@ -52,8 +52,10 @@ bool isJsonNumber(std::string_view s) {
 
 MessageDocument::MessageDocument(std::vector<std::string> fieldNames, size_t maxDepth)
     : names_(std::move(fieldNames)), fields_(names_.size()), maxDepth_(maxDepth) {
-  // The capacity grows with the largest document seen (iterate() reallocates, keeping max_depth).
-  if (auto error = parser_.allocate(4096, maxDepth_)) {
+  // The capacity grows with the largest document seen (iterate() reallocates, keeping max_depth). simdjson counts
+  // the document itself as a level and is inside a container one level deeper than we count: with its development
+  // checks (debug builds) it asserts depth < max_depth, so it gets 2 levels of room above the bound counted here.
+  if (auto error = parser_.allocate(4096, maxDepth_ + 2)) {
     throw std::runtime_error(std::string("simdjson: ") + simdjson::error_message(error));
   }
 }
