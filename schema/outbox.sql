@@ -1,4 +1,5 @@
--- outbox-relay: the outbox table, its publication and a least-privilege role for the relay.
+-- outbox-relay: the outbox table, its publication, a least-privilege role for the relay and a role that may
+-- publish events (outbox_writer).
 -- Column names are Debezium's outbox event router defaults, so a team moving from Debezium keeps its schema.
 -- Idempotent: safe to apply again (psql -v ON_ERROR_STOP=1 -f schema/outbox.sql).
 
@@ -34,6 +35,30 @@ BEGIN
   END IF;
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO outbox_relay', current_database());
 END $$;
+
+-- Who may publish events. The relay publishes whatever reaches the outbox, so writing to it is publishing:
+--  * an outbox row: INSERT on the outbox table (no role but the owner has it until granted);
+--  * with [messages] enabled in the relay: pg_logical_emit_message(). PostgreSQL grants EXECUTE on it to PUBLIC,
+--    so any login could publish any event; it is revoked here (every overload: text and bytea content, and the
+--    `flush` variant of PostgreSQL 17) and granted to outbox_writer. Function privileges are per database: this
+--    applies to the database this file runs in (run it as a superuser, who owns the pg_catalog functions).
+-- outbox_writer cannot log in: grant it to the roles of the services that publish, e.g.
+--   GRANT outbox_writer TO orders_service;
+DO $$
+DECLARE
+  fn regprocedure;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_writer') THEN
+    CREATE ROLE outbox_writer NOLOGIN;
+  END IF;
+  FOR fn IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'pg_logical_emit_message'
+                                                  AND pronamespace = 'pg_catalog'::regnamespace LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO outbox_writer', fn);
+  END LOOP;
+END $$;
+GRANT USAGE ON SCHEMA public TO outbox_writer;
+GRANT INSERT ON public.outbox TO outbox_writer;
 
 -- Publishing an event: insert it in the same transaction as the state change.
 --   BEGIN;

@@ -1,9 +1,8 @@
 #include "src/OutboxRouter.h"
 
-#include <nlohmann/json.hpp>
+#include <algorithm>
 
 #include "common/ConfigSupport.h"
-#include "common/JsonText.h"
 #include "common/KafkaTopicName.h"
 #include "common/Log.h"
 
@@ -37,8 +36,39 @@ OutboxRouter::TopicTemplate OutboxRouter::TopicTemplate::parse(std::string_view 
   return result;
 }
 
+namespace {
+// The top-level fields of a logical message the router reads, each once: the outbox fields (in the order of
+// OutboxRouter's k*Field constants), then those the topic template and the headers name.
+std::vector<std::string> messageFieldNames(const MessagesConfig& messages) {
+  std::vector<std::string> names = {"id", "aggregateid", "payload"};
+  auto add = [&](const std::string& name) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  };
+  for (const auto& segment : OutboxRouter::topicPlaceholders(messages.topicTemplate)) add(segment);
+  for (const auto& [header, name] : messages.headers) add(name);
+  return names;
+}
+}  // namespace
+
+std::vector<std::string> OutboxRouter::topicPlaceholders(std::string_view topicTemplate) {
+  std::vector<std::string> names;
+  for (const auto& segment : TopicTemplate::parse(topicTemplate).segments) {
+    if (segment.placeholder) names.push_back(segment.text);
+  }
+  return names;
+}
+
 OutboxRouter::OutboxRouter(const RelayConfig& config)
-    : config_(config), messageTopic_(TopicTemplate::parse(config.messages.topicTemplate)) {}
+    : config_(config),
+      messageTopic_(TopicTemplate::parse(config.messages.topicTemplate)),
+      messageDocument_(messageFieldNames(config.messages)) {
+  for (auto& segment : messageTopic_.segments) {
+    if (segment.placeholder) segment.columnIndex = static_cast<int>(messageDocument_.indexOf(segment.text));
+  }
+  for (const auto& [header, name] : config.messages.headers) {
+    messageHeaders_.emplace_back(header, messageDocument_.indexOf(name));
+  }
+}
 
 void OutboxRouter::reset() {
   relations_.clear();
@@ -184,23 +214,23 @@ OutboxRouter::Outcome OutboxRouter::routeMessage(const pgoutput::Message& messag
                                                  std::string& error) {
   if (!config_.messages.enabled || message.prefix != config_.messages.prefix) return Outcome::NotOutbox;
   record.headers.clear();
-  nlohmann::json doc = nlohmann::json::parse(message.content, nullptr, false);
   std::string where = "logical message (prefix \"" + config_.messages.prefix + "\") at " + message.lsn.toString();
-  if (doc.is_discarded() || !doc.is_object()) {
-    return deadLetter(record, error, where + ": content is not a JSON object", std::nullopt, message.content);
+  if (message.content.size() > config_.messages.maxBytes) {
+    // Without its content: a dead letter that large would be refused by Kafka as well.
+    return deadLetter(record, error,
+                      where + ": content is " + std::to_string(message.content.size()) +
+                          " bytes, more than messages.max_bytes = " + std::to_string(config_.messages.maxBytes) +
+                          " (the dead letter carries no value)",
+                      std::nullopt, std::nullopt);
   }
-  auto field = [&](const char* name) -> const nlohmann::json* {
-    auto it = doc.find(name);
-    return it == doc.end() || it->is_null() ? nullptr : &*it;
-  };
-  const nlohmann::json* id = field("id");
-  const nlohmann::json* aggregateId = field("aggregateid");
-  if (id) {
-    idText_ = jsonText(*id);
-    record.headers.emplace_back("id", idText_);
+  if (auto problem = messageDocument_.parse(message.content)) {
+    return deadLetter(record, error, where + ": " + *problem, std::nullopt, message.content);
   }
-  if (!id) return deadLetter(record, error, where + ": field \"id\" is missing", std::nullopt, message.content);
-  if (!aggregateId) {
+  const MessageDocument::Field& id = messageDocument_.field(kIdField);
+  const MessageDocument::Field& aggregateId = messageDocument_.field(kAggregateIdField);
+  if (id.present) record.headers.emplace_back("id", id.text);
+  if (!id.present) return deadLetter(record, error, where + ": field \"id\" is missing", std::nullopt, message.content);
+  if (!aggregateId.present) {
     return deadLetter(record, error, where + ": field \"aggregateid\" is missing", std::nullopt, message.content);
   }
   topic_.clear();
@@ -209,33 +239,27 @@ OutboxRouter::Outcome OutboxRouter::routeMessage(const pgoutput::Message& messag
       topic_ += segment.text;
       continue;
     }
-    const nlohmann::json* part = field(segment.text.c_str());
-    if (!part) {
+    const MessageDocument::Field& part = messageDocument_.field(static_cast<size_t>(segment.columnIndex));
+    if (!part.present) {
       return deadLetter(record, error, where + ": field \"" + segment.text + "\" of the topic template is missing",
                         std::nullopt, message.content);
     }
-    topic_ += jsonText(*part);
+    topic_ += part.text;
   }
   if (!isValidTopic(topic_)) {
     return deadLetter(record, error,
                       where + ": \"" + topic_ + "\" is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])",
                       std::nullopt, message.content);
   }
-  headerValues_.clear();
-  headerValues_.reserve(config_.messages.headers.size() + 1);
-  headerValues_.push_back(jsonText(*aggregateId));
-  for (const auto& [header, name] : config_.messages.headers) {
-    if (const nlohmann::json* value = field(name.c_str())) headerValues_.push_back(jsonText(*value));
+  for (const auto& [header, index] : messageHeaders_) {
+    const MessageDocument::Field& value = messageDocument_.field(index);
+    if (value.present) record.headers.emplace_back(header, value.text);
   }
-  size_t next = 1;
-  for (const auto& [header, name] : config_.messages.headers) {
-    if (field(name.c_str())) record.headers.emplace_back(header, headerValues_[next++]);
-  }
-  const nlohmann::json* payload = field("payload");
-  if (payload) payload_ = jsonText(*payload);
+  const MessageDocument::Field& payload = messageDocument_.field(kPayloadField);
   record.topic = topic_;
-  record.key = headerValues_[0];
-  record.value = payload ? std::optional<std::string_view>(payload_) : std::nullopt;
+  record.key = aggregateId.text;
+  // As written, a string payload with its quotes: the bytes of the document, like a json column's text.
+  record.value = payload.present ? std::optional<std::string_view>(payload.raw) : std::nullopt;
   return Outcome::Routed;
 }
 

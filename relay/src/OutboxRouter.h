@@ -5,7 +5,9 @@
 // more headers from configured columns.
 //
 // A row that cannot become a valid record (a NULL aggregate type, an id missing, a topic name Kafka refuses)
-// is routed to the dead-letter topic with an "error" header instead: counted and logged, never dropped.
+// is routed to the dead-letter topic with an "error" header instead: counted and logged, never dropped. So is a
+// logical message that is not a valid JSON object within MessageDocument's bounds (depth, UTF-8) or larger than
+// messages.max_bytes. A message's payload is forwarded as written (MessageDocument), never re-serialized.
 
 #include <optional>
 #include <string>
@@ -13,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "src/MessageDocument.h"
 #include "src/OutboxRecord.h"
 #include "src/PgOutputMessages.h"
 #include "src/RelationCache.h"
@@ -40,8 +43,10 @@ public:
 
   // Kafka's rule for topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
   static bool isValidTopic(std::string_view topic);
+  // The {placeholder} names of a topic template, in order.
+  static std::vector<std::string> topicPlaceholders(std::string_view topicTemplate);
 
-private:
+ private:
   // A topic template split into literal text and placeholders.
   struct TopicTemplate {
     struct Segment {
@@ -71,13 +76,16 @@ private:
   const RelayConfig& config_;
   RelationCache relations_;
   std::unordered_map<uint32_t, Route> routes_;
+  // Logical messages: the topic template (placeholders resolved to field indices of messageDocument_), the
+  // parsed document the records' views point into, and header name -> field index.
+  static constexpr size_t kIdField = 0, kAggregateIdField = 1, kPayloadField = 2;
   TopicTemplate messageTopic_;
+  MessageDocument messageDocument_;
+  std::vector<std::pair<std::string, size_t>> messageHeaders_;
   // Scratch buffers the records' views point into; reused for every event.
   std::string topic_;
   std::string payload_;
-  std::string idText_;
   std::string errorText_;
-  std::vector<std::string> headerValues_;
 };
 
 }  // namespace outbox

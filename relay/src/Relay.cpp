@@ -313,6 +313,20 @@ void Relay::onInsert(const pgoutput::Insert& insert) {
 }
 
 void Relay::onMessage(const pgoutput::Message& message) {
+  if (message.prefix != config_.messages.prefix) return;  // another application's message
+  if (!config_.messages.enabled) {
+    ignoreMessage(metrics_.messagesIgnoredDisabled, message,
+                  "[messages] is disabled (set messages.enabled = true to publish them; README \"Security\")");
+    return;
+  }
+  if (!message.transactional && config_.messages.nonTransactional == MessagesConfig::NonTransactional::Ignore) {
+    // Decoded when written, not at a commit: it would be published even if its writer rolled back, and ahead of
+    // the rows of the transaction that wrote it.
+    ignoreMessage(metrics_.messagesIgnoredNonTransactional, message,
+                  "it is non-transactional (pg_logical_emit_message(false, ...)); set messages.non_transactional = "
+                  "\"publish\" to publish such messages at once, whatever becomes of their transaction");
+    return;
+  }
   std::string error;
   auto outcome = router_.routeMessage(message, record_, error);
   if (outcome == OutboxRouter::Outcome::NotOutbox) return;
@@ -326,6 +340,18 @@ void Relay::onMessage(const pgoutput::Message& message) {
   auto seq = resume_.beginStandalone(message.lsn);
   publishRouted(seq, RelayMetrics::kMessageTable, outcome, error);
   resume_.endStandalone(seq, message.lsn);
+}
+
+void Relay::ignoreMessage(prometheus::Counter& counter, const pgoutput::Message& message, const char* why) {
+  counter.Increment();
+  ++messagesIgnoredSinceLog_;
+  // The first one at once, then at most one line per 10 s: whoever emits them may emit many.
+  auto now = Clock::now();
+  if (lastMessageIgnoredLog_ != Clock::time_point{} && now - lastMessageIgnoredLog_ <= std::chrono::seconds(10)) return;
+  log::warn("ignored {} logical message(s) with prefix \"{}\" (the latest at {}): {}", messagesIgnoredSinceLog_,
+            config_.messages.prefix, message.lsn.toString(), why);
+  messagesIgnoredSinceLog_ = 0;
+  lastMessageIgnoredLog_ = now;
 }
 
 void Relay::publishRouted(InflightTransactions::Sequence txn, std::string_view table, OutboxRouter::Outcome outcome,

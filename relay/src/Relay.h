@@ -60,6 +60,8 @@ private:
   void onCommit(const pgoutput::Commit& commit);
   void onInsert(const pgoutput::Insert& insert);
   void onMessage(const pgoutput::Message& message);
+  // A logical message with the configured prefix that is not published: counted, logged at most every 10 s.
+  void ignoreMessage(prometheus::Counter& counter, const pgoutput::Message& message, const char* why);
   // An UPDATE, DELETE or TRUNCATE of a relation: counted when it is an outbox table, never published.
   void onIgnored(RelationId relation, RelayMetrics::IgnoredOperation operation);
   // At most every 10 s: how many such changes were ignored since the last time.
@@ -138,6 +140,8 @@ private:
   std::unordered_map<uint64_t, DeadLetter> deadLetters_;             // by id, until acknowledged
   std::deque<std::pair<uint64_t, OwnedRecord>> pendingDeadLetters_;  // waiting for room in librdkafka's queue
   uint64_t nextDeadLetter_ = 1;
+  std::chrono::steady_clock::time_point lastMessageIgnoredLog_;
+  uint64_t messagesIgnoredSinceLog_ = 0;
 };
 
 }  // namespace outbox

@@ -218,6 +218,18 @@ void readMessages(ConfigTable root, MessagesConfig& out) {
   ConfigTable headers = t.table("headers");
   out.headers = headers.entries(EntryValues::Strings);
   checkHeaderNames(headers, out.headers, "JSON field");
+  std::string nonTransactional;
+  if (t.get("non_transactional", nonTransactional)) {
+    if (nonTransactional == "ignore") {
+      out.nonTransactional = MessagesConfig::NonTransactional::Ignore;
+    } else if (nonTransactional == "publish") {
+      out.nonTransactional = MessagesConfig::NonTransactional::Publish;
+    } else {
+      t.invalid("non_transactional",
+                fmt::format("must be \"ignore\" or \"publish\", got {}", tomlQuote(nonTransactional)));
+    }
+  }
+  t.get("max_bytes", out.maxBytes, 1, uint64_t{1} << 30);
 }
 
 void readLimits(ConfigTable root, LimitsConfig& out) {
@@ -368,7 +380,12 @@ std::string RelayConfig::redactedSummary() const {
     outboxArray.push_back(std::move(t));
   }
   toml::table messagesTable{
-      {"enabled", messages.enabled}, {"prefix", messages.prefix}, {"topic", messages.topicTemplate}};
+      {"enabled", messages.enabled},
+      {"prefix", messages.prefix},
+      {"topic", messages.topicTemplate},
+      {"non_transactional",
+       messages.nonTransactional == MessagesConfig::NonTransactional::Publish ? "publish" : "ignore"},
+      {"max_bytes", static_cast<int64_t>(messages.maxBytes)}};
   if (!messages.headers.empty()) messagesTable.insert("headers", tomlTable(messages.headers));
 
   toml::table summary{

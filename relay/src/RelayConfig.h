@@ -54,12 +54,21 @@ struct OutboxTableConfig {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
-// pg_logical_emit_message(true, prefix, json) as an outbox without a table.
+// pg_logical_emit_message(true, prefix, json) as an outbox without a table. Off by default: EXECUTE on
+// pg_logical_emit_message is granted to PUBLIC unless revoked (schema/outbox.sql does), so with messages on, any
+// login that may call it can publish an event (README "Security").
 struct MessagesConfig {
-  bool enabled = true;
+  bool enabled = false;
   std::string prefix = "outbox";
   std::string topicTemplate = "outbox.event.{aggregatetype}";  // {field} from the JSON document
   std::vector<std::pair<std::string, std::string>> headers;    // header name -> JSON field
+  // pg_logical_emit_message(false, ...): decoded when written, outside any transaction's fate (published even if
+  // the writer rolls back, and ahead of the rows of its transaction). Ignored (and counted) unless "publish".
+  enum class NonTransactional { Ignore, Publish };
+  NonTransactional nonTransactional = NonTransactional::Ignore;
+  // A message larger than this goes to the dead-letter topic without its content (librdkafka's default
+  // message.max.bytes is 1000000).
+  uint64_t maxBytes = 1000000;
 };
 
 struct LimitsConfig {

@@ -11,6 +11,10 @@ using prometheus::BuildCounter;
 using metrics::counter;
 using metrics::gauge;
 
+constexpr const char* kMessagesIgnoredHelp =
+    "Logical messages with the configured prefix that were not published, by reason: non_transactional "
+    "(pg_logical_emit_message(false, ...), unless messages.non_transactional = \"publish\"), disabled ([messages] "
+    "is off).";
 constexpr const char* kConnectedHelp =
     "1 while the connection to the target is up (postgres: the replication connection; kafka: at least one broker).";
 }  // namespace
@@ -20,6 +24,10 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
                            "Committed transactions received from the replication slot, counted at their Commit "
                            "(from PostgreSQL 15 on, pgoutput sends only those with a published change or a "
                            "logical message).")),
+      messagesIgnoredNonTransactional(counter(*registry_, "outbox_relay_messages_ignored_total", kMessagesIgnoredHelp,
+                                              {{"reason", "non_transactional"}})),
+      messagesIgnoredDisabled(
+          counter(*registry_, "outbox_relay_messages_ignored_total", kMessagesIgnoredHelp, {{"reason", "disabled"}})),
       inflightEvents(
           gauge(*registry_, "outbox_relay_inflight_events", "Events handed to Kafka and not yet acknowledged.")),
       inflightBytes(gauge(*registry_, "outbox_relay_inflight_bytes",

@@ -51,6 +51,10 @@ public:
   prometheus::Counter& reconnects(std::string_view target);
 
   prometheus::Counter& transactions;
+  // Logical messages with the configured prefix that publish nothing: non-transactional ones (unless
+  // messages.non_transactional = "publish"), and every one while [messages] is disabled.
+  prometheus::Counter& messagesIgnoredNonTransactional;
+  prometheus::Counter& messagesIgnoredDisabled;
   prometheus::Gauge& inflightEvents;
   prometheus::Gauge& inflightBytes;
   prometheus::Gauge& inflightTransactions;

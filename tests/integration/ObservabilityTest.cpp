@@ -649,6 +649,8 @@ TEST(Observability, SeriesWhoseLabelsAreKnownAtStartAreExportedAtZeroBeforeAnyEv
       {"outbox_relay_rejected_total", {{"reason", "invalid_topic"}}},
       {"outbox_relay_rejected_total", {{"reason", "invalid_record"}}},
       {"outbox_relay_events_dead_lettered_total", {{"table", "message"}}},
+      {"outbox_relay_messages_ignored_total", {{"reason", "non_transactional"}}},
+      {"outbox_relay_messages_ignored_total", {{"reason", "disabled"}}},
       {"outbox_relay_events_published_total", {{"table", "message"}, {"topic", messageTopic}}},
       {"outbox_relay_published_bytes_total", {{"table", "message"}, {"topic", messageTopic}}},
       {"outbox_relay_events_published_total", {{"table", "public." + fixedTable}, {"topic", fixedTopic}}},

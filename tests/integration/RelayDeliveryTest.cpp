@@ -105,7 +105,7 @@ TEST(RelayDelivery, LogicalMessagesBecomeEvents) {
   auto emit = [&](const std::string& json) {
     return "SELECT pg_logical_emit_message(true, '" + prefix + "', '" + json + "');";
   };
-  // Payload keys in sorted order, so the compact serialization is one string whatever the relay's JSON key order.
+  // Payloads arrive as written: whitespace, key order and number spelling are not re-rendered.
   std::string id1 = *pg.scalar("SELECT gen_random_uuid()");
   std::string id2 = *pg.scalar("SELECT gen_random_uuid()");
   std::string id3 = *pg.scalar("SELECT gen_random_uuid()");
@@ -140,7 +140,7 @@ TEST(RelayDelivery, LogicalMessagesBecomeEvents) {
   ASSERT_TRUE(byId.count(id1));
   EXPECT_EQ(byId[id1].topic, topicPrefix + ".customer");
   EXPECT_EQ(byId[id1].key, "c-7");
-  EXPECT_EQ(byId[id1].value, R"({"customerId":"c-7","name":"Ada","tags":[1,2,{"x":null}]})");
+  EXPECT_EQ(byId[id1].value, R"({"customerId": "c-7", "name": "Ada", "tags": [1, 2, {"x": null}]})");
   EXPECT_EQ(byId[id1].headers["eventType"], "CustomerRenamed");
 
   ASSERT_TRUE(byId.count(id2));

@@ -89,6 +89,16 @@ RelayConfigBuilder& RelayConfigBuilder::disableMessages() {
   return *this;
 }
 
+RelayConfigBuilder& RelayConfigBuilder::omitMessagesSection() {
+  messagesSection_ = false;
+  return *this;
+}
+
+RelayConfigBuilder& RelayConfigBuilder::messagesOption(const std::string& key, const std::string& tomlValue) {
+  messagesExtra_.emplace_back(key, tomlValue);
+  return *this;
+}
+
 RelayConfigBuilder& RelayConfigBuilder::source(const std::string& key, const std::string& tomlValue) {
   for (auto& [k, v] : sourceExtra_) {
     if (k == key) {
@@ -146,12 +156,15 @@ std::string RelayConfigBuilder::render() const {
       for (auto& [k, v] : o.headers) out << tomlString(k) << " = " << tomlString(v) << "\n";
     }
   }
-  out << "\n[messages]\nenabled = " << (messagesEnabled_ ? "true" : "false") << "\n";
-  out << "prefix = " << tomlString(messagePrefix_) << "\n";
-  out << "topic = " << tomlString(messagesTopic_) << "\n";
-  if (!messagesHeaders_.empty()) {
-    out << "[messages.headers]\n";
-    for (auto& [k, v] : messagesHeaders_) out << tomlString(k) << " = " << tomlString(v) << "\n";
+  if (messagesSection_) {
+    out << "\n[messages]\nenabled = " << (messagesEnabled_ ? "true" : "false") << "\n";
+    out << "prefix = " << tomlString(messagePrefix_) << "\n";
+    out << "topic = " << tomlString(messagesTopic_) << "\n";
+    for (auto& [k, v] : messagesExtra_) out << k << " = " << v << "\n";
+    if (!messagesHeaders_.empty()) {
+      out << "[messages.headers]\n";
+      for (auto& [k, v] : messagesHeaders_) out << tomlString(k) << " = " << tomlString(v) << "\n";
+    }
   }
   if (limits_) {
     out << "\n[limits]\nmax_inflight_events = " << limits_->first << "\nmax_inflight_bytes = " << limits_->second

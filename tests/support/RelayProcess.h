@@ -39,7 +39,8 @@ struct OutboxTableSpec {
 
 // Renders a relay config for one test. Defaults: PGURL and KAFKA_BOOTSTRAP from the environment, a unique slot and
 // publication (both created by the relay), status_interval_ms = 1000, metrics off (tests run side by side), and
-// [messages] enabled under a unique prefix so that no other test's pg_logical_emit_message reaches this relay.
+// [messages] enabled (explicitly: the relay's default is off) under a unique prefix so that no other test's
+// pg_logical_emit_message reaches this relay.
 class RelayConfigBuilder {
  public:
   RelayConfigBuilder();
@@ -49,6 +50,10 @@ class RelayConfigBuilder {
   RelayConfigBuilder& messages(std::string topicTemplate,
                                std::vector<std::pair<std::string, std::string>> headers = {});
   RelayConfigBuilder& disableMessages();
+  // No [messages] section at all: the relay's defaults (disabled, prefix "outbox").
+  RelayConfigBuilder& omitMessagesSection();
+  // Any other [messages] key with its TOML value text, e.g. messagesOption("non_transactional", "\"publish\"").
+  RelayConfigBuilder& messagesOption(const std::string& key, const std::string& tomlValue);
   // Any [source] key with its TOML value text, e.g. source("slot_busy_retry_ms", "500").
   RelayConfigBuilder& source(const std::string& key, const std::string& tomlValue);
   RelayConfigBuilder& kafkaProperty(const std::string& key, const std::string& value);
@@ -66,6 +71,8 @@ class RelayConfigBuilder {
   std::string publication_;
   std::string messagePrefix_;
   bool messagesEnabled_ = true;
+  bool messagesSection_ = true;
+  std::vector<std::pair<std::string, std::string>> messagesExtra_;
   std::string messagesTopic_;
   std::vector<std::pair<std::string, std::string>> messagesHeaders_;
   std::vector<std::pair<std::string, std::string>> sourceExtra_;

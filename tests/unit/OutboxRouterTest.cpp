@@ -1,6 +1,8 @@
-#include "src/OutboxRouter.h"
-
 #include <gtest/gtest.h>
+
+#include <memory>
+
+#include "src/OutboxRouter.h"
 
 using namespace outbox;
 using namespace outbox::pgoutput;
@@ -176,6 +178,7 @@ TEST(OutboxRouter, CustomColumnsAndTopicTemplate) {
 
 TEST(OutboxRouter, RoutesLogicalMessagesWithTheConfiguredPrefix) {
   RelayConfig config = configWithOutbox();
+  config.messages.enabled = true;
   config.messages.headers = {{"eventType", "type"}};
   OutboxRouter router(config);
   Message message;
@@ -204,6 +207,148 @@ TEST(OutboxRouter, RoutesLogicalMessagesWithTheConfiguredPrefix) {
   message.content = R"({"aggregatetype":"customer","aggregateid":"c-7"})";
   EXPECT_EQ(router.routeMessage(message, record, error), OutboxRouter::Outcome::DeadLettered);
   EXPECT_NE(error.find("\"id\""), std::string::npos) << error;
+}
+
+namespace {
+// A router for logical messages with prefix "outbox" (headers eventType <- type, trace <- trace), and one message.
+struct MessageRouting {
+  RelayConfig config;
+  std::unique_ptr<OutboxRouter> router;
+  OutboxRecord record;
+  std::string error;
+  MessageRouting() {
+    config.messages.enabled = true;
+    config.messages.headers = {{"eventType", "type"}, {"trace", "trace"}};
+    router = std::make_unique<OutboxRouter>(config);
+  }
+  OutboxRouter::Outcome route(std::string_view content) {
+    Message message;
+    message.transactional = true;
+    message.lsn = Lsn(0x2A0);
+    message.prefix = "outbox";
+    message.content = content;
+    error.clear();
+    return router->routeMessage(message, record, error);
+  }
+};
+
+std::string envelope(std::string_view payload) {
+  return std::string(R"({"id":"e-1","aggregatetype":"order","aggregateid":"o-1","type":"T","payload":)") +
+         std::string(payload) + "}";
+}
+}  // namespace
+
+TEST(OutboxRouter, MessagePayloadIsForwardedAsWritten) {
+  MessageRouting m;
+  // Big integers, trailing zeros, key order, unicode escapes, whitespace: none re-rendered.
+  for (std::string payload : {std::string(R"({"b":1,"a":2})"), std::string("12345678901234567890123"),
+                              std::string("1.10"), std::string("-0.0e+00"), std::string(R"("caf\u00e9")"),
+                              std::string("{ \"n\" : [ 1.10 ,\t12345678901234567890123 ] ,\n\"s\":\"\\u00e9\\n\" }"),
+                              std::string(R"([true,false,null,{}])"), std::string("1e400")}) {
+    ASSERT_EQ(m.route(envelope(payload)), OutboxRouter::Outcome::Routed) << payload << ": " << m.error;
+    EXPECT_EQ(m.record.value, payload);
+  }
+  // Whitespace around the payload is not part of it.
+  ASSERT_EQ(m.route(R"({"id":"e-1","aggregatetype":"order","aggregateid":"o-1","payload":  {"x":1}   ,"z":0})"),
+            OutboxRouter::Outcome::Routed)
+      << m.error;
+  EXPECT_EQ(m.record.value, R"({"x":1})");
+  // A null or absent payload is a null value.
+  ASSERT_EQ(m.route(envelope("null")), OutboxRouter::Outcome::Routed) << m.error;
+  EXPECT_FALSE(m.record.value.has_value());
+}
+
+TEST(OutboxRouter, MessageKeyHeadersAndTopicAreStringValuesOrRawJsonText) {
+  MessageRouting m;
+  ASSERT_EQ(m.route(R"({"id":"e-\u0031","aggregatetype":"ord\u0065r","aggregateid":12345678901234567890123,)"
+                    R"("type":"Caf\u00e9","trace":{"b":1, "a":[1.10]},"payload":{}})"),
+            OutboxRouter::Outcome::Routed)
+      << m.error;
+  EXPECT_EQ(header(m.record, "id"), "e-1");
+  EXPECT_EQ(m.record.topic, "outbox.event.order");
+  EXPECT_EQ(m.record.key, "12345678901234567890123");
+  EXPECT_EQ(header(m.record, "eventType"), "Caf\xc3\xa9");
+  EXPECT_EQ(header(m.record, "trace"), R"({"b":1, "a":[1.10]})");
+}
+
+TEST(OutboxRouter, MessageNestedDeeperThanTheBoundIsDeadLettered) {
+  MessageRouting m;
+  auto nested = [](size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  // The top-level object is level 1: a payload of 511 nested arrays reaches exactly 512.
+  std::string atBound = envelope(nested(MessageDocument::kMaxDepth - 1));
+  ASSERT_EQ(m.route(atBound), OutboxRouter::Outcome::Routed) << m.error;
+  EXPECT_EQ(m.record.value, nested(MessageDocument::kMaxDepth - 1));
+
+  std::string deep = envelope(nested(100000));  // what crashed the nlohmann-based router (dump() recursed)
+  ASSERT_EQ(m.route(deep), OutboxRouter::Outcome::DeadLettered);
+  EXPECT_EQ(m.record.topic, m.config.deadLetterTopic);
+  EXPECT_EQ(m.record.value, deep);
+  EXPECT_NE(m.error.find("nested more than 512 levels"), std::string::npos) << m.error;
+  EXPECT_NE(header(m.record, "error").find("nested more than 512 levels"), std::string::npos);
+  ASSERT_EQ(m.route(envelope(nested(MessageDocument::kMaxDepth))), OutboxRouter::Outcome::DeadLettered);
+  // Objects count too, also in fields the router does not read.
+  std::string objects;
+  for (int i = 0; i < 600; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(600, '}');
+  ASSERT_EQ(m.route(R"({"id":"e","aggregatetype":"o","aggregateid":"a","other":)" + objects + "}"),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_NE(m.error.find("nested"), std::string::npos) << m.error;
+  // Still works afterwards.
+  ASSERT_EQ(m.route(envelope("[1]")), OutboxRouter::Outcome::Routed) << m.error;
+}
+
+TEST(OutboxRouter, InvalidMessagesAreDeadLetteredWithTheReason) {
+  MessageRouting m;
+  struct Case {
+    std::string content;
+    const char* reason;
+  };
+  std::vector<Case> cases = {
+      {"", "empty"},
+      {"   ", "empty"},
+      {"not json", "not a JSON object"},
+      {R"(["id","e"])", "not a JSON object"},
+      {R"("just a string")", "not a JSON object"},
+      {"42", "not a JSON object"},
+      {"null", "not a JSON object"},
+      {envelope(R"({"a":1,})"), "not valid JSON"},
+      {envelope("[1 2]"), "not valid JSON"},
+      {envelope("01"), "not valid JSON"},
+      {envelope("1."), "not valid JSON"},
+      {envelope("tru"), "not valid JSON"},
+      {envelope(R"("bad \x escape")"), "not valid JSON"},
+      {envelope("\"a\tb\""), "not valid JSON"},  // an unescaped control character in a string
+      {envelope("{\"a\":1"), "not valid JSON"},
+      {envelope("1") + " {}", "not valid JSON"},  // trailing content
+      {envelope("\"\xff\xfe\""), "not valid UTF-8"},
+      {envelope("\"\xc3\""), "not valid UTF-8"},
+      {R"({"aggregatetype":"o","aggregateid":"a","payload":1})", "field \"id\" is missing"},
+      {R"({"id":null,"aggregatetype":"o","aggregateid":"a"})", "field \"id\" is missing"},
+      {R"({"id":"e","aggregatetype":"o","payload":1})", "field \"aggregateid\" is missing"},
+      {R"({"id":"e","aggregateid":"a","payload":1})", "field \"aggregatetype\" of the topic template is missing"},
+      {R"({"id":"e","aggregatetype":"no spaces","aggregateid":"a"})", "not a valid Kafka topic name"},
+      {R"({"id":"e","id":"f","aggregatetype":"o","aggregateid":"a"})", "field \"id\" appears more than once"},
+  };
+  for (const Case& c : cases) {
+    ASSERT_EQ(m.route(c.content), OutboxRouter::Outcome::DeadLettered) << c.content;
+    EXPECT_NE(m.error.find(c.reason), std::string::npos) << c.content << " -> " << m.error;
+    EXPECT_EQ(m.record.topic, m.config.deadLetterTopic);
+    EXPECT_EQ(m.record.value, c.content) << "a dead letter carries the content as written";
+    EXPECT_NE(header(m.record, "error").find("logical message (prefix \"outbox\") at 0/2A0: "), std::string::npos)
+        << header(m.record, "error");
+  }
+}
+
+TEST(OutboxRouter, MessageLargerThanMaxBytesIsDeadLetteredWithoutItsContent) {
+  MessageRouting m;
+  m.config.messages.maxBytes = 100;
+  std::string fits = envelope("\"" + std::string(100 - envelope("\"\"").size(), 'x') + "\"");
+  ASSERT_EQ(fits.size(), 100u);
+  ASSERT_EQ(m.route(fits), OutboxRouter::Outcome::Routed) << m.error;
+  std::string tooLarge = envelope("\"" + std::string(101 - envelope("\"\"").size(), 'x') + "\"");
+  ASSERT_EQ(m.route(tooLarge), OutboxRouter::Outcome::DeadLettered);
+  EXPECT_FALSE(m.record.value.has_value());
+  EXPECT_NE(m.error.find("101 bytes, more than messages.max_bytes = 100"), std::string::npos) << m.error;
 }
 
 TEST(OutboxRouter, ValidatesTopicNamesAsKafkaDoes) {

@@ -52,12 +52,15 @@ class TempFile {
   std::string path_;
 };
 
-// The smallest valid config: messages are enabled by default, so no [[outbox]] is needed.
+// The [source] and [kafka] keys every config needs. It relays nothing by itself ([messages] is off by default):
+// the tests append kOutbox at the end, after every line their issue positions count.
 const std::string kMinimal = R"([source]
 conninfo = "host=db"
 [kafka]
 bootstrap_servers = "kafka:9092"
 )";
+const std::string kOutbox = "[[outbox]]\ntable = \"outbox\"\n";
+const std::string kMessagesOn = "[messages]\nenabled = true\n";
 
 std::vector<std::string> issueLines(const ConfigLoadResult<RelayConfig>& result) {
   std::vector<std::string> lines;
@@ -119,7 +122,7 @@ TEST(RelayConfig, ExampleFileNeedsItsVariables) {
 }
 
 TEST(RelayConfig, Defaults) {
-  RelayConfig c = parseOk(kMinimal);
+  RelayConfig c = parseOk(kMinimal + kOutbox);
   RelayConfig d;
   EXPECT_EQ(c.source.conninfo, "host=db");
   EXPECT_FALSE(c.source.passwordFile.has_value());
@@ -133,9 +136,13 @@ TEST(RelayConfig, Defaults) {
   EXPECT_EQ(c.source.lagPollIntervalMs, 5000);
   EXPECT_TRUE(c.kafka.properties.empty());
   EXPECT_TRUE(c.kafka.secretFiles.empty());
-  EXPECT_TRUE(c.outboxes.empty());
-  EXPECT_TRUE(c.messages.enabled);
+  EXPECT_EQ(c.outboxes.size(), 1u);
+  // Off unless enabled: anyone with EXECUTE on pg_logical_emit_message could publish (README "Security").
+  EXPECT_FALSE(c.messages.enabled);
+  EXPECT_EQ(c.messages.prefix, "outbox");
   EXPECT_EQ(c.messages.topicTemplate, "outbox.event.{aggregatetype}");
+  EXPECT_EQ(c.messages.nonTransactional, MessagesConfig::NonTransactional::Ignore);
+  EXPECT_EQ(c.messages.maxBytes, 1000000u);
   EXPECT_EQ(c.limits.maxInflightEvents, d.limits.maxInflightEvents);
   EXPECT_EQ(c.limits.maxInflightBytes, d.limits.maxInflightBytes);
   EXPECT_EQ(c.deadLetterTopic, "outbox.deadletter");
@@ -241,33 +248,34 @@ slot = "My-Slot"
 [kafka]
 bootstrap_servers = "k:1"
 )";
-  EXPECT_EQ(onlyIssue(text),
+  EXPECT_EQ(onlyIssue(text + kOutbox),
             "relay.toml:3:8: source.slot: must match [a-z0-9_]{1,63}, got \"My-Slot\"; a replication slot name may "
             "only hold lowercase letters, digits and '_', at most 63 of them");
   std::string longName(64, 'a');
-  EXPECT_THAT(
-      onlyIssue("[source]\nconninfo = \"x\"\nslot = \"" + longName + "\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
-      HasSubstr("relay.toml:3:8: source.slot: must match"));
+  EXPECT_THAT(onlyIssue("[source]\nconninfo = \"x\"\nslot = \"" + longName +
+                        "\"\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox),
+              HasSubstr("relay.toml:3:8: source.slot: must match"));
   EXPECT_TRUE(parseRelayConfig("[source]\nconninfo = \"x\"\nslot = \"" + std::string(63, 'a') +
-                                   "\"\n[kafka]\nbootstrap_servers = \"k\"\n",
+                                   "\"\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox,
                                "relay.toml")
                   .ok());
-  EXPECT_THAT(onlyIssue("[source]\nconninfo = \"x\"\nslot = \"\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+  EXPECT_THAT(onlyIssue("[source]\nconninfo = \"x\"\nslot = \"\"\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox),
               HasSubstr("relay.toml:3:8: source.slot: must match [a-z0-9_]{1,63}, got \"\""));
 }
 
 TEST(RelayConfigValidation, PublicationNameMustBeAValidIdentifier) {
   EXPECT_THAT(
-      onlyIssue("[source]\nconninfo = \"x\"\n  publication = \"pub lic\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+      onlyIssue("[source]\nconninfo = \"x\"\n  publication = \"pub lic\"\n[kafka]\nbootstrap_servers = \"k\"\n" +
+                kOutbox),
       HasSubstr("relay.toml:3:17: source.publication: must match [a-z0-9_]{1,63}, got \"pub lic\"; a "
                 "publication name"));
 }
 
 TEST(RelayConfigValidation, RequiredKeys) {
-  auto result = parseRelayConfig("[source]\nslot = \"s\"\n", "relay.toml");
+  auto result = parseRelayConfig("[source]\nslot = \"s\"\n" + kOutbox, "relay.toml");
   EXPECT_THAT(issueLines(result), ElementsAre("relay.toml:1:1: source.conninfo: is required; set it in [source]",
                                               "relay.toml: kafka.bootstrap_servers: is required; set it in [kafka]"));
-  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"\"\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox),
             "relay.toml:2:12: source.conninfo: must not be empty");
 }
 
@@ -276,31 +284,36 @@ TEST(RelayConfigValidation, IntervalsMustBePositive) {
                           "slot_busy_retry_ms", "lag_poll_interval_ms"}) {
     std::string text = std::string("[source]\nconninfo = \"x\"\n") + key + " = 0\n[kafka]\nbootstrap_servers = \"k\"\n";
     int column = static_cast<int>(std::string(key).size()) + 4;
-    EXPECT_EQ(onlyIssue(text), fmt::format("relay.toml:3:{}: source.{}: must be greater than 0, got 0", column, key));
+    EXPECT_EQ(onlyIssue(text + kOutbox),
+              fmt::format("relay.toml:3:{}: source.{}: must be greater than 0, got 0", column, key));
   }
-  EXPECT_EQ(onlyIssue("shutdown_timeout_ms = -5\n" + kMinimal),
+  EXPECT_EQ(onlyIssue("shutdown_timeout_ms = -5\n" + kMinimal + kOutbox),
             "relay.toml:1:23: shutdown_timeout_ms: must be greater than 0, got -5");
 }
 
 TEST(RelayConfigValidation, BackoffMinMustNotExceedMax) {
   EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\nreconnect_backoff_max_ms = 100\nreconnect_backoff_min_ms = 200\n"
-                      "[kafka]\nbootstrap_servers = \"k\"\n"),
+                      "[kafka]\nbootstrap_servers = \"k\"\n" +
+                      kOutbox),
             "relay.toml:4:28: source.reconnect_backoff_min_ms: reconnect_backoff_min_ms (200) must not exceed "
             "reconnect_backoff_max_ms (100); lower the minimum or raise the maximum");
   // Only the maximum set, below the default minimum of 500: reported at the maximum.
   EXPECT_THAT(onlyIssue("[source]\nconninfo = \"x\"\nreconnect_backoff_max_ms = 100\n[kafka]\nbootstrap_servers = "
-                        "\"k\"\n"),
+                        "\"k\"\n" +
+                        kOutbox),
               HasSubstr("relay.toml:3:28: source.reconnect_backoff_max_ms: reconnect_backoff_min_ms (500) must not"));
 }
 
 TEST(RelayConfigValidation, WrongTypes) {
-  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\ncreate_slot = \"yes\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
-            "relay.toml:3:15: source.create_slot: must be true or false, got a string (write it without quotes)");
-  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"x\"\nstatus_interval_ms = 1.5\n[kafka]\nbootstrap_servers = \"k\"\n"),
-            "relay.toml:3:22: source.status_interval_ms: must be an integer, got a floating-point");
-  EXPECT_EQ(onlyIssue("[source]\nconninfo = 5\n[kafka]\nbootstrap_servers = \"k\"\n"),
+  EXPECT_EQ(
+      onlyIssue("[source]\nconninfo = \"x\"\ncreate_slot = \"yes\"\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox),
+      "relay.toml:3:15: source.create_slot: must be true or false, got a string (write it without quotes)");
+  EXPECT_EQ(
+      onlyIssue("[source]\nconninfo = \"x\"\nstatus_interval_ms = 1.5\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox),
+      "relay.toml:3:22: source.status_interval_ms: must be an integer, got a floating-point");
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = 5\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox),
             "relay.toml:2:12: source.conninfo: must be a string, got an integer (put it in double quotes)");
-  EXPECT_THAT(issueLines(parseRelayConfig("source = 1\n[kafka]\nbootstrap_servers = \"k\"\n", "relay.toml")),
+  EXPECT_THAT(issueLines(parseRelayConfig("source = 1\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox, "relay.toml")),
               ElementsAre("relay.toml:1:10: source: must be a table, got an integer",
                           "relay.toml: source.conninfo: is required; set it in [source]"));
 }
@@ -310,6 +323,23 @@ TEST(RelayConfigValidation, NothingToRelay) {
             "relay.toml: nothing to relay: add an [[outbox]] table, or set messages.enabled = true to relay "
             "pg_logical_emit_message() events");
   parseOk(kMinimal + "[[outbox]]\ntable = \"outbox\"\n[messages]\nenabled = false\n");
+  // [messages] is off by default: a config without an [[outbox]] relays nothing unless it enables them.
+  EXPECT_THAT(onlyIssue(kMinimal), HasSubstr("nothing to relay"));
+  EXPECT_TRUE(parseOk(kMinimal + kMessagesOn).messages.enabled);
+}
+
+TEST(RelayConfigValidation, MessagesNonTransactionalAndMaxBytes) {
+  RelayConfig c = parseOk(kMinimal + "[messages]\nenabled = true\nnon_transactional = \"publish\"\nmax_bytes = 4096\n");
+  EXPECT_EQ(c.messages.nonTransactional, MessagesConfig::NonTransactional::Publish);
+  EXPECT_EQ(c.messages.maxBytes, 4096u);
+  EXPECT_EQ(
+      parseOk(kMinimal + "[messages]\nenabled = true\nnon_transactional = \"ignore\"\n").messages.nonTransactional,
+      MessagesConfig::NonTransactional::Ignore);
+  EXPECT_EQ(onlyIssue(kMinimal + "[messages]\nenabled = true\nnon_transactional = \"yes\"\n"),
+            "relay.toml:7:21: messages.non_transactional: must be \"ignore\" or \"publish\", got \"yes\"");
+  EXPECT_THAT(onlyIssue(kMinimal + "[messages]\nenabled = true\nmax_bytes = 0\n"),
+              HasSubstr("relay.toml:7:13: messages.max_bytes: must be"));
+  EXPECT_THAT(c.redactedSummary(), HasSubstr("non_transactional = \"publish\""));
 }
 
 TEST(RelayConfigValidation, OutboxTable) {
@@ -320,12 +350,12 @@ TEST(RelayConfigValidation, OutboxTable) {
   EXPECT_THAT(onlyIssue(kMinimal + "[[outbox]]\ntable = \".b\"\n"), HasSubstr("relay.toml:6:9: outbox[0].table"));
   EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntype_column = \"\"\n"),
             "relay.toml:7:15: outbox[0].type_column: must not be empty; give a column name of the outbox table");
-  EXPECT_EQ(onlyIssue(kMinimal + "outbox = 3\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "outbox = 3\n" + kOutbox),
             "relay.toml:5:1: kafka.outbox: unknown key; remove it, or use one of: bootstrap_servers, "
             "unsafe_overrides, properties, secret_files");
-  EXPECT_EQ(onlyIssue("outbox = 3\n" + kMinimal),
+  EXPECT_EQ(onlyIssue("outbox = 3\n" + kMinimal + kMessagesOn),
             "relay.toml:1:10: outbox: must be an array of tables, got an integer; write [[outbox]] above each entry");
-  EXPECT_EQ(onlyIssue(kMinimal + "[outbox]\ntable = \"t\"\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[outbox]\ntable = \"t\"\n" + kMessagesOn),
             "relay.toml:5:1: outbox: must be an array of tables, got a table; write [[outbox]] above each entry");
 }
 
@@ -359,8 +389,8 @@ TEST(RelayConfigValidation, TopicTemplateSyntax) {
               HasSubstr("Kafka topic names may only contain"));
   EXPECT_THAT(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntopic = \"\"\n"), HasSubstr("must not be empty"));
   // Messages may use any field of the JSON document, but the syntax is still checked.
-  parseOk(kMinimal + "[messages]\ntopic = \"m.{anything}.{at_all}\"\n");
-  EXPECT_EQ(onlyIssue(kMinimal + "[messages]\ntopic = \"m.{x\"\n"),
+  parseOk(kMinimal + "[messages]\ntopic = \"m.{anything}.{at_all}\"\n" + kOutbox);
+  EXPECT_EQ(onlyIssue(kMinimal + "[messages]\ntopic = \"m.{x\"\n" + kOutbox),
             "relay.toml:6:9: messages.topic: the '{' at position 3 of \"m.{x\" has no matching '}'; write {name}");
 }
 
@@ -368,58 +398,59 @@ TEST(RelayConfigValidation, Headers) {
   EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\n[outbox.headers]\nid = \"other\"\n"),
             "relay.toml:8:6: outbox[0].headers.id: the header \"id\" always carries the event id; choose another "
             "header name");
-  EXPECT_EQ(onlyIssue(kMinimal + "[messages.headers]\nx = 1\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[messages.headers]\nx = 1\n" + kOutbox),
             "relay.toml:6:5: messages.headers.x: must be a string, got an integer (put it in double quotes)");
 }
 
 TEST(RelayConfigValidation, DeadLetterTopic) {
-  EXPECT_EQ(onlyIssue("dead_letter_topic = \"dlq.{type}\"\n" + kMinimal),
+  EXPECT_EQ(onlyIssue("dead_letter_topic = \"dlq.{type}\"\n" + kMinimal + kOutbox),
             "relay.toml:1:21: dead_letter_topic: must be a plain Kafka topic name without {placeholders}, got "
             "\"dlq.{type}\"");
-  EXPECT_THAT(onlyIssue("dead_letter_topic = \"dead letters\"\n" + kMinimal),
+  EXPECT_THAT(onlyIssue("dead_letter_topic = \"dead letters\"\n" + kMinimal + kOutbox),
               HasSubstr("relay.toml:1:21: dead_letter_topic: \"dead letters\" holds ' '"));
-  EXPECT_THAT(onlyIssue("dead_letter_topic = \"\"\n" + kMinimal), HasSubstr("must not be empty"));
-  EXPECT_THAT(onlyIssue("dead_letter_topic = \"..\"\n" + kMinimal), HasSubstr("not a valid Kafka topic name"));
-  EXPECT_THAT(onlyIssue("dead_letter_topic = \"" + std::string(250, 'd') + "\"\n" + kMinimal),
+  EXPECT_THAT(onlyIssue("dead_letter_topic = \"\"\n" + kMinimal + kOutbox), HasSubstr("must not be empty"));
+  EXPECT_THAT(onlyIssue("dead_letter_topic = \"..\"\n" + kMinimal + kOutbox),
+              HasSubstr("not a valid Kafka topic name"));
+  EXPECT_THAT(onlyIssue("dead_letter_topic = \"" + std::string(250, 'd') + "\"\n" + kMinimal + kOutbox),
               HasSubstr("not a valid Kafka topic name"));
 }
 
 TEST(RelayConfigValidation, LogLevelAndFormat) {
-  EXPECT_EQ(onlyIssue("[log]\nlevel = \"verbose\"\n" + kMinimal),
+  EXPECT_EQ(onlyIssue("[log]\nlevel = \"verbose\"\n" + kMinimal + kOutbox),
             "relay.toml:2:9: log.level: must be one of debug, info, warn, error, got \"verbose\"");
-  EXPECT_EQ(onlyIssue("[log]\nformat = \"xml\"\n" + kMinimal),
+  EXPECT_EQ(onlyIssue("[log]\nformat = \"xml\"\n" + kMinimal + kOutbox),
             "relay.toml:2:10: log.format: must be plain or json, got \"xml\"");
 }
 
 TEST(RelayConfigValidation, Limits) {
-  EXPECT_EQ(onlyIssue(kMinimal + "[limits]\nmax_inflight_events = 0\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[limits]\nmax_inflight_events = 0\n" + kOutbox),
             "relay.toml:6:23: limits.max_inflight_events: must be greater than 0, got 0");
-  EXPECT_EQ(onlyIssue(kMinimal + "[limits]\nmax_inflight_bytes = -1\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[limits]\nmax_inflight_bytes = -1\n" + kOutbox),
             "relay.toml:6:22: limits.max_inflight_bytes: must be greater than 0, got -1");
 }
 
 TEST(RelayConfigValidation, MetricsListen) {
   for (const char* ok : {"0.0.0.0:9187", "localhost:1", "[::]:65535", "host.example:8080", "127.0.0.1:0"}) {
-    parseOk(kMinimal + "[metrics]\nlisten = \"" + ok + "\"\n");
+    parseOk(kMinimal + "[metrics]\nlisten = \"" + ok + "\"\n" + kOutbox);
   }
-  EXPECT_EQ(onlyIssue(kMinimal + "[metrics]\nlisten = \"0.0.0.0:70000\"\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[metrics]\nlisten = \"0.0.0.0:70000\"\n" + kOutbox),
             "relay.toml:6:10: metrics.listen: \"0.0.0.0:70000\" has port \"70000\", which is not a port number "
             "(0-65535); write host:port, e.g. \"0.0.0.0:9187\"");
   for (const char* bad : {"9187", "0.0.0.0:65536", "0.0.0.0:", "0.0.0.0:http", ":9187", "::1:9187", "[::1:9187"}) {
-    EXPECT_THAT(onlyIssue(kMinimal + "[metrics]\nlisten = \"" + bad + "\"\n"),
+    EXPECT_THAT(onlyIssue(kMinimal + "[metrics]\nlisten = \"" + bad + "\"\n" + kOutbox),
                 HasSubstr("relay.toml:6:10: metrics.listen: "))
         << bad;
   }
 }
 
 TEST(RelayConfigValidation, KafkaProperties) {
-  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\n\"bootstrap.servers\" = \"x:1\"\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\n\"bootstrap.servers\" = \"x:1\"\n" + kOutbox),
             "relay.toml:6:23: kafka.properties.\"bootstrap.servers\": is set by kafka.bootstrap_servers; set that "
             "instead and remove this property");
-  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\ncompression.type = \"lz4\"\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\ncompression.type = \"lz4\"\n" + kOutbox),
             "relay.toml:6:1: kafka.properties.compression: must be a string, number or boolean, got a table; to set "
             "a name that holds dots, quote it: \"compression.type\" = ...");
-  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\n\"a.b\" = [1]\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.properties]\n\"a.b\" = [1]\n" + kOutbox),
             "relay.toml:6:9: kafka.properties.\"a.b\": must be a string, number or boolean, got an array");
 }
 
@@ -545,9 +576,9 @@ max_inflight_events = 0
 // --- Unknown keys ----------------------------------------------------------------------------------------------
 
 TEST(RelayConfigUnknownKeys, TopLevel) {
-  EXPECT_EQ(onlyIssue("shutdown_timeout = 5\n" + kMinimal),
+  EXPECT_EQ(onlyIssue("shutdown_timeout = 5\n" + kMinimal + kOutbox),
             "relay.toml:1:1: shutdown_timeout: unknown key; did you mean shutdown_timeout_ms?");
-  EXPECT_EQ(onlyIssue(kMinimal + "[sink]\nx = 1\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[sink]\nx = 1\n" + kOutbox),
             "relay.toml:5:2: sink: unknown key; remove it, or use one of: log, source, kafka, outbox, messages, "
             "limits, metrics, shutdown_timeout_ms, dead_letter_topic");
 }
@@ -620,7 +651,8 @@ h = "${OUTBOX_TEST_SLOT}"
 
 TEST(RelayConfigVariables, UnsetVariableIsAnIssue) {
   ScopedEnv unset("OUTBOX_TEST_UNSET_VAR", std::nullopt);
-  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"host=${OUTBOX_TEST_UNSET_VAR}\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+  EXPECT_EQ(onlyIssue("[source]\nconninfo = \"host=${OUTBOX_TEST_UNSET_VAR}\"\n[kafka]\nbootstrap_servers = \"k\"\n" +
+                      kOutbox),
             "relay.toml:2:12: source.conninfo: environment variable OUTBOX_TEST_UNSET_VAR is not set; export it "
             "before starting, or write $${ for a literal \"${\"");
 }
@@ -630,35 +662,36 @@ TEST(RelayConfigVariables, UnsetVariableIsAnIssue) {
 TEST(RelayConfigSecrets, PasswordFileIsRead) {
   TempFile pw("correct-horse\n");
   RelayConfig c = parseOk("[source]\nconninfo = \"host=db\"\npassword_file = \"" + pw.path() +
-                          "\"\n[kafka]\nbootstrap_servers = \"k\"\n");
+                          "\"\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox);
   EXPECT_EQ(c.source.passwordFile, pw.path());
   EXPECT_EQ(c.source.password, "correct-horse");
 }
 
 TEST(RelayConfigSecrets, MissingPasswordFileIsAnIssueNamingThePath) {
   EXPECT_EQ(onlyIssue("[source]\nconninfo = \"host=db\"\npassword_file = \"/nonexistent/pg-password\"\n[kafka]\n"
-                      "bootstrap_servers = \"k\"\n"),
+                      "bootstrap_servers = \"k\"\n" +
+                      kOutbox),
             "relay.toml:3:17: source.password_file: cannot open \"/nonexistent/pg-password\": No such file or "
             "directory; create the file (readable by this process) or remove password_file");
   TempFile empty("");
   EXPECT_THAT(onlyIssue("[source]\nconninfo = \"host=db\"\npassword_file = \"" + empty.path() +
-                        "\"\n[kafka]\nbootstrap_servers = \"k\"\n"),
+                        "\"\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox),
               HasSubstr("is empty; put the secret in it or remove password_file"));
 }
 
 TEST(RelayConfigSecrets, SecretFilesAreRead) {
   TempFile sasl("kafka-pw\n");
-  RelayConfig c = parseOk(kMinimal + "[kafka.secret_files]\n\"sasl.password\" = \"" + sasl.path() + "\"\n");
+  RelayConfig c = parseOk(kMinimal + "[kafka.secret_files]\n\"sasl.password\" = \"" + sasl.path() + "\"\n" + kOutbox);
   EXPECT_THAT(c.kafka.secretFiles, ElementsAre(std::pair<std::string, std::string>{"sasl.password", sasl.path()}));
   EXPECT_THAT(c.kafka.secretValues, ElementsAre(std::pair<std::string, std::string>{"sasl.password", "kafka-pw"}));
 
-  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.secret_files]\n\"sasl.password\" = \"/nonexistent/sasl\"\n"),
+  EXPECT_EQ(onlyIssue(kMinimal + "[kafka.secret_files]\n\"sasl.password\" = \"/nonexistent/sasl\"\n" + kOutbox),
             "relay.toml:6:19: kafka.secret_files.\"sasl.password\": cannot open \"/nonexistent/sasl\": No such file "
             "or directory; create the file (readable by the relay) or remove this entry");
   EXPECT_THAT(onlyIssue(kMinimal +
                         "[kafka.properties]\n\"sasl.password\" = \"x\"\n[kafka.secret_files]\n"
                         "\"sasl.password\" = \"" +
-                        sasl.path() + "\"\n"),
+                        sasl.path() + "\"\n" + kOutbox),
               HasSubstr("relay.toml:8:19: kafka.secret_files.\"sasl.password\": is also set in [kafka.properties]"));
 }
 
@@ -672,7 +705,7 @@ TEST(RelayConfigSecrets, RedactedSummaryHidesEverySecret) {
                             "\"ssl.key.pem\" = \"pem-5\"\n\"client.secret.thing\" = \"secret-6\"\n"
                             "\"compression.type\" = \"lz4\"\n"
                             "[kafka.secret_files]\n\"sasl.password\" = \"" +
-                            sasl.path() + "\"\n");
+                            sasl.path() + "\"\n" + kOutbox);
     std::string summary = c.redactedSummary();
     for (const char* secret :
          {"file-password-1", "sasl-password-2", "ssl-password-3", "oauth-4", "pem-5", "secret-6", "conn-password-7"}) {
@@ -722,7 +755,7 @@ TEST(RelayConfigFile, MissingFileIsAnIssueNamingThePath) {
 }
 
 TEST(RelayConfigFile, LoadsFromDiskWithTheFileNameInIssues) {
-  TempFile file("[source]\nconninfo = \"x\"\nslot = \"BAD\"\n[kafka]\nbootstrap_servers = \"k\"\n");
+  TempFile file("[source]\nconninfo = \"x\"\nslot = \"BAD\"\n[kafka]\nbootstrap_servers = \"k\"\n" + kOutbox);
   auto result = loadRelayConfig(file.path());
   ASSERT_EQ(result.issues.size(), 1u);
   EXPECT_EQ(result.issues[0].source, file.path());
