@@ -472,7 +472,7 @@ TEST(RelayConfigValidation, GuardedKafkaPropertiesAreRefused) {
   };
   for (const auto& [name, value] : refused) {
     std::string line = "\"" + name + "\" = \"" + value + "\"\n";
-    std::string issue = onlyIssue(kMinimal + "[kafka.properties]\n" + line);
+    std::string issue = onlyIssue(kMinimal + "[kafka.properties]\n" + line + kOutbox);
     std::string column = std::to_string(name.size() + 6);  // after the quoted name and " = "
     std::string key = name.find('.') == std::string::npos ? name : "\"" + name + "\"";
     EXPECT_THAT(issue, HasSubstr("relay.toml:6:" + column + ": kafka.properties." + key + ": \"" + value +
@@ -481,15 +481,16 @@ TEST(RelayConfigValidation, GuardedKafkaPropertiesAreRefused) {
     EXPECT_THAT(issue, HasSubstr("set unsafe_overrides = true in [kafka]")) << issue;
   }
   // The guarantee is named.
-  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\nacks = 1\n"), HasSubstr("every in-sync replica has it"));
-  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"message.timeout.ms\" = 5000\n"),
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\nacks = 1\n" + kOutbox), HasSubstr("every in-sync replica has it"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"message.timeout.ms\" = 5000\n" + kOutbox),
               HasSubstr("waits for Kafka however long an outage lasts"));
-  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\npartitioner = \"random\"\n"), HasSubstr("murmur2"));
-  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"enable.gapless.guarantee\" = true\n"),
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\npartitioner = \"random\"\n" + kOutbox), HasSubstr("murmur2"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"enable.gapless.guarantee\" = true\n" + kOutbox),
               HasSubstr("dead-letter topic"));
   // Every one of them at once: one issue each.
   std::string all = kMinimal + "[kafka.properties]\n";
   for (const auto& [name, value] : refused) all += "\"" + name + "\" = \"" + value + "\"\n";
+  all += kOutbox;
   auto result = parseRelayConfig(all, "relay.toml");
   EXPECT_FALSE(result.ok());
   EXPECT_EQ(result.issues.size(), refused.size()) << formatIssues(result.issues);
@@ -505,7 +506,7 @@ acks = "all"
 "max.in.flight" = 1
 retries = 2147483647
 partitioner = "murmur2"
-)");
+)" + kOutbox);
   EXPECT_EQ(c.kafka.properties.size(), 8u);
   EXPECT_FALSE(c.kafka.unsafeOverrides);
   EXPECT_TRUE(unsafeOverrideWarnings(c.kafka).empty());
@@ -523,7 +524,7 @@ acks = 1
 "message.timeout.ms" = 300000
 partitioner = "consistent_random"
 "enable.idempotence" = true
-)");
+)" + kOutbox);
   EXPECT_TRUE(c.kafka.unsafeOverrides);
   EXPECT_THAT(c.kafka.properties, ElementsAre(std::pair<std::string, std::string>{"acks", "1"},
                                               std::pair<std::string, std::string>{"compression.type", "lz4"},
