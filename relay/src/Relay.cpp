@@ -32,6 +32,9 @@ template <class... Handlers>
 struct Overloaded : Handlers... {
   using Handlers::operator()...;
 };
+// Spelled out for clang 14, which does not yet deduce an aggregate's template arguments (P1816).
+template <typename... Handlers>
+Overloaded(Handlers...) -> Overloaded<Handlers...>;
 }  // namespace
 
 Relay::Relay(const RelayConfig& config, RelayMetrics& metrics)
