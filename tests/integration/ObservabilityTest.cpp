@@ -80,21 +80,6 @@ HttpResponse httpGet(const std::string& url, const std::vector<std::pair<std::st
   return response;
 }
 
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("cannot find a free port");
-  }
-  int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
-
 std::string readSource(const std::string& relative) {
   std::ifstream in(sourcePath(relative));
   if (!in) throw std::runtime_error("cannot read " + sourcePath(relative));
@@ -126,7 +111,7 @@ class Prometheus {
  public:
   // Scrapes each job's targets every second and evaluates `ruleFile` every second.
   Prometheus(const std::vector<std::pair<std::string, std::string>>& jobTargets, const std::string& ruleFile) {
-    port_ = freePort();
+    port_ = freeLoopbackPort();
     std::ostringstream config;
     config << "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n";
     config << "rule_files:\n  - " << json(ruleFile).dump() << "\n";

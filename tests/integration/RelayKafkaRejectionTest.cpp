@@ -55,21 +55,6 @@ void createTopic(const std::string& topic, int partitions,
   if (!problem.empty()) throw std::runtime_error("cannot create topic " + topic + ": " + problem);
 }
 
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("cannot find a free port");
-  }
-  int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
-
 // The value of one series in the relay's /metrics, nullopt when it (or the endpoint) is not there.
 std::optional<double> metric(int port, const std::string& series) {
   CommandResult r = runCommand(
@@ -125,7 +110,7 @@ TEST(RelayKafkaRejection, OversizedEventIsDeadLetteredWithoutPayloadAndLaterEven
   std::string topicPrefix = uniqueName("t");
   std::string deadLetters = uniqueName("dlq");
   createTopic(topicPrefix + ".order", 3, {{"max.message.bytes", "4096"}});
-  int port = freePort();
+  int port = freeLoopbackPort();
   RelayConfigBuilder config;
   config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}})
       .metricsListen("127.0.0.1:" + std::to_string(port));
@@ -187,7 +172,7 @@ TEST(RelayKafkaRejection, EventToAMissingTopicIsDeadLetteredWithItsPayload) {
   std::string deadLetters = uniqueName("dlq");
   createTopic(topicPrefix + ".customer", 3, {});
   createTopic(deadLetters, 1, {});
-  int port = freePort();
+  int port = freeLoopbackPort();
   RelayConfigBuilder config;
   config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}})
       .metricsListen("127.0.0.1:" + std::to_string(port))

@@ -33,21 +33,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("cannot find a free port");
-  }
-  int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
-
 struct HttpResponse {
   int status = 0;  // 0: no HTTP answer
   std::string body;
@@ -163,7 +148,7 @@ TEST(RelayLoop, FrozenPostgresStallsNeitherHealthzNorMetricsNorTheLoop) {
   PgConnection pg(pgUrl());
   std::string table = createOutboxTable(pg, "freeze");
   std::string topicPrefix = uniqueName("t");
-  int port = freePort();
+  int port = freeLoopbackPort();
   RelayConfigBuilder config;
   config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}});
   config.metricsListen("127.0.0.1:" + std::to_string(port));
@@ -231,7 +216,7 @@ TEST(RelayLoop, KafkaDownUnderUnrelatedWritesOfASharedPublicationKeepsMemoryFlat
   std::string busy = uniqueName("busy");
   pg.exec("CREATE TABLE " + busy + " (id bigserial PRIMARY KEY, v int NOT NULL)");
   std::string topicPrefix = uniqueName("t");
-  int port = freePort();
+  int port = freeLoopbackPort();
   RelayConfigBuilder config;
   config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}});
   config.metricsListen("127.0.0.1:" + std::to_string(port));
@@ -331,7 +316,7 @@ TEST(RelayLoop, AStopWithKafkaDownExitsWithinOneShutdownTimeout) {
   PgConnection pg(pgUrl());
   std::string table = createOutboxTable(pg, "stop");
   std::string topicPrefix = uniqueName("t");
-  int port = freePort();
+  int port = freeLoopbackPort();
   RelayConfigBuilder config;
   config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}});
   config.metricsListen("127.0.0.1:" + std::to_string(port));

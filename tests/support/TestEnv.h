@@ -23,6 +23,8 @@ std::string pgUrl();
 std::string kafkaBootstrap();
 // A name unique to this process and call, for topics, slots, tables.
 std::string uniqueName(const std::string& prefix);
+// A TCP port on 127.0.0.1 that was free a moment ago (for a server a test starts).
+int freeLoopbackPort();
 
 // Polls `condition` until it holds or `timeout` passes; returns whether it held.
 bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
