@@ -108,6 +108,9 @@ create_publication = {{ $v.source.createPublication }}
 
 [kafka]
 bootstrap_servers = {{ include "outbox-relay.tomlString" $v.kafka.bootstrapServers }}
+{{- if $v.kafka.unsafeOverrides }}
+unsafe_overrides = true
+{{- end }}
 {{- with $v.kafka.properties }}
 
 [kafka.properties]
@@ -146,6 +149,12 @@ prefix = {{ include "outbox-relay.tomlString" . }}
 {{- end }}
 {{- with $v.messages.topic }}
 topic = {{ include "outbox-relay.tomlString" . }}
+{{- end }}
+{{- with $v.messages.nonTransactional }}
+non_transactional = {{ include "outbox-relay.tomlString" . }}
+{{- end }}
+{{- if hasKey $v.messages "maxBytes" }}
+max_bytes = {{ int64 $v.messages.maxBytes }}
 {{- end }}
 {{- with $v.messages.headers }}
 [messages.headers]
