@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 
 namespace outbox::sink {
@@ -158,6 +159,12 @@ error_code validateDocument(od::document& doc, const char* end, size_t maxDepth)
 // One On-Demand parser per thread, reused (its buffers grow to the largest payload), with the document of the
 // EventView that iterated it last: a document is valid only until its parser iterates another one.
 struct ThreadParser {
+  // The depth bound is counted by validateDocument; simdjson's development checks (debug builds) assert
+  // depth < max_depth on their own, so the parser gets 2 levels of room above it (its default is exactly 1024).
+  // iterate() grows the capacity as needed and keeps max_depth.
+  ThreadParser() {
+    if (parser.allocate(4096, kMaxPayloadDepth + 2) != simdjson::SUCCESS) throw std::bad_alloc();
+  }
   od::parser parser;
   od::document document;
   uint64_t owner = 0;  // EventView::serial_; 0: none
