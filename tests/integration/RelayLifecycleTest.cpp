@@ -3,6 +3,9 @@
 // happens, no event is skipped silently: the relay either keeps relaying or stops with exit status 2 and a log
 // line that names the problem and the fix, without confirming what it did not publish.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <regex>
 
@@ -64,6 +67,53 @@ void terminateAndDropSlot(PgConnection& pg, const std::string& slot) {
       60s, 20ms);
   ASSERT_TRUE(dropped) << "could not drop slot " << slot;
 }
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("cannot find a free port");
+  }
+  int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// A scratch PostgreSQL 15 cluster with wal_level = replica on a free port (run as the postgres user when root, as
+// scripts/devstack does); stopped and deleted when the guard goes away.
+class ReplicaWalCluster {
+ public:
+  ReplicaWalCluster() : port_(freePort()) {
+    char dir[] = "/tmp/outbox-it-walreplica-XXXXXX";
+    if (::mkdtemp(dir) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = dir;
+    CommandResult r = runCommand({"/bin/sh", "-c", script("start")}, 120s);
+    if (!r.status.success()) throw std::runtime_error("cannot start the scratch cluster: " + r.output);
+  }
+  ~ReplicaWalCluster() { runCommand({"/bin/sh", "-c", script("stop")}, 60s); }
+  std::string url() const { return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/postgres"; }
+
+ private:
+  std::string script(const std::string& what) const {
+    std::string asPg = "if [ \"$(id -u)\" -eq 0 ]; then runuser -u postgres -- \"$@\"; else \"$@\"; fi";
+    std::string bin = "/usr/lib/postgresql/15/bin";
+    std::string s = "set -e\nas_pg() { " + asPg + "; }\nD='" + dir_ + "'\n";
+    if (what == "start") {
+      return s + "[ \"$(id -u)\" -eq 0 ] && chown postgres:postgres \"$D\"\n" + "as_pg " + bin +
+             "/initdb -D \"$D/pg\" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null\n" + "as_pg " + bin +
+             "/pg_ctl -D \"$D/pg\" -l \"$D/pg.log\" -w -t 60 -o \"-c wal_level=replica -c port=" +
+             std::to_string(port_) +
+             " -c listen_addresses=127.0.0.1 -c unix_socket_directories=$D\" start >/dev/null\n";
+    }
+    return s + "as_pg " + bin + "/pg_ctl -D \"$D/pg\" -m immediate -w stop >/dev/null 2>&1 || true\nrm -rf \"$D\"\n";
+  }
+  int port_;
+  std::string dir_;
+};
 
 }  // namespace
 
@@ -245,4 +295,21 @@ TEST(RelayLifecycle, RoleWithoutReplicationIsASetupErrorNamingTheFix) {
   EXPECT_EQ(status->code, 2) << status->toString();
   EXPECT_NE(relay->log().find("ALTER ROLE " + role + " REPLICATION;"), std::string::npos) << relay->logTail();
   EXPECT_FALSE(slotExists(pg, config.slot()));
+}
+
+// A server without logical decoding: a setup error that says what to change, before any slot is attempted.
+TEST(RelayLifecycle, WalLevelNotLogicalIsASetupErrorNamingTheFix) {
+  ReplicaWalCluster cluster;
+  PgConnection pg(cluster.url());
+  ASSERT_EQ(pg.scalar("SHOW wal_level"), "replica");
+  std::string table = createOutboxTable(pg, "lcwal");
+  RelayConfigBuilder config;
+  config.addOutbox({table, uniqueName("t") + ".wal", {}, {}});
+  config.conninfo(cluster.url());
+  auto relay = RelayProcess::start(config.render());
+  auto status = relay->waitExit(60s);
+  ASSERT_TRUE(status) << relay->logTail();
+  EXPECT_EQ(status->code, 2) << status->toString();
+  EXPECT_NE(relay->log().find("wal_level = replica"), std::string::npos) << relay->logTail();
+  EXPECT_NE(relay->log().find("ALTER SYSTEM SET wal_level = logical;"), std::string::npos) << relay->logTail();
 }
