@@ -131,6 +131,8 @@ void Relay::connectAndStream() {
             server.systemId, server.database, server.xlogPos.toString());
   std::vector<const OutboxTableConfig*> tables;
   for (const auto& table : config_.outboxes) tables.push_back(&table);
+  // OIDs name tables only within one cluster (a physical standby shares them): another system starts afresh.
+  if (server.systemId != outboxOidsSystem_) outboxOids_.clear();
   auto resolved = stream_->resolveOutboxTables(tables, outboxOids_);
   std::vector<uint32_t> oids;
   for (const auto& table : resolved) {
@@ -143,6 +145,7 @@ void Relay::connectAndStream() {
     }
   }
   outboxOids_ = oids;
+  outboxOidsSystem_ = server.systemId;
   stream_->ensurePublication(resolved);
   Lsn slotConfirmed;
   try {

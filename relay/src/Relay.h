@@ -145,6 +145,7 @@ private:
   // The OIDs of the [[outbox]] tables, by entry, as first resolved by this process (they follow a rename), and
   // whether this process has streamed from the slot (a slot that disappears after that is never re-created).
   std::vector<uint32_t> outboxOids_;
+  std::string outboxOidsSystem_;  // the system identifier of the server they were resolved on
   bool streamedFromSlot_ = false;
   uint64_t messagesIgnoredSinceLog_ = 0;
 };
