@@ -75,18 +75,30 @@ void OutboxRouter::reset() {
   routes_.clear();
 }
 
-void OutboxRouter::onRelation(const pgoutput::Relation& relation) {
+void OutboxRouter::setOutboxOids(std::vector<uint32_t> oids) {
+  outboxByOid_.clear();
+  for (size_t i = 0; i < oids.size() && i < config_.outboxes.size(); ++i) {
+    if (oids[i] != 0) outboxByOid_.emplace(oids[i], &config_.outboxes[i]);
+  }
+}
+
+const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& relation) {
   const RelationInfo& info = relations_.apply(relation);
   routes_.erase(info.relationId.value);
   const OutboxTableConfig* table = nullptr;
-  for (const auto& candidate : config_.outboxes) {
-    if (candidate.schema == info.nspname && candidate.table == info.relname) table = &candidate;
+  const OutboxTableConfig* renamed = nullptr;
+  if (auto it = outboxByOid_.find(info.relationId.value); it != outboxByOid_.end()) {
+    table = it->second;
+    if (table->schema != info.nspname || table->table != info.relname) renamed = table;
   }
-  if (table == nullptr) return;
+  for (const auto& candidate : config_.outboxes) {
+    if (table == nullptr && candidate.schema == info.nspname && candidate.table == info.relname) table = &candidate;
+  }
+  if (table == nullptr) return nullptr;
 
   Route route;
   route.table = table;
-  route.name = info.nspname + "." + info.relname;
+  route.name = table->schema + "." + table->table;
   route.id = info.columnIndex(table->idColumn);
   route.aggregateType = info.columnIndex(table->aggregateTypeColumn);
   route.aggregateId = info.columnIndex(table->aggregateIdColumn);
@@ -112,6 +124,7 @@ void OutboxRouter::onRelation(const pgoutput::Relation& relation) {
                route.name, route.problem, config_.deadLetterTopic);
   }
   routes_.emplace(info.relationId.value, std::move(route));
+  return renamed;
 }
 
 std::string_view OutboxRouter::outboxName(RelationId id) const {

@@ -27,8 +27,14 @@ class OutboxRouter {
 public:
   explicit OutboxRouter(const RelayConfig& config);
 
-  // Follows a Relation message: remembers the relation and, for an outbox table, where its columns are.
-  void onRelation(const pgoutput::Relation& relation);
+  // The OIDs of the configured outbox tables on this connection's server, by the index of their [[outbox]] entry
+  // (0: unknown). A Relation with one of these OIDs is that outbox whatever its name: the publication follows a
+  // table by OID, so a table renamed while the relay streams arrives under its new name.
+  void setOutboxOids(std::vector<uint32_t> oids);
+
+  // Follows a Relation message: remembers the relation and, for an outbox table, where its columns are. Returns
+  // the [[outbox]] entry when the relation is a configured outbox under another name (renamed), else nullptr.
+  const OutboxTableConfig* onRelation(const pgoutput::Relation& relation);
   // A new connection: relations will be described again.
   void reset();
 
@@ -59,7 +65,7 @@ public:
   };
   struct Route {
     const OutboxTableConfig* table = nullptr;
-    std::string name;  // schema.table
+    std::string name;  // schema.table as configured (also when the table was renamed: stable metric labels)
     int id = -1, aggregateType = -1, aggregateId = -1, type = -1, payload = -1;
     uint32_t payloadTypeOid = 0;
     TopicTemplate topic;
@@ -76,6 +82,7 @@ public:
   const RelayConfig& config_;
   RelationCache relations_;
   std::unordered_map<uint32_t, Route> routes_;
+  std::unordered_map<uint32_t, const OutboxTableConfig*> outboxByOid_;
   // Logical messages: the topic template (placeholders resolved to field indices of messageDocument_), the
   // parsed document the records' views point into, and header name -> field index.
   static constexpr size_t kIdField = 0, kAggregateIdField = 1, kPayloadField = 2;

@@ -131,16 +131,40 @@ void Relay::connectAndStream() {
             server.systemId, server.database, server.xlogPos.toString());
   std::vector<const OutboxTableConfig*> tables;
   for (const auto& table : config_.outboxes) tables.push_back(&table);
-  stream_->ensurePublication(tables);
-  Lsn slotConfirmed = stream_->ensureSlot();
+  // OIDs name tables only within one cluster (a physical standby shares them): another system starts afresh.
+  if (server.systemId != outboxOidsSystem_) outboxOids_.clear();
+  auto resolved = stream_->resolveOutboxTables(tables, outboxOids_);
+  std::vector<uint32_t> oids;
+  for (const auto& table : resolved) {
+    oids.push_back(table.oid);
+    if (table.renamed()) {
+      log::warn(
+          "outbox table {}.{} is now {}.{} (renamed while this relay streamed it): still relaying it with its "
+          "[[outbox]] mapping; change [[outbox]] table to the new name before the next start",
+          table.config->schema, table.config->table, table.schema, table.table);
+    }
+  }
+  outboxOids_ = oids;
+  outboxOidsSystem_ = server.systemId;
+  stream_->ensurePublication(resolved);
+  Lsn slotConfirmed;
+  try {
+    slotConfirmed =
+        stream_->ensureSlot(streamedFromSlot_ ? std::optional<Lsn>(inflight_.confirmedLsn()) : std::nullopt);
+  } catch (const SlotLostError&) {
+    metrics_.slotsLost.Increment();
+    throw;
+  }
   inflight_.resetConfirmed(slotConfirmed);
 
   // What a lost connection left behind: the open transaction is re-sent from its start; the events of it
   // already with Kafka are skipped by count. Transactions received whole are not asked for again.
   resume_.reconnected();
   router_.reset();
+  router_.setOutboxOids(std::move(oids));
   decoder_.reset();
   stream_->start(inflight_.resumeLsn());
+  streamedFromSlot_ = true;
   metrics_.standby.Set(0);
   metrics_.streaming.Set(1);
   backoff_.reset();
@@ -267,7 +291,7 @@ void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
   std::visit(Overloaded{
                  [this](const pgoutput::Begin& m) { onBegin(m); },
                  [this](const pgoutput::Commit& m) { onCommit(m); },
-                 [this](const pgoutput::Relation& m) { router_.onRelation(m); },
+                 [this](const pgoutput::Relation& m) { onRelation(m); },
                  [this](const pgoutput::Insert& m) { onInsert(m); },
                  [this](const pgoutput::Message& m) { onMessage(m); },
                  [this](const pgoutput::Update& m) { onIgnored(m.relationId, Ignored::Update); },
@@ -343,6 +367,18 @@ void Relay::onMessage(const pgoutput::Message& message) {
   auto seq = resume_.beginStandalone(message.lsn);
   publishRouted(seq, RelayMetrics::kMessageTable, outcome, error);
   resume_.endStandalone(seq, message.lsn);
+}
+
+void Relay::onRelation(const pgoutput::Relation& relation) {
+  if (const OutboxTableConfig* renamed = router_.onRelation(relation)) {
+    // The publication follows the table by OID, so its rows keep coming under the new name: still an outbox.
+    metrics_.outboxRenamed.Increment();
+    log::warn(
+        "outbox table {}.{} arrives as {}.{} (renamed): still relaying its rows with its [[outbox]] mapping; "
+        "change [[outbox]] table to the new name before the next start, which otherwise stops with a setup "
+        "error",
+        renamed->schema, renamed->table, relation.nspname, relation.relname);
+  }
 }
 
 void Relay::ignoreMessage(prometheus::Counter& counter, const pgoutput::Message& message, const char* why) {

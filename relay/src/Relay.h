@@ -60,6 +60,7 @@ private:
   void onCommit(const pgoutput::Commit& commit);
   void onInsert(const pgoutput::Insert& insert);
   void onMessage(const pgoutput::Message& message);
+  void onRelation(const pgoutput::Relation& relation);
   // A logical message with the configured prefix that is not published: counted, logged at most every 10 s.
   void ignoreMessage(prometheus::Counter& counter, const pgoutput::Message& message, const char* why);
   // An UPDATE, DELETE or TRUNCATE of a relation: counted when it is an outbox table, never published.
@@ -141,6 +142,11 @@ private:
   std::deque<std::pair<uint64_t, OwnedRecord>> pendingDeadLetters_;  // waiting for room in librdkafka's queue
   uint64_t nextDeadLetter_ = 1;
   std::chrono::steady_clock::time_point lastMessageIgnoredLog_;
+  // The OIDs of the [[outbox]] tables, by entry, as first resolved by this process (they follow a rename), and
+  // whether this process has streamed from the slot (a slot that disappears after that is never re-created).
+  std::vector<uint32_t> outboxOids_;
+  std::string outboxOidsSystem_;  // the system identifier of the server they were resolved on
+  bool streamedFromSlot_ = false;
   uint64_t messagesIgnoredSinceLog_ = 0;
 };
 

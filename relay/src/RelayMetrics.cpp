@@ -28,6 +28,12 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
                                               {{"reason", "non_transactional"}})),
       messagesIgnoredDisabled(
           counter(*registry_, "outbox_relay_messages_ignored_total", kMessagesIgnoredHelp, {{"reason", "disabled"}})),
+      outboxRenamed(counter(*registry_, "outbox_relay_outbox_renamed_total",
+                            "Relation messages describing a configured outbox table under another name (renamed "
+                            "while the relay streams it, matched by OID); its rows are still relayed.")),
+      slotsLost(counter(*registry_, "outbox_relay_slot_lost_total",
+                        "Reconnects that found the replication slot this process had streamed from gone; the relay "
+                        "then stops with exit status 2 instead of creating a new slot.")),
       inflightEvents(
           gauge(*registry_, "outbox_relay_inflight_events", "Events handed to Kafka and not yet acknowledged.")),
       inflightBytes(gauge(*registry_, "outbox_relay_inflight_bytes",

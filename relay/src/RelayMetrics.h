@@ -55,6 +55,10 @@ public:
   // messages.non_transactional = "publish"), and every one while [messages] is disabled.
   prometheus::Counter& messagesIgnoredNonTransactional;
   prometheus::Counter& messagesIgnoredDisabled;
+  // Relation messages of a configured outbox table under another name (renamed while the relay streams it).
+  prometheus::Counter& outboxRenamed;
+  // The slot this process streamed from was gone at a reconnect (the relay then stops, exit status 2).
+  prometheus::Counter& slotsLost;
   prometheus::Gauge& inflightEvents;
   prometheus::Gauge& inflightBytes;
   prometheus::Gauge& inflightTransactions;

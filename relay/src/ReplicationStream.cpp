@@ -23,6 +23,7 @@ constexpr const char* kObjectInUse = "55006";      // slot active for another PI
 constexpr const char* kDuplicateObject = "42710";  // slot created concurrently
 constexpr const char* kInsufficientPrivilege = "42501";
 constexpr const char* kUndefinedTable = "42P01";
+constexpr const char* kUndefinedObject = "42704";  // pgoutput: a publication named in START_REPLICATION is gone
 }  // namespace
 
 ReplicationStream::ReplicationStream(const SourceConfig& config) : config_(config) {}
@@ -54,7 +55,21 @@ const ServerIdentity& ReplicationStream::connect() {
   conn_ = connectPostgres(config_.conninfo, config_.password,
                           {{"replication", "database"}, {"fallback_application_name", "outbox-relay"}},
                           networkTimeoutDefaults());
-  if (PQstatus(conn_) != CONNECTION_OK) failConnection("cannot connect to PostgreSQL");
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    // A role without the REPLICATION attribute cannot start a walsender: PostgreSQL 15 says "must be superuser or
+    // replication role to start walsender", 16 on "permission denied to start WAL sender". Retrying cannot help.
+    std::string message = pgErrorMessage(conn_);
+    if (message.find("replication role") != std::string::npos ||
+        message.find("permission denied to start WAL sender") != std::string::npos) {
+      std::string role = PQuser(conn_) ? PQuser(conn_) : "";
+      PQfinish(conn_);
+      conn_ = nullptr;
+      throw SetupError("PostgreSQL refused a replication connection to role \"" + role + "\" (" + message +
+                       "): logical replication needs a role with the REPLICATION attribute; run `ALTER ROLE " + role +
+                       " REPLICATION;` as a superuser, or set source.conninfo to a role that has it");
+    }
+    failConnection("cannot connect to PostgreSQL");
+  }
   PQsetNoticeProcessor(conn_, [](void*, const char* message) { log::info("postgres: {}", pgMessage(message)); }, nullptr);
 
   PgResult ident(PQexec(conn_, "IDENTIFY_SYSTEM"));
@@ -68,6 +83,19 @@ const ServerIdentity& ReplicationStream::connect() {
   identity_.serverVersion = PQserverVersion(conn_);
   if (identity_.database.empty()) {
     throw SetupError("the connection is not to a database: source.conninfo must name one (dbname=...)");
+  }
+  // Logical decoding needs wal_level = logical; without it creating or using a slot fails with a message that
+  // does not say what to change. (SHOW is a replication command: it works on this connection.)
+  PgResult walLevel(PQexec(conn_, "SHOW wal_level"));
+  if (PQresultStatus(walLevel.get()) == PGRES_TUPLES_OK && PQntuples(walLevel.get()) == 1) {
+    std::string level = PQgetvalue(walLevel.get(), 0, 0);
+    if (level != "logical") {
+      throw SetupError("the server runs with wal_level = " + level +
+                       ", and logical replication needs wal_level = logical: run `ALTER SYSTEM SET wal_level = "
+                       "logical;` as a superuser and restart PostgreSQL (wal_level takes effect only at a restart)");
+    }
+  } else if (PQstatus(conn_) != CONNECTION_OK) {
+    failConnection("connection lost running SHOW wal_level");
   }
   return identity_;
 }
@@ -99,13 +127,66 @@ std::string ReplicationStream::quoteLiteral(std::string_view literal) const {
   return out;
 }
 
-void ReplicationStream::ensurePublication(const std::vector<const OutboxTableConfig*>& tables) {
+std::vector<ResolvedOutboxTable> ReplicationStream::resolveOutboxTables(
+    const std::vector<const OutboxTableConfig*>& tables, const std::vector<uint32_t>& knownOids) {
+  std::vector<ResolvedOutboxTable> resolved;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const OutboxTableConfig* table = tables[i];
+    ResolvedOutboxTable entry{table, 0, table->schema, table->table};
+    // The table this process streamed first, under whatever name it has now: pending WAL of it is decoded under
+    // its OID, and the publication follows it by OID too.
+    if (i < knownOids.size() && knownOids[i] != 0) {
+      PgResult byOid(
+          exec("SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+               "ON n.oid = c.relnamespace WHERE c.oid = " +
+               std::to_string(knownOids[i])));
+      if (PQntuples(byOid.get()) == 1) {
+        entry.oid = knownOids[i];
+        entry.schema = PQgetvalue(byOid.get(), 0, 0);
+        entry.table = PQgetvalue(byOid.get(), 0, 1);
+      }
+    }
+    if (entry.oid == 0) {
+      PgResult byName(
+          exec("SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = "
+               "c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname = " +
+               quoteLiteral(table->schema) + " AND c.relname = " + quoteLiteral(table->table)));
+      if (PQntuples(byName.get()) == 1) entry.oid = static_cast<uint32_t>(std::stoul(PQgetvalue(byName.get(), 0, 0)));
+    }
+    if (entry.oid == 0) {
+      // Renamed or dropped while no relay streamed it. Relaying on would skip its rows silently: stop, and say
+      // which tables the publication holds that no [[outbox]] names (a renamed outbox is among them).
+      std::string others;
+      PgResult members(
+          exec("SELECT schemaname || '.' || tablename FROM pg_catalog.pg_publication_tables WHERE "
+               "pubname = " +
+               quoteLiteral(config_.publication) + " ORDER BY 1"));
+      for (int row = 0; row < PQntuples(members.get()); ++row) {
+        std::string name = PQgetvalue(members.get(), row, 0);
+        bool configured = false;
+        for (const auto* t : tables) configured = configured || name == t->schema + "." + t->table;
+        if (!configured) others += (others.empty() ? "" : ", ") + name;
+      }
+      throw SetupError("outbox table " + table->schema + "." + table->table +
+                       " does not exist (renamed or dropped?): rename it back, or change [[outbox]] table to the "
+                       "new name" +
+                       (others.empty() ? std::string()
+                                       : " (publication \"" + config_.publication + "\" also holds " + others +
+                                             ", which no [[outbox]] names)") +
+                       "; nothing was confirmed");
+    }
+    resolved.push_back(std::move(entry));
+  }
+  return resolved;
+}
+
+void ReplicationStream::ensurePublication(const std::vector<ResolvedOutboxTable>& tables) {
   const std::string& pub = config_.publication;
   PgResult found(exec("SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = " + quoteLiteral(pub)));
   std::string tableList;
-  for (const auto* table : tables) {
+  for (const auto& table : tables) {
     if (!tableList.empty()) tableList += ", ";
-    tableList += quoteIdentifier(table->schema) + "." + quoteIdentifier(table->table);
+    tableList += quoteIdentifier(table.schema) + "." + quoteIdentifier(table.table);
   }
   std::string createSql = "CREATE PUBLICATION " + quoteIdentifier(pub) +
                           (tableList.empty() ? std::string() : " FOR TABLE " + tableList) +
@@ -127,22 +208,40 @@ void ReplicationStream::ensurePublication(const std::vector<const OutboxTableCon
     throw SetupError("publication \"" + pub + "\" does not publish inserts: run `ALTER PUBLICATION " +
                      quoteIdentifier(pub) + " SET (publish = 'insert');`");
   }
-  for (const auto* table : tables) {
+  for (const auto& table : tables) {
     PgResult member(exec("SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = " + quoteLiteral(pub) +
-                       " AND schemaname = " + quoteLiteral(table->schema) +
-                       " AND tablename = " + quoteLiteral(table->table)));
+                         " AND schemaname = " + quoteLiteral(table.schema) +
+                         " AND tablename = " + quoteLiteral(table.table)));
     if (PQntuples(member.get()) == 0) {
-      std::string qualified = quoteIdentifier(table->schema) + "." + quoteIdentifier(table->table);
+      std::string qualified = quoteIdentifier(table.schema) + "." + quoteIdentifier(table.table);
       throw SetupError("publication \"" + pub + "\" does not include outbox table " + qualified +
                        ": run `ALTER PUBLICATION " + quoteIdentifier(pub) + " ADD TABLE " + qualified + ";`");
     }
   }
 }
 
-Lsn ReplicationStream::ensureSlot() {
+Lsn ReplicationStream::ensureSlot(std::optional<Lsn> streamedUpTo) {
   const std::string& slot = config_.slot;
   PgResult found(exec("SELECT plugin, database, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
                     "WHERE slot_name = " + quoteLiteral(slot)));
+  if (PQntuples(found.get()) == 0 && streamedUpTo) {
+    // A new slot would start at the current WAL position: whatever was committed between the old slot's end and
+    // now would never be relayed, and nothing would say so.
+    throw SlotLostError(
+        "replication slot \"" + slot +
+        "\" disappeared while this relay was streaming from it (dropped, or a "
+        "failover to a server without it): events committed after " +
+        streamedUpTo->toString() +
+        " (the last position confirmed) may be missing from Kafka. Not re-creating it. To continue deliberately: "
+        "create the slot by hand (SELECT pg_create_logical_replication_slot('" +
+        slot +
+        "', 'pgoutput'); in "
+        "database " +
+        identity_.database +
+        ") and republish what is missing from the outbox table, or restart the "
+        "relay, which creates it at the current WAL position" +
+        (config_.createSlot ? "" : " (with source.create_slot = true)"));
+  }
   if (PQntuples(found.get()) == 0) {
     std::string createSql = "CREATE_REPLICATION_SLOT " + quoteIdentifier(slot) + " LOGICAL pgoutput NOEXPORT_SNAPSHOT";
     if (!config_.createSlot) {
@@ -222,6 +321,28 @@ ReplicationStream::ReadStatus ReplicationStream::read(std::string_view& message)
     // The server ended the copy stream: read its final result for the reason.
     PgResult result(PQgetResult(conn_));
     std::string reason = result ? pgMessage(PQresultErrorMessage(result.get())) : "";
+    if (result && pgSqlState(result.get()) == kUndefinedObject && reason.find("publication") != std::string::npos) {
+      // pgoutput looks the publication up with the catalog as of each change it decodes: once it was dropped,
+      // every change committed before it exists again fails, also after a re-creation (PostgreSQL 15), so a
+      // reconnect would only fail again. Nothing past the last confirmed position was confirmed.
+      const char* context = PQresultErrorField(result.get(), PG_DIAG_CONTEXT);
+      std::string where = context ? " (" + pgMessage(context) + ")" : "";
+      throw SetupError(
+          "the server cannot decode the replication stream: " + reason + where + ". Publication \"" +
+          config_.publication +
+          "\" was dropped while changes were being written; PostgreSQL decodes each "
+          "change with the catalog as of that change, so the changes committed while it did not exist cannot be "
+          "decoded, also after re-creating it. Nothing after the last confirmed position was confirmed. To "
+          "continue: re-create the publication if it is missing (CREATE PUBLICATION " +
+          quoteIdentifier(config_.publication) +
+          " FOR TABLE ... WITH (publish = 'insert'), or restart the relay "
+          "with source.create_publication = true), then, if this error comes back, move the slot past the "
+          "changes written while it was missing with SELECT pg_replication_slot_advance('" +
+          config_.slot +
+          "', '<LSN>') while the relay is stopped, <LSN> being a position after the re-creation (the error's LSN "
+          "is one inside the gap) -- the events written in the gap are then not relayed: republish them from the "
+          "outbox table");
+    }
     failConnection("the server ended the replication stream" + (reason.empty() ? "" : " (" + reason + ")"));
   }
   failConnection("reading the replication stream failed");

@@ -36,6 +36,22 @@ public:
   using std::runtime_error::runtime_error;
 };
 
+// The replication slot this process was streaming from is gone (dropped, or a failover to a server without it).
+class SlotLostError : public SetupError {
+ public:
+  using SetupError::SetupError;
+};
+
+// A configured outbox table as found on the server: its OID and its current name (which differs from the
+// configured one when it was renamed while this process streamed from it).
+struct ResolvedOutboxTable {
+  const OutboxTableConfig* config = nullptr;
+  uint32_t oid = 0;
+  std::string schema;
+  std::string table;
+  bool renamed() const { return schema != config->schema || table != config->table; }
+};
+
 struct ServerIdentity {
   std::string systemId;
   int timeline = 0;
@@ -53,11 +69,17 @@ public:
 
   // Connects and runs IDENTIFY_SYSTEM.
   const ServerIdentity& connect();
+  // Finds each configured outbox table: by `knownOids[i]` first (the OID this process streamed it under, 0 when
+  // none; it follows a rename), else by its configured name. A table found neither way is a SetupError.
+  std::vector<ResolvedOutboxTable> resolveOutboxTables(const std::vector<const OutboxTableConfig*>& tables,
+                                                       const std::vector<uint32_t>& knownOids);
   // Makes sure the publication exists and carries every outbox table (creating it when config allows).
-  void ensurePublication(const std::vector<const OutboxTableConfig*>& tables);
+  void ensurePublication(const std::vector<ResolvedOutboxTable>& tables);
   // Makes sure the slot exists, uses pgoutput and belongs to this database (creating it when config allows).
-  // Returns the slot's confirmed_flush_lsn (0/0 when just created).
-  Lsn ensureSlot();
+  // Returns the slot's confirmed_flush_lsn (0/0 when just created). `streamedUpTo`: this process already streamed
+  // from the slot and confirmed up to there; a missing slot is then never re-created (SlotLostError), since a new
+  // slot starts at the current WAL position and everything committed since the old one went would be lost.
+  Lsn ensureSlot(std::optional<Lsn> streamedUpTo = std::nullopt);
   // The highest pgoutput protocol version this server and this relay both speak (1..3).
   int protocolVersion() const;
   // START_REPLICATION from `from` (the server starts at the slot's confirmed position if that is later).

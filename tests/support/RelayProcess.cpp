@@ -130,12 +130,17 @@ RelayConfigBuilder& RelayConfigBuilder::logLevel(const std::string& level) {
   return *this;
 }
 
+RelayConfigBuilder& RelayConfigBuilder::conninfo(const std::string& conninfo) {
+  conninfo_ = conninfo;
+  return *this;
+}
+
 std::string RelayConfigBuilder::render() const {
   std::ostringstream out;
   out << "# rendered by tests/support/RelayProcess.cpp\n";
   out << "[log]\nlevel = " << tomlString(logLevel_) << "\nformat = \"plain\"\n\n";
   out << "[source]\n";
-  out << "conninfo = " << tomlString(pgUrl()) << "\n";
+  out << "conninfo = " << tomlString(conninfo_ ? *conninfo_ : pgUrl()) << "\n";
   out << "slot = " << tomlString(slot_) << "\n";
   out << "create_slot = true\n";
   out << "publication = " << tomlString(publication_) << "\n";

@@ -60,6 +60,8 @@ class RelayConfigBuilder {
   RelayConfigBuilder& limits(uint64_t maxInflightEvents, uint64_t maxInflightBytes);
   RelayConfigBuilder& metricsListen(const std::string& address);  // enables [metrics]
   RelayConfigBuilder& logLevel(const std::string& level);
+  // source.conninfo in place of PGURL (another role, another server).
+  RelayConfigBuilder& conninfo(const std::string& conninfo);
 
   const std::string& slot() const { return slot_; }
   const std::string& publication() const { return publication_; }
@@ -80,6 +82,7 @@ class RelayConfigBuilder {
   std::optional<std::pair<uint64_t, uint64_t>> limits_;
   std::optional<std::string> metricsListen_;
   std::string logLevel_ = "info";
+  std::optional<std::string> conninfo_;
   std::vector<OutboxTableSpec> outboxes_;
 };
 

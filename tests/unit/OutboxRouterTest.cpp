@@ -83,6 +83,31 @@ TEST(OutboxRouter, IgnoresTablesThatAreNotOutboxesButRejectsUndescribedRelations
   EXPECT_THROW(router.routeInsert(insertRow(2, {}), record, error), DecodeError);
 }
 
+TEST(OutboxRouter, FollowsARenamedOutboxByItsOid) {
+  RelayConfig config = configWithOutbox();
+  OutboxRouter router(config);
+  router.setOutboxOids({16384});
+  Relation renamed = outboxRelation(16384, kDebeziumColumns);
+  renamed.relname = "outbox_v2";
+  EXPECT_EQ(router.onRelation(renamed), &config.outboxes[0]);
+  OutboxRecord record;
+  std::string error;
+  EXPECT_EQ(router.routeInsert(insertRow(16384, {text("i"), text("order"), text("o-1"), text("T"), text("{}")}), record,
+                               error),
+            OutboxRouter::Outcome::Routed)
+      << error;
+  EXPECT_EQ(record.topic, "outbox.event.order");
+  EXPECT_EQ(router.outboxName(RelationId{16384}), "public.outbox") << "metric labels keep the configured name";
+  // Under its configured name it is no rename; another table of the publication stays no outbox.
+  EXPECT_EQ(router.onRelation(outboxRelation(16384, kDebeziumColumns)), nullptr);
+  Relation other = outboxRelation(20000, kDebeziumColumns);
+  other.relname = "outbox_v2";
+  EXPECT_EQ(router.onRelation(other), nullptr);
+  EXPECT_EQ(router.routeInsert(insertRow(20000, {text("i"), text("order"), text("o-1"), text("T"), text("{}")}), record,
+                               error),
+            OutboxRouter::Outcome::NotOutbox);
+}
+
 TEST(OutboxRouter, DecodesByteaPayloadsToTheirBytesAndKeepsNullPayloadsNull) {
   RelayConfig config = configWithOutbox();
   OutboxRouter router(config);

@@ -1,0 +1,315 @@
+// An operator changes the database under a running relay (README "Guarantees", "When the database changes under
+// the relay"): a renamed outbox table, a dropped slot, a dropped publication, a role without REPLICATION. Whatever
+// happens, no event is skipped silently: the relay either keeps relaying or stops with exit status 2 and a log
+// line that names the problem and the fix, without confirming what it did not publish.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <regex>
+
+#include "support/RelayProcess.h"
+#include "support/TestEnv.h"
+
+using namespace outbox;
+using namespace outbox::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Inserts `n` events for aggregate type "order" into `table` in one transaction.
+void insertEvents(PgConnection& pg, const std::string& table, int n, const std::string& tag) {
+  pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload) SELECT 'order', '" + tag +
+          "-' || g, 'T', jsonb_build_object('n', g) FROM generate_series(1, " + std::to_string(n) + ") g");
+}
+
+// The relay logs "serving /metrics, /healthz and /readyz on HOST:PORT" at start (port 0 resolved).
+std::string metricsAddress(ChildProcess& relay) {
+  static const std::regex serving(R"(serving /metrics, /healthz and /readyz on ([0-9.]+:[0-9]+))");
+  std::string address;
+  waitFor(
+      [&] {
+        std::smatch m;
+        std::string log = relay.log();
+        if (std::regex_search(log, m, serving)) address = m[1];
+        return !address.empty() || !relay.running();
+      },
+      60s);
+  if (address.empty()) throw std::runtime_error("the relay never logged its metrics address");
+  return address;
+}
+
+// The value of an unlabelled metric on /metrics, nullopt when the series is absent.
+std::optional<double> metricValue(const std::string& address, const std::string& name) {
+  CommandResult r = runCommand({"/usr/bin/curl", "-sS", "--max-time", "10", "http://" + address + "/metrics"}, 20s);
+  std::regex line("(^|\n)" + name + " ([0-9.e+-]+)");
+  std::smatch m;
+  if (!std::regex_search(r.output, m, line)) return std::nullopt;
+  return std::stod(m[2]);
+}
+
+// Ends the walsender streaming `slot` and drops the slot before the relay's reconnect takes it again.
+void terminateAndDropSlot(PgConnection& pg, const std::string& slot) {
+  bool dropped = waitFor(
+      [&] {
+        if (auto pid = slotActivePid(pg, slot)) {
+          pg.exec("SELECT pg_terminate_backend(" + std::to_string(*pid) + ")");
+          return false;
+        }
+        try {
+          pg.exec("SELECT pg_drop_replication_slot('" + slot + "')");
+          return true;
+        } catch (const std::exception&) {
+          return false;  // the relay took it again between the two statements
+        }
+      },
+      60s, 20ms);
+  ASSERT_TRUE(dropped) << "could not drop slot " << slot;
+}
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("cannot find a free port");
+  }
+  int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// A scratch PostgreSQL 15 cluster with wal_level = replica on a free port (run as the postgres user when root, as
+// scripts/devstack does); stopped and deleted when the guard goes away.
+class ReplicaWalCluster {
+ public:
+  ReplicaWalCluster() : port_(freePort()) {
+    char dir[] = "/tmp/outbox-it-walreplica-XXXXXX";
+    if (::mkdtemp(dir) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = dir;
+    CommandResult r = runCommand({"/bin/sh", "-c", script("start")}, 120s);
+    if (!r.status.success()) throw std::runtime_error("cannot start the scratch cluster: " + r.output);
+  }
+  ~ReplicaWalCluster() { runCommand({"/bin/sh", "-c", script("stop")}, 60s); }
+  std::string url() const { return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/postgres"; }
+
+ private:
+  std::string script(const std::string& what) const {
+    std::string asPg = "if [ \"$(id -u)\" -eq 0 ]; then runuser -u postgres -- \"$@\"; else \"$@\"; fi";
+    std::string bin = "/usr/lib/postgresql/15/bin";
+    std::string s = "set -e\nas_pg() { " + asPg + "; }\nD='" + dir_ + "'\n";
+    if (what == "start") {
+      return s + "[ \"$(id -u)\" -eq 0 ] && chown postgres:postgres \"$D\"\n" + "as_pg " + bin +
+             "/initdb -D \"$D/pg\" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null\n" + "as_pg " + bin +
+             "/pg_ctl -D \"$D/pg\" -l \"$D/pg.log\" -w -t 60 -o \"-c wal_level=replica -c port=" +
+             std::to_string(port_) +
+             " -c listen_addresses=127.0.0.1 -c unix_socket_directories=$D\" start >/dev/null\n";
+    }
+    return s + "as_pg " + bin + "/pg_ctl -D \"$D/pg\" -m immediate -w stop >/dev/null 2>&1 || true\nrm -rf \"$D\"\n";
+  }
+  int port_;
+  std::string dir_;
+};
+
+}  // namespace
+
+// The publication follows a table by OID: rows of an outbox renamed while the relay streams keep coming under the
+// new name, and are relayed with the [[outbox]] mapping (before: treated as no outbox, skipped and confirmed). A
+// reconnect keeps following it; a fresh start with the old name configured stops with exit status 2.
+TEST(RelayLifecycle, RenamedOutboxTableKeepsBeingRelayedAndARestartWithTheOldNameIsASetupError) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "lcren");
+  std::string renamed = table + "_v2";
+  std::string topicPrefix = uniqueName("t");
+  RelayConfigBuilder config;
+  config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}});
+  config.source("reconnect_backoff_min_ms", "100");
+  config.metricsListen("127.0.0.1:0");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table, renamed});
+  auto relay = RelayProcess::start(config.render());
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  std::string address = metricsAddress(*relay);
+  EXPECT_EQ(metricValue(address, "outbox_relay_outbox_renamed_total"), 0.0) << "exported at 0 from the start";
+
+  insertEvents(pg, "public." + table, 10, "before");
+  pg.exec("ALTER TABLE public." + table + " RENAME TO " + renamed);
+  insertEvents(pg, "public." + renamed, 10, "after");
+  auto rows = outboxRows(pg, renamed);
+  ASSERT_EQ(rows.size(), 20u);
+  TopicReader reader(kafkaBootstrap(), {topicPrefix + ".order"});
+  EXPECT_TRUE(readUntilDelivered(reader, idsOf(rows), 2min)) << relay->logTail();
+  EXPECT_TRUE(waitFor([&] { return metricValue(address, "outbox_relay_outbox_renamed_total").value_or(0) >= 1; }, 30s))
+      << "the rename was not counted";
+  EXPECT_NE(relay->log().find("arrives as public." + renamed + " (renamed)"), std::string::npos) << relay->logTail();
+
+  // A lost connection: the relay finds the table again by the OID it streamed it under.
+  auto pid = slotActivePid(pg, config.slot());
+  ASSERT_TRUE(pid);
+  pg.exec("SELECT pg_terminate_backend(" + std::to_string(*pid) + ")");
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto now = slotActivePid(pg, config.slot());
+        return now && *now != *pid;
+      },
+      2min, 50ms))
+      << relay->logTail();
+  insertEvents(pg, "public." + renamed, 5, "reconnected");
+  rows = outboxRows(pg, renamed);
+  EXPECT_TRUE(readUntilDelivered(reader, idsOf(rows), 2min)) << relay->logTail();
+  reader.readUntilQuiet(2s, 30s);
+  auto check = checkDelivery(rows, reader.records(), [&](const OutboxRow&) { return topicPrefix + ".order"; });
+  EXPECT_EQ(check.missing, 0) << check.summary();
+  EXPECT_EQ(check.wrong, 0) << check.summary();
+  EXPECT_NE(relay->log().find("renamed while this relay streamed it"), std::string::npos) << relay->logTail();
+
+  relay->sigterm();
+  auto stopped = relay->waitExit(60s);
+  ASSERT_TRUE(stopped && stopped->success()) << relay->logTail();
+  auto confirmed = confirmedFlushLsn(pg, config.slot());
+
+  // A fresh start knows only the configured name, which no table has any more.
+  insertEvents(pg, "public." + renamed, 3, "unconfirmed");
+  auto again = RelayProcess::start(config.render(), "relay-restarted");
+  auto status = again->waitExit(60s);
+  ASSERT_TRUE(status) << "the relay runs on with its outbox table missing" << again->logTail();
+  EXPECT_EQ(status->code, 2) << status->toString();
+  std::string log = again->log();
+  EXPECT_NE(log.find("outbox table public." + table + " does not exist"), std::string::npos) << again->logTail();
+  EXPECT_NE(log.find("rename it back, or change [[outbox]] table to the new name"), std::string::npos) << log;
+  EXPECT_NE(log.find("also holds public." + renamed), std::string::npos) << "the message names the likely new name";
+  EXPECT_EQ(confirmedFlushLsn(pg, config.slot()), confirmed) << "the failed start confirmed something";
+}
+
+// A slot dropped while the relay used it (the walsender terminated first, as an operator must): re-creating it
+// would start at the current WAL position and lose what was committed in between, silently. The relay stops.
+TEST(RelayLifecycle, SlotDroppedWhileStreamingStopsTheRelayInsteadOfCreatingANewOne) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "lcslot");
+  std::string topic = uniqueName("t") + ".slot";
+  RelayConfigBuilder config;
+  config.addOutbox({table, topic, {}, {}});
+  config.source("reconnect_backoff_min_ms", "100");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start(config.render());
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  insertEvents(pg, "public." + table, 5, "before");
+  KafkaOffsets offsets(kafkaBootstrap());
+  ASSERT_TRUE(waitFor([&] { return offsets.recordCount(topic) == 5; }, 2min, 100ms)) << relay->logTail();
+
+  terminateAndDropSlot(pg, config.slot());
+  if (HasFatalFailure()) return;
+  insertEvents(pg, "public." + table, 5, "lost");
+
+  auto status = relay->waitExit(60s);
+  ASSERT_TRUE(status) << "the relay runs on after its slot disappeared" << relay->logTail();
+  EXPECT_EQ(status->code, 2) << status->toString();
+  std::string log = relay->log();
+  EXPECT_NE(log.find("disappeared while this relay was streaming from it"), std::string::npos) << relay->logTail();
+  EXPECT_NE(log.find("may be missing from Kafka"), std::string::npos) << log;
+  EXPECT_FALSE(slotExists(pg, config.slot())) << "the relay created a new slot at the current position";
+  EXPECT_EQ(offsets.recordCount(topic), 5);
+}
+
+// A publication dropped while the relay streams: pgoutput fails on the next change ("publication ... does not
+// exist"). PostgreSQL 15 decodes each change with the catalog as of that change, so the changes written while the
+// publication was missing fail also after it is re-created: instead of a reconnect loop that never gets past
+// them, the relay stops with exit status 2, confirming nothing past the gap. Moving the slot past the gap, as the
+// message says, lets a restart go on.
+TEST(RelayLifecycle, PublicationDroppedWhileStreamingStopsTheRelayAndTheAdvisedFixWorks) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "lcpub");
+  std::string topic = uniqueName("t") + ".pub";
+  RelayConfigBuilder config;
+  config.addOutbox({table, topic, {}, {}});
+  config.source("reconnect_backoff_min_ms", "100");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start(config.render());
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  insertEvents(pg, "public." + table, 5, "before");
+  KafkaOffsets offsets(kafkaBootstrap());
+  ASSERT_TRUE(waitFor([&] { return offsets.recordCount(topic) == 5; }, 2min, 100ms)) << relay->logTail();
+
+  pg.exec("DROP PUBLICATION " + config.publication());
+  Lsn gapStart = currentWalInsertLsn(pg);
+  insertEvents(pg, "public." + table, 5, "gap");
+  auto status = relay->waitExit(60s);
+  ASSERT_TRUE(status) << "the relay runs on without its publication" << relay->logTail();
+  EXPECT_EQ(status->code, 2) << status->toString();
+  EXPECT_NE(relay->log().find("was dropped while changes were being written"), std::string::npos) << relay->logTail();
+  EXPECT_NE(relay->log().find("pg_replication_slot_advance"), std::string::npos) << relay->logTail();
+  auto confirmed = confirmedFlushLsn(pg, config.slot());
+  ASSERT_TRUE(confirmed);
+  EXPECT_LE(*confirmed, gapStart) << "confirmed past changes it never published";
+
+  // A restart re-creates the publication (create_publication = true) and fails on the gap again: PostgreSQL 15.
+  auto again = RelayProcess::start(config.render(), "relay-restarted");
+  status = again->waitExit(60s);
+  ASSERT_TRUE(status) << again->logTail();
+  EXPECT_EQ(status->code, 2) << again->logTail();
+  EXPECT_TRUE(publicationExists(pg, config.publication()));
+  EXPECT_NE(again->log().find("was dropped while changes were being written"), std::string::npos) << again->logTail();
+  EXPECT_EQ(confirmedFlushLsn(pg, config.slot()), confirmed);
+
+  // The advised way on: the slot moved past the gap (deliberately losing its events), then what follows is relayed.
+  Lsn afterRecreation = currentWalInsertLsn(pg);
+  pg.exec("SELECT pg_replication_slot_advance('" + config.slot() + "', '" + afterRecreation.toString() + "')");
+  auto third = RelayProcess::start(config.render(), "relay-after-advance");
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << third->logTail();
+  insertEvents(pg, "public." + table, 5, "after");
+  EXPECT_TRUE(waitFor([&] { return offsets.recordCount(topic) == 10; }, 2min, 100ms)) << third->logTail();
+  EXPECT_TRUE(third->running()) << third->logTail();
+}
+
+// A login without the REPLICATION attribute cannot start a walsender: a setup error naming the fix, not an endless
+// reconnect loop.
+TEST(RelayLifecycle, RoleWithoutReplicationIsASetupErrorNamingTheFix) {
+  PgConnection pg(pgUrl());
+  std::string role = uniqueName("lc_norepl");
+  pg.exec("CREATE ROLE " + role + " LOGIN");
+  struct DropRole {
+    PgConnection& pg;
+    std::string role;
+    ~DropRole() {
+      try {
+        pg.exec("DROP ROLE IF EXISTS " + role);
+      } catch (...) {
+      }
+    }
+  } dropRole{pg, role};
+  std::string table = createOutboxTable(pg, "lcrole");
+  RelayConfigBuilder config;
+  config.addOutbox({table, uniqueName("t") + ".role", {}, {}});
+  std::string url = pgUrl();
+  size_t at = url.find('@'), scheme = url.find("://");
+  ASSERT_TRUE(at != std::string::npos && scheme != std::string::npos) << url;
+  config.conninfo(url.substr(0, scheme + 3) + role + url.substr(at));
+  config.source("reconnect_backoff_min_ms", "100");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start(config.render());
+  auto status = relay->waitExit(60s);
+  ASSERT_TRUE(status) << "the relay retries a role that can never replicate" << relay->logTail();
+  EXPECT_EQ(status->code, 2) << status->toString();
+  EXPECT_NE(relay->log().find("ALTER ROLE " + role + " REPLICATION;"), std::string::npos) << relay->logTail();
+  EXPECT_FALSE(slotExists(pg, config.slot()));
+}
+
+// A server without logical decoding: a setup error that says what to change, before any slot is attempted.
+TEST(RelayLifecycle, WalLevelNotLogicalIsASetupErrorNamingTheFix) {
+  ReplicaWalCluster cluster;
+  PgConnection pg(cluster.url());
+  ASSERT_EQ(pg.scalar("SHOW wal_level"), "replica");
+  std::string table = createOutboxTable(pg, "lcwal");
+  RelayConfigBuilder config;
+  config.addOutbox({table, uniqueName("t") + ".wal", {}, {}});
+  config.conninfo(cluster.url());
+  auto relay = RelayProcess::start(config.render());
+  auto status = relay->waitExit(60s);
+  ASSERT_TRUE(status) << relay->logTail();
+  EXPECT_EQ(status->code, 2) << status->toString();
+  EXPECT_NE(relay->log().find("wal_level = replica"), std::string::npos) << relay->logTail();
+  EXPECT_NE(relay->log().find("ALTER SYSTEM SET wal_level = logical;"), std::string::npos) << relay->logTail();
+}
