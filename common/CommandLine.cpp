@@ -4,8 +4,7 @@
 
 namespace outbox {
 
-std::optional<int> parseCommandLine(int argc, char** argv, const char* program, const char* usage,
-                                    CommandLine& out) {
+std::optional<int> parseCommandLine(int argc, char** argv, const char* program, const char* usage, CommandLine& out) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {

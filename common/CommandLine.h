@@ -16,8 +16,7 @@ struct CommandLine {
 
 // Parses argv. Returns the exit status when the program is done already (--help, --version: 0; a bad argument:
 // 2, with the usage on stderr), nullopt when it should go on with `out`.
-std::optional<int> parseCommandLine(int argc, char** argv, const char* program, const char* usage,
-                                    CommandLine& out);
+std::optional<int> parseCommandLine(int argc, char** argv, const char* program, const char* usage, CommandLine& out);
 
 // After loading the config: prints every issue (exit 2), or for --check-config the verdict (exit 0).
 // nullopt: the config is valid and the program should run.

@@ -17,10 +17,6 @@
 
 #include <toml++/toml.h>
 
-#include "common/ConfigSummary.h"
-#include "common/Log.h"
-#include "common/Redaction.h"
-
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -31,6 +27,10 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "common/ConfigSummary.h"
+#include "common/Log.h"
+#include "common/Redaction.h"
 
 namespace outbox {
 

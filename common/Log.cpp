@@ -1,17 +1,15 @@
 #include "common/Log.h"
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <nlohmann/json.hpp>
 
 namespace outbox::log {
 
 namespace {
 Level g_level = Level::Info;
 Format g_format = Format::Plain;
-
 
 std::string timestamp() {
   auto now = std::chrono::system_clock::now();
@@ -27,10 +25,14 @@ std::string timestamp() {
 
 const char* levelName(Level level) {
   switch (level) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warn: return "warn";
-    case Level::Error: return "error";
+    case Level::Debug:
+      return "debug";
+    case Level::Info:
+      return "info";
+    case Level::Warn:
+      return "warn";
+    case Level::Error:
+      return "error";
   }
   return "info";
 }
@@ -53,9 +55,12 @@ bool parseLevel(std::string_view text, Level& out) {
 }
 
 bool parseFormat(std::string_view text, Format& out) {
-  if (text == "plain") out = Format::Plain;
-  else if (text == "json") out = Format::Json;
-  else return false;
+  if (text == "plain")
+    out = Format::Plain;
+  else if (text == "json")
+    out = Format::Json;
+  else
+    return false;
   return true;
 }
 

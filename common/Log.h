@@ -17,7 +17,7 @@ enum class Format { Plain, Json };
 void configure(Level level, Format format);
 bool parseLevel(std::string_view text, Level& out);
 bool parseFormat(std::string_view text, Format& out);
-const char* levelName(Level level);    // "debug", "info", "warn", "error"
+const char* levelName(Level level);     // "debug", "info", "warn", "error"
 const char* formatName(Format format);  // "plain", "json"
 bool enabled(Level level);
 

@@ -26,7 +26,7 @@
 namespace outbox {
 
 class InflightTransactions {
-public:
+ public:
   // Identifies a transaction for the life of the process; travels with each Kafka message as its opaque.
   using Sequence = uint64_t;
 
@@ -75,7 +75,7 @@ public:
   // it already handed to Kafka still get delivery reports; those only adjust the in-flight counters.
   void abandonOpenTransaction();
 
-private:
+ private:
   struct Entry {
     Sequence seq = 0;
     Lsn finalLsn;

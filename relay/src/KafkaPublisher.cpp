@@ -4,9 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <stdexcept>
-
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "common/KafkaClientConfig.h"
 #include "common/Log.h"

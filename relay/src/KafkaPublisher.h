@@ -23,7 +23,7 @@
 namespace outbox {
 
 class KafkaPublisher {
-public:
+ public:
   struct Delivery {
     uint64_t opaque = 0;  // what produce() was given (the transaction's sequence)
     uint64_t bytes = 0;   // OutboxRecord::bytes() of the record
@@ -74,7 +74,7 @@ public:
   // The librdkafka properties in effect, with secrets redacted, for the start-up log.
   const std::string& effectiveProperties() const { return effectiveProperties_; }
 
-private:
+ private:
   static void deliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void* self);
   static int statsCallback(rd_kafka_t*, char* json, size_t length, void* self);
   static void errorCallback(rd_kafka_t*, int err, const char* reason, void* self);

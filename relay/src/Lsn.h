@@ -11,7 +11,7 @@ namespace outbox {
 
 // A WAL position (XLogRecPtr). PostgreSQL prints it as two 32-bit hex halves, "16/B374D848".
 class Lsn {
-public:
+ public:
   constexpr Lsn() = default;
   constexpr explicit Lsn(uint64_t value) : value_(value) {}
 
@@ -26,7 +26,7 @@ public:
   // Bytes of WAL from `older` to this position; 0 when `older` is ahead (lag never goes negative).
   constexpr uint64_t bytesSince(Lsn older) const { return value_ > older.value_ ? value_ - older.value_ : 0; }
 
-private:
+ private:
   uint64_t value_ = 0;
 };
 

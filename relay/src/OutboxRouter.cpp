@@ -119,9 +119,10 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
   require(route.aggregateId, table->aggregateIdColumn, "aggregate id");
   require(route.payload, table->payloadColumn, "payload");
   if (!route.problem.empty()) {
-    log::error("outbox table {} lacks columns the router needs ({}): its rows go to dead-letter topic \"{}\" until "
-               "the table or the [[outbox]] config is fixed",
-               route.name, route.problem, config_.deadLetterTopic);
+    log::error(
+        "outbox table {} lacks columns the router needs ({}): its rows go to dead-letter topic \"{}\" until "
+        "the table or the [[outbox]] config is fixed",
+        route.name, route.problem, config_.deadLetterTopic);
   }
   routes_.emplace(info.relationId.value, std::move(route));
   return renamed;
@@ -190,7 +191,8 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
   auto value = payloadBytes(route, tuple);
   if (id) record.headers.emplace_back("id", *id);
   if (!route.problem.empty()) return deadLetter(record, error, route.name + ": " + route.problem, key, value);
-  if (!id) return deadLetter(record, error, route.name + ": column \"" + route.table->idColumn + "\" is NULL", key, value);
+  if (!id)
+    return deadLetter(record, error, route.name + ": column \"" + route.table->idColumn + "\" is NULL", key, value);
   if (!key) {
     return deadLetter(record, error, route.name + ": column \"" + route.table->aggregateIdColumn + "\" is NULL", key,
                       value);

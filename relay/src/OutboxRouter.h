@@ -24,7 +24,7 @@
 namespace outbox {
 
 class OutboxRouter {
-public:
+ public:
   explicit OutboxRouter(const RelayConfig& config);
 
   // The OIDs of the configured outbox tables on this connection's server, by the index of their [[outbox]] entry
@@ -73,8 +73,8 @@ public:
     std::string problem;  // non-empty: a required column is missing; every row is dead-lettered
   };
 
-  Outcome deadLetter(OutboxRecord& record, std::string& error, std::string reason,
-                     std::optional<std::string_view> key, std::optional<std::string_view> value);
+  Outcome deadLetter(OutboxRecord& record, std::string& error, std::string reason, std::optional<std::string_view> key,
+                     std::optional<std::string_view> value);
   std::optional<std::string_view> columnText(const pgoutput::TupleData& tuple, int index) const;
   // The payload's bytes: bytea arrives in text format as "\x<hex>" and is decoded to the raw bytes.
   std::optional<std::string_view> payloadBytes(const Route& route, const pgoutput::TupleData& tuple);

@@ -19,7 +19,7 @@ namespace outbox::pgoutput {
 
 // Truncated, unknown or otherwise malformed pgoutput input. The message names what was being read and where.
 class DecodeError : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
@@ -154,9 +154,9 @@ struct RollbackPrepared {
   std::string_view gid;
 };
 
-using Message_ = std::variant<Begin, Commit, Origin, Relation, Type, Insert, Update, Delete, Truncate, Message,
-                              StreamStart, StreamStop, StreamCommit, StreamAbort, BeginPrepare, Prepare,
-                              CommitPrepared, RollbackPrepared>;
+using Message_ =
+    std::variant<Begin, Commit, Origin, Relation, Type, Insert, Update, Delete, Truncate, Message, StreamStart,
+                 StreamStop, StreamCommit, StreamAbort, BeginPrepare, Prepare, CommitPrepared, RollbackPrepared>;
 using PgOutputMessage = Message_;
 
 // The streaming replication protocol's CopyData payloads around pgoutput.

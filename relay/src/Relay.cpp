@@ -127,8 +127,8 @@ void Relay::connectAndStream() {
   stream_ = std::make_unique<ReplicationStream>(config_.source);
   const ServerIdentity& server = stream_->connect();
   metrics_.postgresConnected.Set(1);
-  log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})", server.serverVersion,
-            server.systemId, server.database, server.xlogPos.toString());
+  log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})", server.serverVersion, server.systemId,
+            server.database, server.xlogPos.toString());
   std::vector<const OutboxTableConfig*> tables;
   for (const auto& table : config_.outboxes) tables.push_back(&table);
   // OIDs name tables only within one cluster (a physical standby shares them): another system starts afresh.
@@ -288,37 +288,38 @@ void Relay::handleCopyData(std::string_view data) {
 }
 
 void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
-  std::visit(Overloaded{
-                 [this](const pgoutput::Begin& m) { onBegin(m); },
-                 [this](const pgoutput::Commit& m) { onCommit(m); },
-                 [this](const pgoutput::Relation& m) { onRelation(m); },
-                 [this](const pgoutput::Insert& m) { onInsert(m); },
-                 [this](const pgoutput::Message& m) { onMessage(m); },
-                 [this](const pgoutput::Update& m) { onIgnored(m.relationId, Ignored::Update); },
-                 [this](const pgoutput::Delete& m) { onIgnored(m.relationId, Ignored::Delete); },
-                 [this](const pgoutput::Truncate& m) {
-                   for (RelationId id : m.relationIds) onIgnored(id, Ignored::Truncate);
-                 },
-                 // Origins and type descriptions do not change what is published.
-                 [](const pgoutput::Origin&) {},
-                 [](const pgoutput::Type&) {},
-                 [](const auto&) {
-                   // Streaming and two-phase messages are only sent when those options are on; the relay does not
-                   // ask for them.
-                   throw pgoutput::DecodeError(
-                       "unexpected pgoutput message for a stream without streaming or two_phase");
-                 },
-             },
-             message);
+  std::visit(
+      Overloaded{
+          [this](const pgoutput::Begin& m) { onBegin(m); },
+          [this](const pgoutput::Commit& m) { onCommit(m); },
+          [this](const pgoutput::Relation& m) { onRelation(m); },
+          [this](const pgoutput::Insert& m) { onInsert(m); },
+          [this](const pgoutput::Message& m) { onMessage(m); },
+          [this](const pgoutput::Update& m) { onIgnored(m.relationId, Ignored::Update); },
+          [this](const pgoutput::Delete& m) { onIgnored(m.relationId, Ignored::Delete); },
+          [this](const pgoutput::Truncate& m) {
+            for (RelationId id : m.relationIds) onIgnored(id, Ignored::Truncate);
+          },
+          // Origins and type descriptions do not change what is published.
+          [](const pgoutput::Origin&) {},
+          [](const pgoutput::Type&) {},
+          [](const auto&) {
+            // Streaming and two-phase messages are only sent when those options are on; the relay does not
+            // ask for them.
+            throw pgoutput::DecodeError("unexpected pgoutput message for a stream without streaming or two_phase");
+          },
+      },
+      message);
   logIgnoredChanges();
 }
 
 void Relay::onBegin(const pgoutput::Begin& begin) {
   auto began = resume_.begin(begin);
   if (began.resumed) {
-    log::info("the transaction committing at {} is sent again after the reconnect: skipping its first {} outbox "
-              "events, already with Kafka",
-              begin.finalLsn.toString(), began.alreadyPublished);
+    log::info(
+        "the transaction committing at {} is sent again after the reconnect: skipping its first {} outbox "
+        "events, already with Kafka",
+        begin.finalLsn.toString(), began.alreadyPublished);
   }
   if (began.abandoned) {
     log::warn("expected transaction committing at {} to be re-sent first, got {}; its events may be duplicated",
@@ -657,9 +658,10 @@ void Relay::shutdown() {
   }
   metrics_.streaming.Set(0);
   if (inflight_.inflightEvents() > 0) {
-    log::warn("{} events were not acknowledged by Kafka before stopping; they stay unconfirmed in the slot and "
-              "are published again on the next start",
-              inflight_.inflightEvents());
+    log::warn(
+        "{} events were not acknowledged by Kafka before stopping; they stay unconfirmed in the slot and "
+        "are published again on the next start",
+        inflight_.inflightEvents());
   }
   log::info("stopped; confirmed position {}", inflight_.confirmedLsn().toString());
 }

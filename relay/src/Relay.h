@@ -33,11 +33,11 @@
 namespace outbox {
 
 class Relay {
-public:
+ public:
   // Exit statuses of run().
   static constexpr int kExitOk = 0;
-  static constexpr int kExitUnconfirmed = 1;  // stopped with events Kafka had not acknowledged (re-sent on restart)
-  static constexpr int kExitSetup = 2;        // something only an operator can fix (the log says what)
+  static constexpr int kExitUnconfirmed = 1;     // stopped with events Kafka had not acknowledged (re-sent on restart)
+  static constexpr int kExitSetup = 2;           // something only an operator can fix (the log says what)
   static constexpr int kExitDeliveryFailed = 3;  // Kafka refused an event permanently; it was not confirmed
   static constexpr int kExitProtocol = 4;        // the replication stream could not be decoded
   static constexpr int kExitInternal = 5;        // a bug or an impossible state (the log says what)
@@ -50,7 +50,7 @@ public:
   // Async-signal-safe: may be called from a signal handler.
   void requestStop();
 
-private:
+ private:
   void connectAndStream();
   void streamLoop();
   void handleCopyData(std::string_view data);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <set>
+
 #include "common/AdminServer.h"
 #include "common/KafkaTopicName.h"
 
@@ -63,7 +64,6 @@ std::optional<std::vector<std::string>> templatePlaceholders(std::string_view te
   }
   return names;
 }
-
 
 void readSource(ConfigTable root, SourceConfig& out) {
   ConfigTable t = root.table("source");

@@ -14,18 +14,18 @@
 namespace outbox {
 
 struct SourceConfig {
-  std::string conninfo;                    // libpq URI or key=value; the relay adds replication=database
-  std::optional<std::string> passwordFile; // read at start-up into `password`
-  std::string password;                    // secret: never logged
+  std::string conninfo;                     // libpq URI or key=value; the relay adds replication=database
+  std::optional<std::string> passwordFile;  // read at start-up into `password`
+  std::string password;                     // secret: never logged
   std::string slot = "outbox_relay";
   bool createSlot = true;
   std::string publication = "outbox_relay";
   bool createPublication = true;
-  int statusIntervalMs = 10000;            // standby status update period
+  int statusIntervalMs = 10000;  // standby status update period
   int reconnectBackoffMinMs = 500;
   int reconnectBackoffMaxMs = 30000;
-  int slotBusyRetryMs = 5000;              // hot standby: how often to retry a slot another relay holds
-  int lagPollIntervalMs = 5000;            // how often to read pg_current_wal_lsn() for the lag metric
+  int slotBusyRetryMs = 5000;    // hot standby: how often to retry a slot another relay holds
+  int lagPollIntervalMs = 5000;  // how often to read pg_current_wal_lsn() for the lag metric
 };
 
 struct KafkaConfig {
@@ -42,7 +42,7 @@ struct KafkaConfig {
 // One outbox table and how its rows become Kafka records.
 struct OutboxTableConfig {
   std::string schema = "public";
-  std::string table;                        // from `table = "schema.name"` or `"name"`
+  std::string table;  // from `table = "schema.name"` or `"name"`
   std::string idColumn = "id";
   std::string aggregateTypeColumn = "aggregatetype";
   std::string aggregateIdColumn = "aggregateid";

@@ -25,7 +25,7 @@ class RelayMetrics {
   // First member: every metric below is registered in it while the constructor runs.
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
 
-public:
+ public:
   // Registers every metric. The series whose labels `config` already tells (per outbox table, for logical
   // messages, per static topic) are created at 0 here, so they are there from the first scrape.
   explicit RelayMetrics(const RelayConfig& config);
@@ -74,7 +74,7 @@ public:
   prometheus::Gauge& standby;  // waiting for a slot another relay holds
   prometheus::Gauge& lastLoopTimestamp;
 
-private:
+ private:
   prometheus::Family<prometheus::Counter>& eventsPublishedFamily_;
   prometheus::Family<prometheus::Counter>& bytesPublishedFamily_;
   prometheus::Family<prometheus::Counter>& ignoredFamily_;

@@ -70,7 +70,8 @@ const ServerIdentity& ReplicationStream::connect() {
     }
     failConnection("cannot connect to PostgreSQL");
   }
-  PQsetNoticeProcessor(conn_, [](void*, const char* message) { log::info("postgres: {}", pgMessage(message)); }, nullptr);
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char* message) { log::info("postgres: {}", pgMessage(message)); }, nullptr);
 
   PgResult ident(PQexec(conn_, "IDENTIFY_SYSTEM"));
   if (PQresultStatus(ident.get()) != PGRES_TUPLES_OK || PQntuples(ident.get()) != 1 || PQnfields(ident.get()) < 4) {
@@ -109,7 +110,8 @@ PGresult* ReplicationStream::exec(const std::string& sql) {
   PQclear(result);
   if (PQstatus(conn_) != CONNECTION_OK) failConnection("connection lost running \"" + sql + "\"");
   if (state == kObjectInUse) throw SlotBusyError(message);
-  if (state == kInsufficientPrivilege || state == kUndefinedTable) throw SetupError(message + " (running: " + sql + ")");
+  if (state == kInsufficientPrivilege || state == kUndefinedTable)
+    throw SetupError(message + " (running: " + sql + ")");
   throw ReplicationError(message + " (running: " + sql + ", SQLSTATE " + state + ")");
 }
 
@@ -222,8 +224,10 @@ void ReplicationStream::ensurePublication(const std::vector<ResolvedOutboxTable>
 
 Lsn ReplicationStream::ensureSlot(std::optional<Lsn> streamedUpTo) {
   const std::string& slot = config_.slot;
-  PgResult found(exec("SELECT plugin, database, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
-                    "WHERE slot_name = " + quoteLiteral(slot)));
+  PgResult found(
+      exec("SELECT plugin, database, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
+           "WHERE slot_name = " +
+           quoteLiteral(slot)));
   if (PQntuples(found.get()) == 0 && streamedUpTo) {
     // A new slot would start at the current WAL position: whatever was committed between the old slot's end and
     // now would never be relayed, and nothing would say so.
@@ -245,9 +249,10 @@ Lsn ReplicationStream::ensureSlot(std::optional<Lsn> streamedUpTo) {
   if (PQntuples(found.get()) == 0) {
     std::string createSql = "CREATE_REPLICATION_SLOT " + quoteIdentifier(slot) + " LOGICAL pgoutput NOEXPORT_SNAPSHOT";
     if (!config_.createSlot) {
-      throw SetupError("replication slot \"" + slot + "\" does not exist and source.create_slot is false: run `SELECT "
-                       "pg_create_logical_replication_slot('" + slot + "', 'pgoutput');` in database " +
-                       identity_.database);
+      throw SetupError("replication slot \"" + slot +
+                       "\" does not exist and source.create_slot is false: run `SELECT "
+                       "pg_create_logical_replication_slot('" +
+                       slot + "', 'pgoutput');` in database " + identity_.database);
     }
     log::info("creating logical replication slot \"{}\" (pgoutput)", slot);
     PGresult* created = PQexec(conn_, createSql.c_str());
@@ -265,7 +270,8 @@ Lsn ReplicationStream::ensureSlot(std::optional<Lsn> streamedUpTo) {
   if (plugin != "pgoutput") {
     throw SetupError("replication slot \"" + slot + "\" uses plugin \"" + plugin +
                      "\", not pgoutput: configure another source.slot, or drop it with SELECT "
-                     "pg_drop_replication_slot('" + slot + "')");
+                     "pg_drop_replication_slot('" +
+                     slot + "')");
   }
   if (database != identity_.database) {
     throw SetupError("replication slot \"" + slot + "\" belongs to database \"" + database + "\", not \"" +

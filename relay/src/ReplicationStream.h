@@ -21,18 +21,18 @@ namespace outbox {
 
 // The connection failed or broke: reconnect with backoff.
 class ReplicationError : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 // The slot is in use by another process (another relay): this one is a hot standby; retry later.
 class SlotBusyError : public ReplicationError {
-public:
+ public:
   using ReplicationError::ReplicationError;
 };
 // Something only an operator can fix (missing publication with create_publication = false, a slot of the wrong
 // plugin, a missing table, no permission): retrying is pointless until they do; the message says what to run.
 class SetupError : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
@@ -61,7 +61,7 @@ struct ServerIdentity {
 };
 
 class ReplicationStream {
-public:
+ public:
   explicit ReplicationStream(const SourceConfig& config);
   ~ReplicationStream();
   ReplicationStream(const ReplicationStream&) = delete;
@@ -102,7 +102,7 @@ public:
   void close(std::chrono::milliseconds drainBound = std::chrono::seconds(5));
   bool isOpen() const { return conn_ != nullptr; }
 
-private:
+ private:
   PGresult* exec(const std::string& sql);  // throws on failure
   std::string quoteIdentifier(std::string_view identifier) const;
   std::string quoteLiteral(std::string_view literal) const;

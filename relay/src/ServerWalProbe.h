@@ -21,7 +21,7 @@
 namespace outbox {
 
 class ServerWalProbe {
-public:
+ public:
   using Clock = std::chrono::steady_clock;
   static constexpr std::chrono::milliseconds kTimeout{5000};  // connecting plus the query
 
@@ -39,7 +39,7 @@ public:
   short events() const;
   bool busy() const { return state_ != State::Idle; }
 
-private:
+ private:
   enum class State { Idle, Connecting, Querying };
   void drop(const char* why);
   std::optional<Lsn> advanceQuery();
@@ -48,7 +48,7 @@ private:
   PGconn* conn_ = nullptr;
   State state_ = State::Idle;
   PostgresPollingStatusType connectWait_ = PGRES_POLLING_WRITING;
-  bool flushing_ = false;  // the query is not all sent yet
+  bool flushing_ = false;      // the query is not all sent yet
   std::optional<Lsn> answer_;  // read, waiting for the end of the query's results
   Clock::time_point deadline_{};
 };

@@ -21,7 +21,7 @@
 namespace outbox {
 
 class TransactionResume {
-public:
+ public:
   using Sequence = InflightTransactions::Sequence;
 
   explicit TransactionResume(InflightTransactions& inflight) : inflight_(inflight) {}
@@ -60,7 +60,7 @@ public:
   // Between a Begin and its Commit.
   bool inTransaction() const { return current_.has_value(); }
 
-private:
+ private:
   InflightTransactions& inflight_;
   std::optional<Sequence> current_;
   uint64_t skip_ = 0;

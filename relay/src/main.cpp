@@ -40,7 +40,8 @@ outbox::HealthCheck relayHealth(const outbox::RelayMetrics& metrics) {
   outbox::HealthCheck health;
   health.live = outbox::loopAliveCheck(metrics.lastLoopTimestamp, 30);
   health.ready = [&metrics] {
-    if (metrics.standby.Value() > 0) return outbox::HealthVerdict{false, "standby: the replication slot is held by another relay"};
+    if (metrics.standby.Value() > 0)
+      return outbox::HealthVerdict{false, "standby: the replication slot is held by another relay"};
     if (metrics.streaming.Value() < 1) return outbox::HealthVerdict{false, "not streaming from PostgreSQL"};
     if (metrics.kafkaConnected.Value() < 1) return outbox::HealthVerdict{false, "Kafka brokers unreachable"};
     return outbox::HealthVerdict{true, "ok"};
@@ -58,8 +59,7 @@ int main(int argc, char** argv) {
   const outbox::RelayConfig& config = *loaded.config;
 
   outbox::log::configure(config.log.level, config.log.format);
-  outbox::log::info("outbox-relay {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION,
-                    config.redactedSummary());
+  outbox::log::info("outbox-relay {} starting with configuration:\n{}", OUTBOX_RELAY_VERSION, config.redactedSummary());
 
   outbox::RelayMetrics metrics(config);
   std::unique_ptr<outbox::AdminServer> admin;

@@ -35,7 +35,7 @@ struct PlannedStatement {
 };
 
 struct PlannedEvent {
-  size_t index = 0;                           // into the batch
+  size_t index = 0;  // into the batch
   // Absent without de-duplication, without an id header, or for a poison event: a dead-lettered event is not
   // processed, so that replaying it from the dead-letter topic applies it.
   std::optional<PlannedStatement> dedup;

@@ -9,8 +9,8 @@
 
 #include "common/Backoff.h"
 #include "common/KafkaClientConfig.h"
-#include "common/UnixTime.h"
 #include "common/Log.h"
+#include "common/UnixTime.h"
 
 namespace outbox::sink {
 

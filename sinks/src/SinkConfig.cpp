@@ -18,7 +18,8 @@ constexpr int kIntMax = std::numeric_limits<int>::max();
 // A topic name, with a hint for those who meant a regular expression.
 std::optional<std::string> topicNameError(std::string_view topic) {
   auto error = kafkaTopicNameError(topic);
-  if (error && topic.find_first_of("*+?[]()|\\$") != std::string_view::npos) *error += " (a regular expression must start with '^')";
+  if (error && topic.find_first_of("*+?[]()|\\$") != std::string_view::npos)
+    *error += " (a regular expression must start with '^')";
   return error;
 }
 
@@ -284,10 +285,8 @@ std::string SinkConfig::redactedSummary() const {
   };
   addPasswordFileSummary(databaseTable, database.passwordFile);
   toml::table kafkaTable{
-      {"bootstrap_servers", kafka.bootstrapServers},
-      {"group_id", kafka.groupId},
-      {"topics", tomlArray(subscription())},
-      {"event_type_header", kafka.eventTypeHeader},
+      {"bootstrap_servers", kafka.bootstrapServers}, {"group_id", kafka.groupId},
+      {"topics", tomlArray(subscription())},         {"event_type_header", kafka.eventTypeHeader},
       {"initial_offset", kafka.initialOffset},
   };
   addKafkaSummary(kafkaTable, kafka.properties, kafka.secretFiles);
@@ -316,9 +315,9 @@ std::string SinkConfig::redactedSummary() const {
                                     {"id_header", deduplication.idHeader},
                                     {"retention_hours", deduplication.retentionHours},
                                     {"prune_interval_ms", deduplication.pruneIntervalMs}}},
-      {"metrics", toml::table{{"enabled", metrics.enabled},
-                              {"listen", metrics.listen},
-                              {"lag_interval_ms", metrics.lagIntervalMs}}},
+      {"metrics",
+       toml::table{
+           {"enabled", metrics.enabled}, {"listen", metrics.listen}, {"lag_interval_ms", metrics.lagIntervalMs}}},
   };
   if (!projectionArray.empty()) summary.insert("projection", std::move(projectionArray));
   return formatToml(summary);

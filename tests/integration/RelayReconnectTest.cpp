@@ -96,7 +96,8 @@ TEST(RelayReconnect, ConnectionLostInTheMiddleOfALargeTransactionSkipsWhatWasAlr
   constexpr int kRows = 200000;
   pg.exec("INSERT INTO " + table +
           " (aggregatetype, aggregateid, type, payload) SELECT 'big', 'agg-' || (g % 100), 'T', "
-          "jsonb_build_object('n', g) FROM generate_series(1, " + std::to_string(kRows) + ") g");
+          "jsonb_build_object('n', g) FROM generate_series(1, " +
+          std::to_string(kRows) + ") g");
   KafkaOffsets offsets(kafkaBootstrap());
   // Cut the connection while the transaction is partly published.
   ASSERT_TRUE(waitFor([&] { return recordsIn(offsets, topic) > kRows / 10; }, 3min, 20ms)) << relay->logTail();

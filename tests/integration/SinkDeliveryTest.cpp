@@ -226,21 +226,16 @@ TEST_F(SinkDeliveryTest, SinkExportsItsSeriesAtZeroBeforeTheFirstEvent) {
   ASSERT_TRUE(waitFor([&] { return (address = sink->adminAddress()).has_value(); }, 60s)) << sink->logTail();
 
   std::string metrics = httpGet(*address, "/metrics");
-  for (const char* series : {"outbox_sink_events_consumed_total",
-                             "outbox_sink_events_applied_total{projection=\"order_created\"}",
-                             "outbox_sink_events_applied_total{projection=\"order_created_count\"}",
-                             "outbox_sink_events_applied_total{projection=\"order_cancelled\"}",
-                             "outbox_sink_events_applied_total{projection=\"order_cancelled_count\"}",
-                             "outbox_sink_events_applied_total{projection=\"applied_log\"}",
-                             "outbox_sink_events_skipped_total{reason=\"no_projection\"}",
-                             "outbox_sink_events_skipped_total{reason=\"duplicate\"}",
-                             "outbox_sink_events_dead_lettered_total",
-                             "outbox_sink_batches_total",
-                             "outbox_sink_batch_seconds_count",
-                             "outbox_sink_db_retries_total",
-                             "outbox_sink_offset_conflicts_total",
-                             "outbox_sink_dedup_pruned_total",
-                             "outbox_sink_assigned_partitions"}) {
+  for (const char* series :
+       {"outbox_sink_events_consumed_total", "outbox_sink_events_applied_total{projection=\"order_created\"}",
+        "outbox_sink_events_applied_total{projection=\"order_created_count\"}",
+        "outbox_sink_events_applied_total{projection=\"order_cancelled\"}",
+        "outbox_sink_events_applied_total{projection=\"order_cancelled_count\"}",
+        "outbox_sink_events_applied_total{projection=\"applied_log\"}",
+        "outbox_sink_events_skipped_total{reason=\"no_projection\"}",
+        "outbox_sink_events_skipped_total{reason=\"duplicate\"}", "outbox_sink_events_dead_lettered_total",
+        "outbox_sink_batches_total", "outbox_sink_batch_seconds_count", "outbox_sink_db_retries_total",
+        "outbox_sink_offset_conflicts_total", "outbox_sink_dedup_pruned_total", "outbox_sink_assigned_partitions"}) {
     EXPECT_THAT(metrics, HasSubstr(std::string("\n") + series + " 0\n"));
   }
   // Gauges whose value depends on how far start-up got, but which are there from the start.

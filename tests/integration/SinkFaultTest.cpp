@@ -164,8 +164,9 @@ TEST_F(SinkFaultTest, SinkSkipsAnEventWhoseIdAnotherTransactionRecordsMidBatch) 
   produceAll(events);
   ASSERT_TRUE(waitFor(
       [&] {
-        return pg.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-sink' AND "
-                         "wait_event_type = 'Lock'") == "1";
+        return pg.scalar(
+                   "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-sink' AND "
+                   "wait_event_type = 'Lock'") == "1";
       },
       60s, 20ms))
       << sink->logTail();

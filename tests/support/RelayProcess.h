@@ -186,7 +186,6 @@ class KafkaOutage {
   bool down_ = true;
 };
 
-
 // A file under a fresh temporary directory with the given content; returns its path.
 std::string writeTempFile(const std::string& name, const std::string& content);
 

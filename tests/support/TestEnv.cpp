@@ -47,7 +47,8 @@ PgConnection::PgConnection(const std::string& conninfo) : conn_(PQconnectdb(conn
     PQfinish(conn_);
     throw std::runtime_error("cannot connect to PostgreSQL: " + message);
   }
-  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char*) {}, nullptr);
 }
 
 PgConnection::~PgConnection() { PQfinish(conn_); }
@@ -89,17 +90,20 @@ std::vector<std::vector<std::string>> PgConnection::rows(const std::string& sql)
 
 void PgConnection::copyIn(const std::string& copySql, const std::string& data) {
   Result start(PQexec(conn_, copySql.c_str()));
-  if (PQresultStatus(start.get()) != PGRES_COPY_IN) throw std::runtime_error("COPY failed: " + std::string(PQerrorMessage(conn_)));
+  if (PQresultStatus(start.get()) != PGRES_COPY_IN)
+    throw std::runtime_error("COPY failed: " + std::string(PQerrorMessage(conn_)));
   if (PQputCopyData(conn_, data.data(), static_cast<int>(data.size())) != 1 || PQputCopyEnd(conn_, nullptr) != 1) {
     throw std::runtime_error("COPY data failed: " + std::string(PQerrorMessage(conn_)));
   }
   Result end(PQgetResult(conn_));
-  if (PQresultStatus(end.get()) != PGRES_COMMAND_OK) throw std::runtime_error("COPY failed: " + std::string(PQerrorMessage(conn_)));
+  if (PQresultStatus(end.get()) != PGRES_COMMAND_OK)
+    throw std::runtime_error("COPY failed: " + std::string(PQerrorMessage(conn_)));
   while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
 }
 
 namespace {
-rd_kafka_conf_t* makeConf(const std::string& bootstrap, std::initializer_list<std::pair<const char*, std::string>> extra) {
+rd_kafka_conf_t* makeConf(const std::string& bootstrap,
+                          std::initializer_list<std::pair<const char*, std::string>> extra) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   char err[512];
   auto set = [&](const char* k, const std::string& v) {
@@ -193,7 +197,8 @@ bool TopicReader::pollOnce(std::chrono::milliseconds timeout) {
 
 const std::vector<ConsumedRecord>& TopicReader::readUntil(size_t count, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (records_.size() < count && std::chrono::steady_clock::now() < deadline) pollOnce(std::chrono::milliseconds(200));
+  while (records_.size() < count && std::chrono::steady_clock::now() < deadline)
+    pollOnce(std::chrono::milliseconds(200));
   return records_;
 }
 

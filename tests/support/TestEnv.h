@@ -11,8 +11,8 @@
 #include <memory>
 #include <optional>
 #include <set>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace outbox::test {
@@ -32,7 +32,7 @@ bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds t
 
 // A plain (non-replication) libpq connection; every failure throws with the server's message.
 class PgConnection {
-public:
+ public:
   explicit PgConnection(const std::string& conninfo);
   ~PgConnection();
   PgConnection(const PgConnection&) = delete;
@@ -46,7 +46,7 @@ public:
   void copyIn(const std::string& copySql, const std::string& data);
   PGconn* raw() { return conn_; }
 
-private:
+ private:
   PGconn* conn_ = nullptr;
 };
 
@@ -68,7 +68,7 @@ void produce(const std::string& bootstrap, const std::string& topic, const std::
 
 // Reads topics from the beginning with a fresh consumer group.
 class TopicReader {
-public:
+ public:
   TopicReader(const std::string& bootstrap, const std::vector<std::string>& topicsOrRegex);
   ~TopicReader();
   TopicReader(const TopicReader&) = delete;
@@ -80,7 +80,7 @@ public:
   const std::vector<ConsumedRecord>& readUntilQuiet(std::chrono::milliseconds quiet, std::chrono::milliseconds timeout);
   const std::vector<ConsumedRecord>& records() const { return records_; }
 
-private:
+ private:
   bool pollOnce(std::chrono::milliseconds timeout);
   rd_kafka_t* consumer_ = nullptr;
   std::vector<ConsumedRecord> records_;

@@ -1,6 +1,6 @@
-#include "common/Backoff.h"
-
 #include <gtest/gtest.h>
+
+#include "common/Backoff.h"
 
 using namespace std::chrono_literals;
 

@@ -480,9 +480,9 @@ TEST(ConfigSupportRedact, ConninfoKeyValue) {
 }
 
 TEST(ConfigSupportRedact, ConninfoSslPasswordIsASecretInBothForms) {
-  for (const char* conninfo : {"host=db sslpassword=key-pw-1 sslmode=require",
-                               "postgresql://db/app?sslpassword=key-pw-1&sslmode=require",
-                               "postgresql://u:key-pw-1@db/app?sslpassword=key-pw-1"}) {
+  for (const char* conninfo :
+       {"host=db sslpassword=key-pw-1 sslmode=require", "postgresql://db/app?sslpassword=key-pw-1&sslmode=require",
+        "postgresql://u:key-pw-1@db/app?sslpassword=key-pw-1"}) {
     std::string redacted = redactConninfo(conninfo);
     EXPECT_THAT(redacted, ::testing::Not(HasSubstr("key-pw-1"))) << conninfo;
     EXPECT_THAT(redacted, HasSubstr("sslpassword=<redacted>")) << conninfo;

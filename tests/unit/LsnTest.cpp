@@ -1,6 +1,6 @@
-#include "src/Lsn.h"
-
 #include <gtest/gtest.h>
+
+#include "src/Lsn.h"
 
 using outbox::Lsn;
 
@@ -16,8 +16,8 @@ TEST(Lsn, ParsesAndFormatsPostgresNotation) {
 }
 
 TEST(Lsn, RejectsMalformedText) {
-  for (const char* bad : {"", "/", "1/", "/1", "1", "1/2/3", "G/0", "0/-1", "123456789/0", "0/123456789", " 0/1",
-                          "0/1 ", "0x1/0"}) {
+  for (const char* bad :
+       {"", "/", "1/", "/1", "1", "1/2/3", "G/0", "0/-1", "123456789/0", "0/123456789", " 0/1", "0/1 ", "0x1/0"}) {
     EXPECT_FALSE(Lsn::parse(bad).has_value()) << "accepted: '" << bad << "'";
   }
 }

@@ -56,10 +56,9 @@ TEST(OutboxRouter, RoutesARowWithDebeziumConventions) {
   router.onRelation(outboxRelation(16384, kDebeziumColumns));
   OutboxRecord record;
   std::string error;
-  auto outcome = router.routeInsert(
-      insertRow(16384, {text("6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11"), text("order"), text("o-1"), text("OrderCreated"),
-                        text(R"({"total": 42})")}),
-      record, error);
+  auto outcome = router.routeInsert(insertRow(16384, {text("6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11"), text("order"),
+                                                      text("o-1"), text("OrderCreated"), text(R"({"total": 42})")}),
+                                    record, error);
   ASSERT_EQ(outcome, OutboxRouter::Outcome::Routed) << error;
   EXPECT_EQ(record.topic, "outbox.event.order");
   EXPECT_EQ(record.key, "o-1");
@@ -116,9 +115,9 @@ TEST(OutboxRouter, DecodesByteaPayloadsToTheirBytesAndKeepsNullPayloadsNull) {
   router.onRelation(outboxRelation(7, columns));
   OutboxRecord record;
   std::string error;
-  ASSERT_EQ(router.routeInsert(insertRow(7, {text("i"), text("t"), text("k"), text("T"), text("\\x00ff41")}), record,
-                               error),
-            OutboxRouter::Outcome::Routed);
+  ASSERT_EQ(
+      router.routeInsert(insertRow(7, {text("i"), text("t"), text("k"), text("T"), text("\\x00ff41")}), record, error),
+      OutboxRouter::Outcome::Routed);
   EXPECT_EQ(record.value, std::string("\x00\xff\x41", 3));
   ASSERT_EQ(router.routeInsert(insertRow(7, {text("i"), text("t"), text("k"), text("T"), null()}), record, error),
             OutboxRouter::Outcome::Routed);
@@ -139,8 +138,8 @@ TEST(OutboxRouter, InvalidRowsGoToTheDeadLetterTopicWithTheReason) {
   EXPECT_EQ(header(record, "id"), "i");
   EXPECT_EQ(record.value, "{}");
 
-  EXPECT_EQ(router.routeInsert(insertRow(9, {text("i"), text("bad topic!"), text("k"), text("T"), text("{}")}),
-                               record, error),
+  EXPECT_EQ(router.routeInsert(insertRow(9, {text("i"), text("bad topic!"), text("k"), text("T"), text("{}")}), record,
+                               error),
             OutboxRouter::Outcome::DeadLettered);
   EXPECT_NE(error.find("not a valid Kafka topic"), std::string::npos) << error;
 
@@ -186,7 +185,8 @@ TEST(OutboxRouter, CustomColumnsAndTopicTemplate) {
   table.topicTemplate = "{tenant}.{kind}.v1";
   config.outboxes.push_back(table);
   OutboxRouter router(config);
-  Relation relation = outboxRelation(3, {{"event_id", 2950}, {"kind", 25}, {"entity", 25}, {"body", 114}, {"tenant", 25}});
+  Relation relation =
+      outboxRelation(3, {{"event_id", 2950}, {"kind", 25}, {"entity", 25}, {"body", 114}, {"tenant", 25}});
   relation.nspname = "sales";
   relation.relname = "events";
   router.onRelation(relation);

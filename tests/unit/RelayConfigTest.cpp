@@ -481,7 +481,8 @@ TEST(RelayConfigValidation, GuardedKafkaPropertiesAreRefused) {
     EXPECT_THAT(issue, HasSubstr("set unsafe_overrides = true in [kafka]")) << issue;
   }
   // The guarantee is named.
-  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\nacks = 1\n" + kOutbox), HasSubstr("every in-sync replica has it"));
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\nacks = 1\n" + kOutbox),
+              HasSubstr("every in-sync replica has it"));
   EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"message.timeout.ms\" = 5000\n" + kOutbox),
               HasSubstr("waits for Kafka however long an outage lasts"));
   EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\npartitioner = \"random\"\n" + kOutbox), HasSubstr("murmur2"));

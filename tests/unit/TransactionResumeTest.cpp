@@ -1,6 +1,6 @@
-#include "src/TransactionResume.h"
-
 #include <gtest/gtest.h>
+
+#include "src/TransactionResume.h"
 
 using outbox::InflightTransactions;
 using outbox::Lsn;
