@@ -521,6 +521,25 @@ std::vector<int32_t> partitionsOf(rd_kafka_t* rk, const std::string& topic) {
   return out;
 }
 
+// A partition's watermarks. A partition whose leader is moving or not yet elected (right after the topic was
+// created, or after a broker restart) answers NOT_LEADER / LEADER_NOT_AVAILABLE for a moment: waited out, up to
+// 60 s, like any transient broker error; anything else, or a wait past the bound, throws.
+std::pair<int64_t, int64_t> watermarks(rd_kafka_t* rk, const std::string& topic, int32_t partition) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (true) {
+    int64_t low = 0, high = 0;
+    auto rc = rd_kafka_query_watermark_offsets(rk, topic.c_str(), partition, &low, &high, 10000);
+    if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) return {low, high};
+    bool transient = rc == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || rc == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                     rc == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || rc == RD_KAFKA_RESP_ERR__TRANSPORT ||
+                     rc == RD_KAFKA_RESP_ERR__TIMED_OUT || rc == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+    if (!transient || std::chrono::steady_clock::now() >= deadline) {
+      throw std::runtime_error("watermarks of " + topic + ": " + rd_kafka_err2str(rc));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 }  // namespace
 
 KafkaOffsets::KafkaOffsets(const std::string& bootstrap) {
@@ -536,10 +555,7 @@ int KafkaOffsets::partitionCount(const std::string& topic) { return static_cast<
 int64_t KafkaOffsets::recordCount(const std::string& topic) {
   int64_t total = 0;
   for (int32_t p : partitionsOf(rk_, topic)) {
-    int64_t low = 0, high = 0;
-    auto rc = rd_kafka_query_watermark_offsets(rk_, topic.c_str(), p, &low, &high, 10000);
-    if (rc) throw std::runtime_error("watermarks of " + topic + ": " + rd_kafka_err2str(rc));
-    total += high;
+    total += watermarks(rk_, topic, p).second;
   }
   return total;
 }
@@ -564,9 +580,7 @@ int64_t scanTopic(const std::string& bootstrap, const std::string& topic,
   // Read each partition to the end offset it has now.
   std::map<int32_t, int64_t> ends;
   for (int32_t p : partitionsOf(rk, topic)) {
-    int64_t low = 0, high = 0;
-    auto rc = rd_kafka_query_watermark_offsets(rk, topic.c_str(), p, &low, &high, 10000);
-    if (rc) throw std::runtime_error("watermarks of " + topic + ": " + rd_kafka_err2str(rc));
+    auto [low, high] = watermarks(rk, topic, p);
     if (high > low) ends[p] = high;
   }
   if (ends.empty()) return 0;
