@@ -127,8 +127,9 @@ void Relay::connectAndStream() {
   stream_ = std::make_unique<ReplicationStream>(config_.source);
   const ServerIdentity& server = stream_->connect();
   metrics_.postgresConnected.Set(1);
-  log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})", server.serverVersion, server.systemId,
-            server.database, server.xlogPos.toString());
+  log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})",
+            ReplicationStream::versionString(server.serverVersion), server.systemId, server.database,
+            server.xlogPos.toString());
   // pgoutput sends logical decoding messages from PostgreSQL 14 on; on 13 they would be dropped without a trace.
   if (config_.messages.enabled && !ReplicationStream::sendsLogicalMessages(server.serverVersion)) {
     throw SetupError("[messages] enabled = true, but PostgreSQL " +
