@@ -655,7 +655,7 @@ void Relay::shutdown() {
     publisher_->poll();
     if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
   }
-  if (stream_ && stream_->isOpen()) {
+  if (stream_ && stream_->isStreaming()) {  // a setup error before START_REPLICATION has nothing to confirm
     try {
       sendStatus();
     } catch (const std::exception& e) {

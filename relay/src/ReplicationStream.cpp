@@ -322,6 +322,7 @@ void ReplicationStream::start(Lsn from) {
   // flushed as the socket takes them (a server that stops reading cannot stall the event loop).
   if (PQsetnonblocking(conn_, 1) != 0) failConnection("cannot make the replication connection non-blocking");
   flushPending_ = false;
+  streaming_ = true;
   log::info("streaming from slot \"{}\" at {} (pgoutput protocol version {})", config_.slot, from.toString(), proto);
 }
 
@@ -393,6 +394,7 @@ int ReplicationStream::socket() const { return conn_ ? PQsocket(conn_) : -1; }
 void ReplicationStream::close(std::chrono::milliseconds drainBound) {
   freeBuffer();
   flushPending_ = false;
+  streaming_ = false;
   if (!conn_) return;
   // Drain until the server's CopyDone and final results, bounded so a dead server cannot hang shutdown.
   auto deadline = std::chrono::steady_clock::now() + drainBound;

@@ -107,6 +107,8 @@ class ReplicationStream {
   // a final ErrorResponse is not missed; then closes the connection.
   void close(std::chrono::milliseconds drainBound = std::chrono::seconds(5));
   bool isOpen() const { return conn_ != nullptr; }
+  // START_REPLICATION succeeded on the open connection: status updates can be sent.
+  bool isStreaming() const { return conn_ != nullptr && streaming_; }
 
  private:
   PGresult* exec(const std::string& sql);  // throws on failure
@@ -119,6 +121,7 @@ class ReplicationStream {
   PGconn* conn_ = nullptr;
   char* buffer_ = nullptr;
   bool flushPending_ = false;
+  bool streaming_ = false;
   ServerIdentity identity_;
 };
 
