@@ -6,11 +6,14 @@
 // Seeds: each captured slot's whole session; each transaction of the protocol-1 session on its own, after the
 // Relation messages sent before it (the router needs them); the captured replication payloads (XLogData,
 // keepalives); and a transactional Message whose content is an outbox event in JSON (the captured messages
-// carry plain text, which the router dead-letters).
+// carry plain text, which the router dead-letters). Also the whole capture of each PostgreSQL version 13-18 in
+// tests/data/pgoutput/ (the protocol version the relay picks for it; PgOutputVersionsTest decodes the same files).
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -75,6 +78,21 @@ bool write(const std::string& dir, const std::string& name, const std::string& b
   return true;
 }
 
+// tests/data/pgoutput/pg<major>.txt as a session: its "lsn hex" lines, each wrapped in XLogData. Empty if unreadable.
+std::string versionSession(int major) {
+  std::ifstream in(std::string(OUTBOX_SOURCE_DIR) + "/tests/data/pgoutput/pg" + std::to_string(major) + ".txt");
+  std::string out, line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string lsn, hex;
+    fields >> lsn >> hex;
+    if (lsn.find('/') == std::string::npos) continue;  // comments and header lines
+    Captured captured{"", lsn.c_str(), hex.c_str()};
+    appendFrame(out, xlogData(captured));
+  }
+  return out;
+}
+
 template <size_t N>
 std::string session(const Captured (&set)[N]) {
   std::string out;
@@ -93,6 +111,15 @@ int main(int argc, char** argv) {
   bool ok = write(dir, "session-proto1", session(kProto1)) &&
             write(dir, "session-proto2-streaming", session(kProto2Streaming)) &&
             write(dir, "session-proto3-two-phase", session(kProto3TwoPhase));
+
+  for (int major = 13; major <= 18; ++major) {
+    std::string captured = versionSession(major);
+    if (captured.empty()) {
+      std::fprintf(stderr, "no messages read from tests/data/pgoutput/pg%d.txt\n", major);
+      return 1;
+    }
+    ok = ok && write(dir, "session-pg" + std::to_string(major), captured);
+  }
 
   // Each protocol-1 transaction, after every Relation sent before it.
   std::string relations, transaction;

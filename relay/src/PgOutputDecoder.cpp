@@ -192,12 +192,17 @@ StreamCommit readStreamCommit(ByteReader& in) {
   return m;
 }
 
-// Protocol version 2 and 3 (PostgreSQL 14, 15) send xid and subxid only; version 4 (PostgreSQL 16, streaming =
-// parallel) appends the abort LSN and time, which this decoder does not request.
+// Xid and subtransaction xid; protocol version 4 (PostgreSQL 16+) appends the abort LSN and time when streaming =
+// parallel (pgoutput_stream_abort's write_abort_info). The message has no flag for it: its length tells (fewer
+// than 16 more bytes are trailing bytes, an error).
 StreamAbort readStreamAbort(ByteReader& in) {
   StreamAbort m;
   m.xid = in.readXid("xid");
   m.subXid = in.readXid("subtransaction xid");
+  if (in.remaining() >= 16) {
+    m.abortLsn = in.readLsn("abort LSN");
+    m.abortTime = in.readTimestamp("abort timestamp");
+  }
   return m;
 }
 

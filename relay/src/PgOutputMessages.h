@@ -118,6 +118,9 @@ struct StreamCommit {
 struct StreamAbort {
   Xid xid;
   Xid subXid;
+  // Protocol version 4 (PostgreSQL 16+) appends these only when streaming = parallel.
+  std::optional<Lsn> abortLsn;
+  std::optional<PgTimestamp> abortTime;
 };
 // Two-phase commit (protocol version 3+, when `two_phase` is on).
 struct BeginPrepare {

@@ -127,8 +127,17 @@ void Relay::connectAndStream() {
   stream_ = std::make_unique<ReplicationStream>(config_.source);
   const ServerIdentity& server = stream_->connect();
   metrics_.postgresConnected.Set(1);
-  log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})", server.serverVersion, server.systemId,
-            server.database, server.xlogPos.toString());
+  log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})",
+            ReplicationStream::versionString(server.serverVersion), server.systemId, server.database,
+            server.xlogPos.toString());
+  // pgoutput sends logical decoding messages from PostgreSQL 14 on; on 13 they would be dropped without a trace.
+  if (config_.messages.enabled && !ReplicationStream::sendsLogicalMessages(server.serverVersion)) {
+    throw SetupError("[messages] enabled = true, but PostgreSQL " +
+                     ReplicationStream::versionString(server.serverVersion) +
+                     " cannot send logical decoding messages (pgoutput sends them from PostgreSQL 14 on): set "
+                     "messages.enabled = false (outbox tables work on 13), or upgrade PostgreSQL to 14 or later");
+  }
+  metrics_.sourceInfo(stream_->protocolVersion(), ReplicationStream::versionString(server.serverVersion));
   std::vector<const OutboxTableConfig*> tables;
   for (const auto& table : config_.outboxes) tables.push_back(&table);
   // OIDs name tables only within one cluster (a physical standby shares them): another system starts afresh.
@@ -646,7 +655,7 @@ void Relay::shutdown() {
     publisher_->poll();
     if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
   }
-  if (stream_ && stream_->isOpen()) {
+  if (stream_ && stream_->isStreaming()) {  // a setup error before START_REPLICATION has nothing to confirm
     try {
       sendStatus();
     } catch (const std::exception& e) {

@@ -7,6 +7,7 @@ namespace outbox {
 
 namespace {
 using prometheus::BuildCounter;
+using prometheus::BuildGauge;
 
 using metrics::counter;
 using metrics::gauge;
@@ -104,6 +105,12 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
                             .Help("Connections lost, by target: postgres counts every failed or broken "
                                   "replication connection (retried with backoff), kafka every return of the "
                                   "brokers after all were unreachable.")
+                            .Register(*registry_)),
+      sourceInfoFamily_(BuildGauge()
+                            .Name("outbox_relay_source_info")
+                            .Help("1, labelled with the PostgreSQL server version (major.minor) last connected to "
+                                  "and the pgoutput protocol version the relay asked of it (1 on 13, 2 on 14, 3 on "
+                                  "15, 4 on 16+); absent until the first connection.")
                             .Register(*registry_)) {
   metrics::buildInfo(*registry_, "outbox_relay_build_info", "The relay's version (value 1).");
   // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
@@ -171,6 +178,13 @@ prometheus::Counter& RelayMetrics::publishErrors(std::string_view reason) {
 }
 prometheus::Counter& RelayMetrics::reconnects(std::string_view target) {
   return reconnectsFamily_.Add({{"target", std::string(target)}});
+}
+void RelayMetrics::sourceInfo(int pgoutputProtocol, const std::string& serverVersion) {
+  prometheus::Gauge& current = sourceInfoFamily_.Add(
+      {{"pgoutput_protocol", std::to_string(pgoutputProtocol)}, {"server_version", serverVersion}});
+  if (sourceInfo_ && sourceInfo_ != &current) sourceInfoFamily_.Remove(sourceInfo_);
+  sourceInfo_ = &current;
+  current.Set(1);
 }
 
 }  // namespace outbox

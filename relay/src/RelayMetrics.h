@@ -49,6 +49,9 @@ class RelayMetrics {
   prometheus::Counter& rejected(std::string_view reason);
   prometheus::Counter& publishErrors(std::string_view reason);
   prometheus::Counter& reconnects(std::string_view target);
+  // outbox_relay_source_info{pgoutput_protocol, server_version} 1: the server connected to last and the pgoutput
+  // protocol version asked of it. One series: a connection to another server version replaces it.
+  void sourceInfo(int pgoutputProtocol, const std::string& serverVersion);
 
   prometheus::Counter& transactions;
   // Logical messages with the configured prefix that publish nothing: non-transactional ones (unless
@@ -82,6 +85,8 @@ class RelayMetrics {
   prometheus::Family<prometheus::Counter>& rejectedFamily_;
   prometheus::Family<prometheus::Counter>& publishErrorsFamily_;
   prometheus::Family<prometheus::Counter>& reconnectsFamily_;
+  prometheus::Family<prometheus::Gauge>& sourceInfoFamily_;
+  prometheus::Gauge* sourceInfo_ = nullptr;
   std::vector<EventLabels> eventLabels_;
   struct PairLess {  // compares (table, topic) pairs of strings or string_views without allocating
     using is_transparent = void;

@@ -280,13 +280,27 @@ Lsn ReplicationStream::ensureSlot(std::optional<Lsn> streamedUpTo) {
   return PQgetisnull(found.get(), 0, 2) ? Lsn() : Lsn::parse(PQgetvalue(found.get(), 0, 2)).value_or(Lsn());
 }
 
-int ReplicationStream::protocolVersion() const {
-  // pgoutput versions: 1 (PG 10), 2 (PG 14, streaming), 3 (PG 15, two-phase), 4 (PG 16, parallel streaming;
-  // not implemented here). The relay turns neither streaming nor two_phase on, so every version sends
-  // committed transactions whole, in commit order.
-  if (identity_.serverVersion >= 150000) return 3;
-  if (identity_.serverVersion >= 140000) return 2;
+int ReplicationStream::protocolVersionFor(int serverVersion) {
+  // pgoutput versions (https://www.postgresql.org/docs/16/protocol-logical-replication.html): 1 (PG 10), 2 (PG 14,
+  // streaming), 3 (PG 15, two-phase), 4 (PG 16, parallel streaming; still the highest in 17 and 18). The relay
+  // turns neither streaming nor two_phase on, so every version sends committed transactions whole, in commit order,
+  // in the same message formats: what 2, 3 and 4 add is sent only with those options (4 changes Stream Abort, and
+  // only with streaming = parallel). The decoder reads every format of every version all the same.
+  if (serverVersion >= 160000) return 4;
+  if (serverVersion >= 150000) return 3;
+  if (serverVersion >= 140000) return 2;
   return 1;
+}
+
+bool ReplicationStream::sendsLogicalMessages(int serverVersion) {
+  // pgoutput's `messages` option is new in PostgreSQL 14; 13 refuses it ("unrecognized pgoutput option").
+  return serverVersion >= 140000;
+}
+
+int ReplicationStream::protocolVersion() const { return protocolVersionFor(identity_.serverVersion); }
+
+std::string ReplicationStream::versionString(int serverVersion) {
+  return std::to_string(serverVersion / 10000) + "." + std::to_string(serverVersion % 10000);
 }
 
 void ReplicationStream::start(Lsn from) {
@@ -295,7 +309,7 @@ void ReplicationStream::start(Lsn from) {
                     " (proto_version '" + std::to_string(proto) + "', publication_names " +
                     quoteLiteral(quoteIdentifier(config_.publication));
   // Logical decoding messages (pg_logical_emit_message) are sent from PostgreSQL 14 on.
-  if (identity_.serverVersion >= 140000) sql += ", messages 'true'";
+  if (sendsLogicalMessages(identity_.serverVersion)) sql += ", messages 'true'";
   sql += ")";
   PgResult result(PQexec(conn_, sql.c_str()));
   if (PQresultStatus(result.get()) != PGRES_COPY_BOTH) {
@@ -308,6 +322,7 @@ void ReplicationStream::start(Lsn from) {
   // flushed as the socket takes them (a server that stops reading cannot stall the event loop).
   if (PQsetnonblocking(conn_, 1) != 0) failConnection("cannot make the replication connection non-blocking");
   flushPending_ = false;
+  streaming_ = true;
   log::info("streaming from slot \"{}\" at {} (pgoutput protocol version {})", config_.slot, from.toString(), proto);
 }
 
@@ -379,6 +394,7 @@ int ReplicationStream::socket() const { return conn_ ? PQsocket(conn_) : -1; }
 void ReplicationStream::close(std::chrono::milliseconds drainBound) {
   freeBuffer();
   flushPending_ = false;
+  streaming_ = false;
   if (!conn_) return;
   // Drain until the server's CopyDone and final results, bounded so a dead server cannot hang shutdown.
   auto deadline = std::chrono::steady_clock::now() + drainBound;

@@ -80,8 +80,14 @@ class ReplicationStream {
   // from the slot and confirmed up to there; a missing slot is then never re-created (SlotLostError), since a new
   // slot starts at the current WAL position and everything committed since the old one went would be lost.
   Lsn ensureSlot(std::optional<Lsn> streamedUpTo = std::nullopt);
-  // The highest pgoutput protocol version this server and this relay both speak (1..3).
+  // The highest pgoutput protocol version this server and this relay both speak: 1 on PostgreSQL 13, 2 on 14, 3 on
+  // 15, 4 on 16 and later. `serverVersion` as PQserverVersion (e.g. 160014).
+  static int protocolVersionFor(int serverVersion);
   int protocolVersion() const;
+  // Whether pgoutput on this server can send logical decoding messages (the `messages` option, PostgreSQL 14+).
+  static bool sendsLogicalMessages(int serverVersion);
+  // "16.14" for 160014 (PostgreSQL 10 and later number their releases major.minor).
+  static std::string versionString(int serverVersion);
   // START_REPLICATION from `from` (the server starts at the slot's confirmed position if that is later).
   void start(Lsn from);
 
@@ -101,6 +107,8 @@ class ReplicationStream {
   // a final ErrorResponse is not missed; then closes the connection.
   void close(std::chrono::milliseconds drainBound = std::chrono::seconds(5));
   bool isOpen() const { return conn_ != nullptr; }
+  // START_REPLICATION succeeded on the open connection: status updates can be sent.
+  bool isStreaming() const { return conn_ != nullptr && streaming_; }
 
  private:
   PGresult* exec(const std::string& sql);  // throws on failure
@@ -113,6 +121,7 @@ class ReplicationStream {
   PGconn* conn_ = nullptr;
   char* buffer_ = nullptr;
   bool flushPending_ = false;
+  bool streaming_ = false;
   ServerIdentity identity_;
 };
 

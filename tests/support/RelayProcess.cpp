@@ -60,6 +60,21 @@ std::string tomlString(const std::string& value) {
   return out + "\"";
 }
 
+namespace {
+// PGURL's server sends logical decoding messages (PostgreSQL 14+). Asked once per test process.
+bool serverSendsLogicalMessages() {
+  static const bool sends = [] {
+    try {
+      PgConnection pg(pgUrl());
+      return std::stoi(pg.scalar("SHOW server_version_num").value_or("0")) >= 140000;
+    } catch (const std::exception&) {
+      return true;  // no server: the test fails on its own, with the reason
+    }
+  }();
+  return sends;
+}
+}  // namespace
+
 RelayConfigBuilder::RelayConfigBuilder()
     : slot_(uniqueName("it_slot")),
       publication_(uniqueName("it_pub")),
@@ -69,6 +84,7 @@ RelayConfigBuilder::RelayConfigBuilder()
                   {"slot_busy_retry_ms", "500"},
                   {"reconnect_backoff_min_ms", "200"},
                   {"reconnect_backoff_max_ms", "2000"}};
+  messagesEnabled_ = serverSendsLogicalMessages();
 }
 
 RelayConfigBuilder& RelayConfigBuilder::addOutbox(OutboxTableSpec spec) {

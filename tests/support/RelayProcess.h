@@ -40,7 +40,8 @@ struct OutboxTableSpec {
 // Renders a relay config for one test. Defaults: PGURL and KAFKA_BOOTSTRAP from the environment, a unique slot and
 // publication (both created by the relay), status_interval_ms = 1000, metrics off (tests run side by side), and
 // [messages] enabled (explicitly: the relay's default is off) under a unique prefix so that no other test's
-// pg_logical_emit_message reaches this relay.
+// pg_logical_emit_message reaches this relay -- unless PGURL's server is PostgreSQL 13, which sends no logical
+// decoding messages (the relay refuses [messages] there): then disabled, unless messages() asks for them.
 class RelayConfigBuilder {
  public:
   RelayConfigBuilder();
