@@ -10,6 +10,7 @@
 #include <set>
 
 #include "support/RelayProcess.h"
+#include "support/SinkProcess.h"
 #include "support/TestEnv.h"
 
 using namespace outbox;
@@ -65,18 +66,17 @@ std::set<std::string> column(PgConnection& pg, const std::string& sql) {
   return out;
 }
 
-// A database of its own with schema/outbox.sql applied (by psql, as PGURL's superuser, as the file says). When the
-// guard goes away: the slots registered are dropped (a logical slot keeps its database from being dropped), then
-// the database, then the login roles the test created.
+// A database of its own with a schema file applied (by psql, as PGURL's superuser, as schema/outbox.sql says). When
+// the guard goes away: the slots registered are dropped (a logical slot keeps its database from being dropped),
+// then the database, then the login roles the test created.
 class SchemaDatabase {
  public:
-  SchemaDatabase() : name_(uniqueName("lp")) {
+  explicit SchemaDatabase(const std::string& schemaFile = "schema/outbox.sql") : name_(uniqueName("lp")) {
     PgConnection admin(pgUrl());
     admin.exec("CREATE DATABASE " + name_);
     CommandResult r = runCommand(
-        {"/usr/bin/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo(), "-f", sourcePath("schema/outbox.sql")},
-        120s);
-    if (!r.status.success()) throw std::runtime_error("psql -f schema/outbox.sql failed: " + r.output);
+        {"/usr/bin/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo(), "-f", sourcePath(schemaFile)}, 120s);
+    if (!r.status.success()) throw std::runtime_error("psql -f " + schemaFile + " failed: " + r.output);
   }
   ~SchemaDatabase() {
     try {
@@ -336,4 +336,59 @@ TEST(RelayLeastPrivilege, CreatingThePublicationAsTheSchemaRoleIsASetupErrorNami
   ASSERT_TRUE(waitForSlotStreaming(admin, config.slot(), 120s)) << third->logTail();
   expectDelivered(writer, admin, topicPrefix, *third);
   EXPECT_TRUE(third->running()) << third->logTail();
+}
+
+// The sink's side (schema/sink.sql, "A least-privilege role for the sink"): a login with SELECT, INSERT, UPDATE and
+// DELETE on the sink's two tables and the read model's, nothing else, with create_tables = false, applies events,
+// stores its offsets and skips a duplicate (deduplication on, so both tables are used).
+TEST(SinkLeastPrivilege, TheSinkRunsWithOnlyTheGrantsSchemaSinkSqlNames) {
+  SchemaDatabase db("schema/sink.sql");
+  PgConnection admin(db.conninfo());
+  admin.exec("CREATE TABLE public.lp_orders (id text PRIMARY KEY, total numeric NOT NULL)");
+  std::string role = db.createLoginRole("lp_sink");
+  admin.exec(
+      "GRANT SELECT, INSERT, UPDATE, DELETE ON public.outbox_sink_offsets, public.outbox_sink_processed_events "
+      "TO " +
+      role);
+  admin.exec("GRANT SELECT, INSERT, UPDATE, DELETE ON public.lp_orders TO " + role);
+  EXPECT_EQ(admin.scalar("SELECT has_database_privilege('" + role + "', current_database(), 'CREATE')"), "f");
+
+  std::string topic = uniqueName("t") + ".order";
+  for (int i = 1; i <= 10; ++i) {
+    std::string id = "lp-order-" + std::to_string(i);
+    produce(kafkaBootstrap(), topic, id, "{\"id\":\"" + id + "\",\"total\":" + std::to_string(i) + ".50}",
+            {{"id", id}, {"eventType", "OrderCreated"}});
+  }
+  produce(kafkaBootstrap(), topic, "lp-order-1", "{\"id\":\"lp-order-1\",\"total\":999}",
+          {{"id", "lp-order-1"}, {"eventType", "OrderCreated"}});  // published twice: skipped
+
+  SinkConfigBuilder config;
+  config.set("database", "conninfo", tomlString(db.conninfo(role)));
+  config.set("database", "create_tables", "false");
+  config.set("deduplication", "enabled", "true");
+  config.set("kafka", "initial_offset", tomlString("earliest"));
+  config.projection("orders", topic, "OrderCreated",
+                    "INSERT INTO public.lp_orders (id, total) VALUES ($1, $2::numeric) ON CONFLICT (id) DO UPDATE SET "
+                    "total = EXCLUDED.total",
+                    {"/id", "/total"});
+  auto sink = SinkProcess::start(config.render());
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return admin.scalar("SELECT sum(next_offset) FROM public.outbox_sink_offsets WHERE consumer_group = " +
+                            sqlLiteral(config.group())) == "11";
+      },
+      120s))
+      << sink->logTail();
+  EXPECT_EQ(admin.scalar("SELECT count(*) FROM public.lp_orders"), "10");
+  EXPECT_EQ(admin.scalar("SELECT total::text FROM public.lp_orders WHERE id = 'lp-order-1'"), "1.50")
+      << "the duplicate was applied";
+  EXPECT_EQ(admin.scalar("SELECT count(*) FROM public.outbox_sink_processed_events WHERE consumer_group = " +
+                         sqlLiteral(config.group())),
+            "10");
+  EXPECT_EQ(sink->log().find("permission denied"), std::string::npos) << sink->logTail();
+  EXPECT_TRUE(sink->running()) << sink->logTail();
+  sink->sigterm();
+  auto status = sink->waitExit(60s);
+  ASSERT_TRUE(status) << sink->logTail();
+  EXPECT_TRUE(status->success()) << status->toString() << sink->logTail();
 }
