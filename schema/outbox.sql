@@ -1,5 +1,5 @@
--- outbox-relay: the outbox table, its publication, a least-privilege role for the relay and a role that may
--- publish events (outbox_writer).
+-- outbox-relay: the outbox table, its publication, a least-privilege role for the relay (outbox_relay) and a role
+-- that may publish events (outbox_writer).
 -- Column names are Debezium's outbox event router defaults, so a team moving from Debezium keeps its schema.
 -- Idempotent: safe to apply again (psql -v ON_ERROR_STOP=1 -f schema/outbox.sql).
 
@@ -22,19 +22,37 @@ BEGIN
   END IF;
 END $$;
 
--- A least-privilege role for the relay: it may log in and stream WAL (REPLICATION), nothing else.
--- It needs no privilege on the outbox table: pgoutput reads rows from WAL, not with SELECT.
--- Set its password out of band (ALTER ROLE outbox_relay PASSWORD '...'), and give the relay
--- `create_publication = false`: creating a publication needs ownership of the table.
--- pg_hba.conf must allow it a replication connection to the database, e.g.:
+-- A least-privilege role for the relay: it may log in, stream WAL (REPLICATION) and read the outbox tables
+-- (SELECT), nothing else. What the relay runs as this role, on PostgreSQL 13 to 18:
+--  * CREATE_REPLICATION_SLOT and START_REPLICATION (pgoutput) on its replication connection: needs REPLICATION;
+--  * catalog reads (pg_class, pg_namespace, pg_publication, pg_publication_tables, pg_replication_slots) and, for
+--    the lag metric, pg_current_wal_lsn() on a normal connection: PostgreSQL lets every role do these.
+-- SELECT on the outbox: nothing in the relay needs it (pgoutput reads rows from the WAL and checks no table
+-- privilege), and it exposes nothing more: every outbox row is an event meant for Kafka, which the relay streams
+-- anyway. It lets whoever runs the relay look at what the outbox holds with the relay's own credentials.
+-- It cannot create the publication (CREATE PUBLICATION ... FOR TABLE needs ownership of the tables and CREATE on the
+-- database): this file creates it; give the relay `create_publication = false`. Outbox tables added later: run, as
+-- their owner, ALTER PUBLICATION outbox_relay ADD TABLE <table>; GRANT SELECT ON <table> TO outbox_relay;
+-- Set its password out of band (ALTER ROLE outbox_relay PASSWORD '...'). pg_hba.conf must allow it a connection to
+-- the database: its logical replication connection matches the database name like a normal connection (the lag
+-- probe's), e.g.:
 --   host  <dbname>  outbox_relay  10.0.0.0/8  scram-sha-256
+-- and give it no line for `replication` (physical replication: with it, a REPLICATION role could stream the WAL of
+-- every database of the cluster).
+-- Roles are cluster-wide: another database's run of this file may create them at the same moment, hence the
+-- exception blocks.
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_relay') THEN
-    CREATE ROLE outbox_relay WITH LOGIN REPLICATION;
+    BEGIN
+      CREATE ROLE outbox_relay WITH LOGIN REPLICATION;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+      NULL;
+    END;
   END IF;
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO outbox_relay', current_database());
 END $$;
+GRANT SELECT ON public.outbox TO outbox_relay;
 
 -- Who may publish events. The relay publishes whatever reaches the outbox, so writing to it is publishing:
 --  * an outbox row: INSERT on the outbox table (no role but the owner has it until granted);
@@ -49,7 +67,11 @@ DECLARE
   fn regprocedure;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_writer') THEN
-    CREATE ROLE outbox_writer NOLOGIN;
+    BEGIN
+      CREATE ROLE outbox_writer NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+      NULL;
+    END;
   END IF;
   FOR fn IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'pg_logical_emit_message'
                                                   AND pronamespace = 'pg_catalog'::regnamespace LOOP

@@ -22,6 +22,7 @@ pgoutput::PgTimestamp nowPg() { return pgoutput::PgTimestamp{unixMicrosNow() - 9
 constexpr const char* kObjectInUse = "55006";      // slot active for another PID
 constexpr const char* kDuplicateObject = "42710";  // slot created concurrently
 constexpr const char* kInsufficientPrivilege = "42501";
+constexpr const char* kUniqueViolation = "23505";  // a catalog row inserted concurrently
 constexpr const char* kUndefinedTable = "42P01";
 constexpr const char* kUndefinedObject = "42704";  // pgoutput: a publication named in START_REPLICATION is gone
 }  // namespace
@@ -182,6 +183,22 @@ std::vector<ResolvedOutboxTable> ReplicationStream::resolveOutboxTables(
   return resolved;
 }
 
+std::string ReplicationStream::tableOwnersClause(const std::vector<ResolvedOutboxTable>& tables) {
+  std::string oids;
+  for (const auto& table : tables) oids += (oids.empty() ? "" : ", ") + std::to_string(table.oid);
+  std::vector<std::string> owners;
+  if (!oids.empty()) {
+    PgResult found(exec("SELECT DISTINCT pg_catalog.pg_get_userbyid(relowner) FROM pg_catalog.pg_class WHERE oid IN (" +
+                        oids + ") ORDER BY 1"));
+    for (int row = 0; row < PQntuples(found.get()); ++row) owners.push_back(PQgetvalue(found.get(), row, 0));
+  }
+  if (owners.empty()) return "the owner of the outbox tables";
+  if (owners.size() == 1) return "the owner of the outbox tables (role " + quoteIdentifier(owners[0]) + ")";
+  std::string list;
+  for (const auto& owner : owners) list += (list.empty() ? "" : ", ") + quoteIdentifier(owner);
+  return "a role that is a member of every owner of the outbox tables (" + list + ")";
+}
+
 void ReplicationStream::ensurePublication(const std::vector<ResolvedOutboxTable>& tables) {
   const std::string& pub = config_.publication;
   PgResult found(exec("SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = " + quoteLiteral(pub)));
@@ -194,17 +211,35 @@ void ReplicationStream::ensurePublication(const std::vector<ResolvedOutboxTable>
                           (tableList.empty() ? std::string() : " FOR TABLE " + tableList) +
                           " WITH (publish = 'insert')";
   if (PQntuples(found.get()) == 0) {
+    // Who may run it: CREATE PUBLICATION ... FOR TABLE needs ownership of every table named and CREATE on the
+    // database (PostgreSQL 13-18), which the least-privilege role of schema/outbox.sql has neither of.
+    std::string dba = "run `" + createSql + ";` in database " + quoteIdentifier(identity_.database) + " as " +
+                      tableOwnersClause(tables) + ", with CREATE on the database, or as a superuser";
     if (!config_.createPublication) {
-      throw SetupError("publication \"" + pub + "\" does not exist and source.create_publication is false: run `" +
-                       createSql + ";` as the owner of the outbox tables");
+      throw SetupError("publication \"" + pub + "\" does not exist and source.create_publication is false: " + dba +
+                       ", then start the relay again");
     }
     log::info("creating publication: {}", createSql);
-    try {
-      PgResult created(exec(createSql));
-    } catch (const ReplicationError& e) {
-      throw SetupError(std::string("cannot create publication \"") + pub + "\": " + e.what());
+    PGresult* created = PQexec(conn_, createSql.c_str());
+    auto status = PQresultStatus(created);
+    std::string state = pgSqlState(created);
+    PQclear(created);
+    if (status == PGRES_COMMAND_OK) return;
+    std::string message = pgErrorMessage(conn_);
+    if (PQstatus(conn_) != CONNECTION_OK) failConnection("connection lost creating the publication");
+    if (state == kDuplicateObject || state == kUniqueViolation) {
+      // Another relay (a hot standby) created it at the same moment: the retry finds it.
+      throw ReplicationError("publication \"" + pub + "\" was created concurrently (" + message + ")");
     }
-    return;
+    if (state == kInsufficientPrivilege) {
+      std::string role = PQuser(conn_) ? PQuser(conn_) : "";
+      throw SetupError("cannot create publication \"" + pub + "\" as role \"" + role + "\" (" + message +
+                       "): creating a publication needs ownership of the outbox tables and CREATE on the database, "
+                       "which a least-privilege relay role does not have. Have a DBA " +
+                       dba + ", and set source.create_publication = false for this role");
+    }
+    throw SetupError("cannot create publication \"" + pub + "\": " + message + " (running: " + createSql +
+                     ", SQLSTATE " + state + ")");
   }
   if (std::string(PQgetvalue(found.get(), 0, 0)) != "t") {
     throw SetupError("publication \"" + pub + "\" does not publish inserts: run `ALTER PUBLICATION " +

@@ -73,7 +73,8 @@ class ReplicationStream {
   // none; it follows a rename), else by its configured name. A table found neither way is a SetupError.
   std::vector<ResolvedOutboxTable> resolveOutboxTables(const std::vector<const OutboxTableConfig*>& tables,
                                                        const std::vector<uint32_t>& knownOids);
-  // Makes sure the publication exists and carries every outbox table (creating it when config allows).
+  // Makes sure the publication exists and carries every outbox table (creating it when config allows). A role that
+  // may not create it (not the tables' owner) gets a SetupError with the statement a DBA runs and the setting.
   void ensurePublication(const std::vector<ResolvedOutboxTable>& tables);
   // Makes sure the slot exists, uses pgoutput and belongs to this database (creating it when config allows).
   // Returns the slot's confirmed_flush_lsn (0/0 when just created). `streamedUpTo`: this process already streamed
@@ -114,6 +115,8 @@ class ReplicationStream {
   PGresult* exec(const std::string& sql);  // throws on failure
   std::string quoteIdentifier(std::string_view identifier) const;
   std::string quoteLiteral(std::string_view literal) const;
+  // "the owner of the outbox tables (role x)": who may run CREATE PUBLICATION for them.
+  std::string tableOwnersClause(const std::vector<ResolvedOutboxTable>& tables);
   void freeBuffer();
   [[noreturn]] void failConnection(const std::string& what);
 

@@ -80,10 +80,9 @@ RelayConfigBuilder::RelayConfigBuilder()
       publication_(uniqueName("it_pub")),
       messagePrefix_(uniqueName("it_msg")),
       messagesTopic_(messagePrefix_ + ".{aggregatetype}") {
-  sourceExtra_ = {{"status_interval_ms", "1000"},
-                  {"slot_busy_retry_ms", "500"},
-                  {"reconnect_backoff_min_ms", "200"},
-                  {"reconnect_backoff_max_ms", "2000"}};
+  sourceExtra_ = {
+      {"create_slot", "true"},       {"create_publication", "true"},      {"status_interval_ms", "1000"},
+      {"slot_busy_retry_ms", "500"}, {"reconnect_backoff_min_ms", "200"}, {"reconnect_backoff_max_ms", "2000"}};
   messagesEnabled_ = serverSendsLogicalMessages();
 }
 
@@ -146,6 +145,11 @@ RelayConfigBuilder& RelayConfigBuilder::logLevel(const std::string& level) {
   return *this;
 }
 
+RelayConfigBuilder& RelayConfigBuilder::publication(const std::string& name) {
+  publication_ = name;
+  return *this;
+}
+
 RelayConfigBuilder& RelayConfigBuilder::conninfo(const std::string& conninfo) {
   conninfo_ = conninfo;
   return *this;
@@ -158,9 +162,7 @@ std::string RelayConfigBuilder::render() const {
   out << "[source]\n";
   out << "conninfo = " << tomlString(conninfo_ ? *conninfo_ : pgUrl()) << "\n";
   out << "slot = " << tomlString(slot_) << "\n";
-  out << "create_slot = true\n";
   out << "publication = " << tomlString(publication_) << "\n";
-  out << "create_publication = true\n";
   for (auto& [k, v] : sourceExtra_) out << k << " = " << v << "\n";
   out << "\n[kafka]\nbootstrap_servers = " << tomlString(kafkaBootstrap()) << "\n";
   if (!kafkaProperties_.empty()) {

@@ -55,12 +55,15 @@ class RelayConfigBuilder {
   RelayConfigBuilder& omitMessagesSection();
   // Any other [messages] key with its TOML value text, e.g. messagesOption("non_transactional", "\"publish\"").
   RelayConfigBuilder& messagesOption(const std::string& key, const std::string& tomlValue);
-  // Any [source] key with its TOML value text, e.g. source("slot_busy_retry_ms", "500").
+  // Any [source] key with its TOML value text, e.g. source("slot_busy_retry_ms", "500") or
+  // source("create_publication", "false").
   RelayConfigBuilder& source(const std::string& key, const std::string& tomlValue);
   RelayConfigBuilder& kafkaProperty(const std::string& key, const std::string& value);
   RelayConfigBuilder& limits(uint64_t maxInflightEvents, uint64_t maxInflightBytes);
   RelayConfigBuilder& metricsListen(const std::string& address);  // enables [metrics]
   RelayConfigBuilder& logLevel(const std::string& level);
+  // source.publication in place of the unique one (e.g. "outbox_relay", which schema/outbox.sql creates).
+  RelayConfigBuilder& publication(const std::string& name);
   // source.conninfo in place of PGURL (another role, another server).
   RelayConfigBuilder& conninfo(const std::string& conninfo);
 
