@@ -62,6 +62,10 @@ class RelayConfigBuilder {
   RelayConfigBuilder& logLevel(const std::string& level);
   // source.conninfo in place of PGURL (another role, another server).
   RelayConfigBuilder& conninfo(const std::string& conninfo);
+  // [kafka] bootstrap_servers in place of KAFKA_BOOTSTRAP (another listener).
+  RelayConfigBuilder& bootstrapServers(const std::string& servers);
+  // [kafka.secret_files]: a librdkafka property read from `path`.
+  RelayConfigBuilder& kafkaSecretFile(const std::string& key, const std::string& path);
 
   const std::string& slot() const { return slot_; }
   const std::string& publication() const { return publication_; }
@@ -83,6 +87,8 @@ class RelayConfigBuilder {
   std::optional<std::string> metricsListen_;
   std::string logLevel_ = "info";
   std::optional<std::string> conninfo_;
+  std::optional<std::string> bootstrapServers_;
+  std::vector<std::pair<std::string, std::string>> kafkaSecretFiles_;
   std::vector<OutboxTableSpec> outboxes_;
 };
 
