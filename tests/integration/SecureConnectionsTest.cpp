@@ -1,8 +1,8 @@
 // Secured connections end to end, against the dev stack's TLS PostgreSQL and its SASL_SSL (SCRAM-SHA-512) and
 // mutual-TLS Kafka listeners (scripts/devstack makes the test CA and certificates at `up`):
 // - the relay and the sink connect with sslmode=verify-full, by password (scram-sha-256 over hostssl) or by client
-//   certificate, publish and consume over SASL_SSL or mutual TLS, and an event committed to the outbox is projected
-//   into the read model;
+//   certificate, publish and consume over SASL_SSL (SCRAM-SHA-512; PLAIN) or mutual TLS, and an event committed to
+//   the outbox is projected into the read model (SCRAM on Kafka 4.x: refused, a librdkafka 2.0.2 bug, asserted);
 // - a server certificate from another CA, a host name the certificate does not name, a wrong password: the relay and
 //   the sink exit at start-up with status 2 and a message naming the fix, instead of retrying forever;
 // - a wrong SCRAM password: the authentication failure is in the log, the relay's /readyz answers 503 while it lasts,
@@ -95,6 +95,20 @@ Connections scramOverTls() {
            {"ssl.ca.location", requireEnv("KAFKA_CA")}},
           {{"sasl.password", requireEnv("KAFKA_SCRAM_PASSWORD_FILE")}}};
 }
+
+// SASL PLAIN over TLS on the same SASL_SSL listener.
+Connections plainOverTls() {
+  Connections c = scramOverTls();
+  c.kafkaProperties = {{"security.protocol", "SASL_SSL"},
+                       {"sasl.mechanisms", "PLAIN"},
+                       {"sasl.username", requireEnv("KAFKA_PLAIN_USER")},
+                       {"ssl.ca.location", requireEnv("KAFKA_CA")}};
+  c.kafkaSecretFiles = {{"sasl.password", requireEnv("KAFKA_PLAIN_PASSWORD_FILE")}};
+  return c;
+}
+
+// The dev stack's Kafka major version ("4.4.0" -> 4).
+int kafkaMajorVersion() { return std::stoi(requireEnv("KAFKA_SERVER_VERSION")); }
 
 Connections mutualTls() {
   return {certificateConninfo(),
@@ -256,11 +270,74 @@ void expectRefusedAtStartup(const std::string& pgConninfo, const std::string& pa
   }
 }
 
+// The relay and the sink with Kafka over `kafka` (PostgreSQL as the other tests reach it), which the broker refuses
+// to authenticate: `failure` is in both logs (and logged again as it is retried), the relay's /readyz answers 503
+// naming Kafka while it lasts, both keep running, and `secret` is in no log line and no admin answer.
+void expectKafkaAuthenticationRefused(Connections kafka, const std::string& failure, const std::string& secret) {
+  kafka.pgConninfo = pgUrl();
+  kafka.pgPasswordFile.clear();
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "secpw");
+  RelayConfigBuilder relayToml = relayConfig(kafka);
+  relayToml.addOutbox({table, uniqueName("secpw") + ".{aggregatetype}", {}, {}});
+  ReplicationCleanup cleanup(relayToml.slot(), relayToml.publication(), {table});
+  auto relay = RelayProcess::start(relayToml.render());
+  std::string relayAdmin = adminAddressOf(*relay);
+  SinkConfigBuilder sinkToml = sinkConfig(kafka);
+  sinkToml.projection("noop", uniqueName("secpw-topic"), "*", "SELECT $1", {"@id"});
+  auto sink = SinkProcess::start(sinkToml.render());
+  std::string sinkAdmin = adminAddressOf(*sink);
+
+  EXPECT_TRUE(waitFor([&] { return relay->log().find(failure) != std::string::npos; }, 90s)) << relay->logTail();
+  EXPECT_TRUE(waitFor([&] { return sink->log().find(failure) != std::string::npos; }, 90s)) << sink->logTail();
+  // While it lasts the relay is not ready: it cannot publish.
+  EXPECT_TRUE(waitFor([&] { return httpGet(relayAdmin, "/readyz").status == 503; }, 60s));
+  HttpAnswer readyz = httpGet(relayAdmin, "/readyz");
+  EXPECT_EQ(readyz.status, 503);
+  EXPECT_THAT(readyz.body, HasSubstr("Kafka"));
+  // It stays so (the failure is retried, and fails again).
+  pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload) VALUES ('order', 'o-1', 'c', '{}')");
+  EXPECT_TRUE(waitFor([&] { return relay->log().rfind(failure) > relay->log().find(failure); }, 90s))
+      << "the authentication failure was logged once only";
+  EXPECT_EQ(httpGet(relayAdmin, "/readyz").status, 503);
+  EXPECT_TRUE(relay->running());
+  EXPECT_TRUE(sink->running());
+
+  std::string scraped;
+  for (const std::string& admin : {relayAdmin, sinkAdmin}) {
+    for (const char* path : {"/metrics", "/healthz", "/readyz"}) scraped += httpGet(admin, path).body;
+  }
+  relay->sigkill();
+  sink->sigkill();
+  relay->waitExit(30s);
+  sink->waitExit(30s);
+  expectNoSecret(relay->log(), secret, "the relay's log");
+  expectNoSecret(sink->log(), secret, "the sink's log");
+  expectNoSecret(scraped, secret, "/metrics, /healthz or /readyz");
+  EXPECT_THAT(relay->log(), HasSubstr("<redacted>")) << "the start-up summary shows no redacted secret";
+}
+
+const std::string kScramRefused =
+    "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512";
+
 }  // namespace
 
 TEST(SecureConnections, VerifyFullWithScramPasswordAndKafkaSaslSslScramSha512) {
   Connections c = scramOverTls();
-  deliverEndToEnd(c, c, {readFile(c.pgPasswordFile), readFile(requireEnv("KAFKA_SCRAM_PASSWORD_FILE"))});
+  std::string scramPassword = readFile(requireEnv("KAFKA_SCRAM_PASSWORD_FILE"));
+  if (kafkaMajorVersion() < 4) {
+    deliverEndToEnd(c, c, {readFile(c.pgPasswordFile), scramPassword});
+    return;
+  }
+  // Kafka 4.x: librdkafka before 2.6.1 (Debian 12 ships 2.0.2) repeats the client nonce in SCRAM's client-final
+  // message, which Kafka 4 checks strictly (RFC 5802): the right password is refused (confluentinc/librdkafka#4895).
+  // Asserted, not skipped: once librdkafka is fixed this fails, and README "Secured connections" is to be updated.
+  expectKafkaAuthenticationRefused(c, kScramRefused, scramPassword);
+}
+
+TEST(SecureConnections, VerifyFullWithScramPasswordAndKafkaSaslSslPlain) {
+  Connections c = plainOverTls();
+  deliverEndToEnd(c, c, {readFile(c.pgPasswordFile), readFile(requireEnv("KAFKA_PLAIN_PASSWORD_FILE"))});
 }
 
 TEST(SecureConnections, ClientCertificatesForPostgresAndKafkaMutualTls) {
@@ -295,52 +372,14 @@ TEST(SecureConnections, AClientCertificateIsRequiredForTheCertificateRole) {
 
 TEST(SecureConnections, AWrongScramPasswordIsLoggedAsAnAuthenticationFailureNeverAsThePassword) {
   std::string wrong = uniqueName("WrongScramPassword") + "x";
-  std::string wrongFile = writeTempFile("kafka-wrong-password", wrong + "\n");
   Connections c = scramOverTls();
-  c.pgConninfo = pgUrl();  // PostgreSQL as the other tests reach it: only Kafka is refused here
-  c.pgPasswordFile.clear();
-  c.kafkaSecretFiles = {{"sasl.password", wrongFile}};
+  c.kafkaSecretFiles = {{"sasl.password", writeTempFile("kafka-wrong-password", wrong + "\n")}};
+  expectKafkaAuthenticationRefused(c, kScramRefused, wrong);
+}
 
-  PgConnection pg(pgUrl());
-  std::string table = createOutboxTable(pg, "secpw");
-  RelayConfigBuilder relayToml = relayConfig(c);
-  relayToml.addOutbox({table, uniqueName("secpw") + ".{aggregatetype}", {}, {}});
-  ReplicationCleanup cleanup(relayToml.slot(), relayToml.publication(), {table});
-  auto relay = RelayProcess::start(relayToml.render());
-  std::string relayAdmin = adminAddressOf(*relay);
-  SinkConfigBuilder sinkToml = sinkConfig(c);
-  sinkToml.projection("noop", uniqueName("secpw-topic"), "*", "SELECT $1", {"@id"});
-  auto sink = SinkProcess::start(sinkToml.render());
-  std::string sinkAdmin = adminAddressOf(*sink);
-
-  const std::string failure =
-      "Authentication failed during authentication due to invalid credentials with SASL "
-      "mechanism SCRAM-SHA-512";
-  EXPECT_TRUE(waitFor([&] { return relay->log().find(failure) != std::string::npos; }, 90s)) << relay->logTail();
-  EXPECT_TRUE(waitFor([&] { return sink->log().find(failure) != std::string::npos; }, 90s)) << sink->logTail();
-  // While it lasts the relay is not ready: it cannot publish.
-  EXPECT_TRUE(waitFor([&] { return httpGet(relayAdmin, "/readyz").status == 503; }, 60s));
-  HttpAnswer readyz = httpGet(relayAdmin, "/readyz");
-  EXPECT_EQ(readyz.status, 503);
-  EXPECT_THAT(readyz.body, HasSubstr("Kafka"));
-  // It stays so (the failure is retried, and fails again).
-  pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload) VALUES ('order', 'o-1', 'c', '{}')");
-  EXPECT_TRUE(waitFor([&] { return relay->log().rfind(failure) > relay->log().find(failure); }, 90s))
-      << "the authentication failure was logged once only";
-  EXPECT_EQ(httpGet(relayAdmin, "/readyz").status, 503);
-  EXPECT_TRUE(relay->running());
-  EXPECT_TRUE(sink->running());
-
-  std::string scraped;
-  for (const std::string& admin : {relayAdmin, sinkAdmin}) {
-    for (const char* path : {"/metrics", "/healthz", "/readyz"}) scraped += httpGet(admin, path).body;
-  }
-  relay->sigkill();
-  sink->sigkill();
-  relay->waitExit(30s);
-  sink->waitExit(30s);
-  expectNoSecret(relay->log(), wrong, "the relay's log");
-  expectNoSecret(sink->log(), wrong, "the sink's log");
-  expectNoSecret(scraped, wrong, "/metrics, /healthz or /readyz");
-  EXPECT_THAT(relay->log(), HasSubstr("<redacted>")) << "the start-up summary shows no redacted secret";
+TEST(SecureConnections, AWrongPlainPasswordIsLoggedAsAnAuthenticationFailureNeverAsThePassword) {
+  std::string wrong = uniqueName("WrongPlainPassword") + "x";
+  Connections c = plainOverTls();
+  c.kafkaSecretFiles = {{"sasl.password", writeTempFile("kafka-wrong-password", wrong + "\n")}};
+  expectKafkaAuthenticationRefused(c, "Authentication failed: Invalid username or password", wrong);
 }
