@@ -83,6 +83,51 @@ PGconn* startConnectPostgres(const std::string& conninfo, const std::string& pas
   return PQconnectStartParams(params.keys.data(), params.values.data(), /*expand_dbname=*/1);
 }
 
+std::optional<std::string> permanentConnectFailureHint(const std::string& message) {
+  // libpq's and the server's wording (PostgreSQL 15): fe-secure-openssl.c, fe-auth.c, auth.c.
+  // https://www.postgresql.org/docs/15/libpq-ssl.html
+  struct Rule {
+    const char* contains;
+    const char* hint;
+  };
+  static const Rule rules[] = {
+      {"certificate verify failed",
+       "the server's certificate is not signed by the CA in sslrootcert: set sslrootcert in the conninfo to the file "
+       "of the CA that issued the server's certificate"},
+      {"does not match host name",
+       "the host name in the conninfo is not one the server's certificate names: connect with a name the certificate "
+       "lists (its subjectAltName; with hostaddr=, host= is the name checked), or reissue the certificate for this "
+       "name"},
+      {"root certificate file",
+       "sslmode=verify-ca/verify-full needs the CA's certificate: set sslrootcert in the conninfo to a readable CA "
+       "file"},
+      {"server does not support SSL",
+       "the server does not offer TLS: turn ssl = on in its postgresql.conf, or (only on a trusted network) lower "
+       "sslmode"},
+      {"certificate file", "set sslcert / sslkey in the conninfo to readable files (the key mode 0600)"},
+      {"private key file", "set sslcert / sslkey in the conninfo to readable files (the key mode 0600)"},
+      {"alert unknown ca",
+       "the server does not trust the client certificate: issue sslcert from the CA in the server's ssl_ca_file"},
+      {"requires a valid client certificate",
+       "the server authenticates this role by certificate: set sslcert and sslkey in the conninfo"},
+      {"certificate authentication failed",
+       "the client certificate's CN is not this role (or no pg_ident.conf map allows it): use a certificate issued "
+       "for the role, or connect as the role it names"},
+      {"password authentication failed",
+       "the password is wrong: put the role's password in the password file (source.password_file / "
+       "database.password_file) or correct the role's password in PostgreSQL"},
+      {"no password supplied", "the server asks for a password: set password_file to a file that holds it"},
+      {"no pg_hba.conf entry", "add a pg_hba.conf line for this host, role, database and TLS mode, then reload"},
+      {"pg_hba.conf rejects connection",
+       "pg_hba.conf rejects this host, role, database or TLS mode: connect with TLS (sslmode=verify-full) or change "
+       "pg_hba.conf"},
+  };
+  for (const Rule& rule : rules) {
+    if (message.find(rule.contains) != std::string::npos) return std::string(rule.hint);
+  }
+  return std::nullopt;
+}
+
 std::string pgMessage(const char* text) {
   std::string s = text != nullptr ? text : "";
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();

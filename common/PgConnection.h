@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -41,6 +42,12 @@ PGconn* connectPostgres(const std::string& conninfo, const std::string& password
 // Note that libpq resolves a host name (not a hostaddr) synchronously here.
 PGconn* startConnectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra,
                              const PgParameters& defaults = {});
+
+// What to change when a failed connection attempt's message (PQerrorMessage) is one no retry can cure: the server's
+// certificate does not verify or does not name the host connected to, TLS is required but the server has none, a
+// certificate or key file cannot be used, authentication failed, or pg_hba.conf has no entry for the connection.
+// nullopt for anything else (a server that is down, starting or restarting: worth retrying).
+std::optional<std::string> permanentConnectFailureHint(const std::string& message);
 
 // A libpq message (PQerrorMessage, PQresultErrorMessage, a notice) without its trailing newline; "" for null.
 std::string pgMessage(const char* text);

@@ -106,6 +106,17 @@ int Relay::run() {
       fail(kExitSetup, e.what());
     } catch (const pgoutput::DecodeError& e) {
       fail(kExitProtocol, std::string("cannot decode the replication stream: ") + e.what());
+    } catch (const ConnectRefusedError& e) {
+      if (!connectedOnce_) {
+        fail(kExitSetup, std::string(e.what()) + " (not retried at start-up: fix it, then start the relay again)");
+        continue;
+      }
+      metrics_.streaming.Set(0);
+      metrics_.postgresConnected.Set(0);
+      metrics_.reconnects("postgres").Increment();
+      milliseconds wait = backoff_.next();
+      log::error("postgres: {}; retrying in {} ms", e.what(), wait.count());
+      waitServing(wait);
     } catch (const ReplicationError& e) {
       metrics_.streaming.Set(0);
       metrics_.postgresConnected.Set(0);
@@ -127,6 +138,7 @@ void Relay::connectAndStream() {
   stream_ = std::make_unique<ReplicationStream>(config_.source);
   const ServerIdentity& server = stream_->connect();
   metrics_.postgresConnected.Set(1);
+  connectedOnce_ = true;
   log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})",
             ReplicationStream::versionString(server.serverVersion), server.systemId, server.database,
             server.xlogPos.toString());

@@ -147,6 +147,7 @@ class Relay {
   std::vector<uint32_t> outboxOids_;
   std::string outboxOidsSystem_;  // the system identifier of the server they were resolved on
   bool streamedFromSlot_ = false;
+  bool connectedOnce_ = false;  // a connection to PostgreSQL succeeded since start: a refused one is retried then
   uint64_t messagesIgnoredSinceLog_ = 0;
 };
 

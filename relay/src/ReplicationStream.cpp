@@ -69,6 +69,11 @@ const ServerIdentity& ReplicationStream::connect() {
                        "): logical replication needs a role with the REPLICATION attribute; run `ALTER ROLE " + role +
                        " REPLICATION;` as a superuser, or set source.conninfo to a role that has it");
     }
+    if (std::optional<std::string> hint = permanentConnectFailureHint(message)) {
+      PQfinish(conn_);
+      conn_ = nullptr;
+      throw ConnectRefusedError("cannot connect to PostgreSQL: " + message + ": " + *hint);
+    }
     failConnection("cannot connect to PostgreSQL");
   }
   PQsetNoticeProcessor(

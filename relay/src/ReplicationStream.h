@@ -29,6 +29,13 @@ class SlotBusyError : public ReplicationError {
  public:
   using ReplicationError::ReplicationError;
 };
+// The connection attempt failed in a way no retry cures (the server's certificate does not verify, authentication
+// failed, no pg_hba.conf entry); the message names the fix. Fatal at start-up; after the relay has streamed once, the
+// relay retries it like any lost connection (a certificate or password being rotated).
+class ConnectRefusedError : public ReplicationError {
+ public:
+  using ReplicationError::ReplicationError;
+};
 // Something only an operator can fix (missing publication with create_publication = false, a slot of the wrong
 // plugin, a missing table, no permission): retrying is pointless until they do; the message says what to run.
 class SetupError : public std::runtime_error {

@@ -116,7 +116,14 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
   if (PQstatus(conn_) != CONNECTION_OK) {
     error = pgErrorMessage(conn_);
     disconnect();
-    return ConnectResult::Transient;
+    // A certificate that does not verify, a failed authentication: fatal at start-up; once the sink has worked,
+    // retried like an outage (a certificate or password being rotated).
+    std::optional<std::string> hint = permanentConnectFailureHint(error);
+    if (!hint) return ConnectResult::Transient;
+    error += ": " + *hint;
+    if (preparedBefore_) return ConnectResult::Transient;
+    error += " (not retried at start-up: fix it, then start the sink again)";
+    return ConnectResult::Fatal;
   }
   PQsetNoticeProcessor(
       conn_, [](void*, const char*) {}, nullptr);

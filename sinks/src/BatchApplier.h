@@ -73,8 +73,9 @@ class BatchApplier {
 
   enum class ConnectResult { Ok, Transient, Fatal };
   // Connects, creates the sink's tables (database.create_tables) and prepares every statement. Fatal: at the
-  // first connection, a projection's SQL does not prepare, or a data error creating the tables (a setup error, not
-  // retried). On a reconnect every statement prepared before, so a failure to prepare one again is the
+  // first connection, a connection no retry cures (a certificate that does not verify, a failed authentication: see
+  // permanentConnectFailureHint), a projection's SQL does not prepare, or a data error creating the tables (a setup
+  // error, not retried). On a reconnect every statement prepared before, so a failure to prepare one again is the
   // environment's (a table renamed by a migration for a moment): Transient.
   ConnectResult connect(std::string& error);
   bool connected() const;

@@ -155,6 +155,16 @@ RelayConfigBuilder& RelayConfigBuilder::conninfo(const std::string& conninfo) {
   return *this;
 }
 
+RelayConfigBuilder& RelayConfigBuilder::bootstrapServers(const std::string& servers) {
+  bootstrapServers_ = servers;
+  return *this;
+}
+
+RelayConfigBuilder& RelayConfigBuilder::kafkaSecretFile(const std::string& key, const std::string& path) {
+  kafkaSecretFiles_.emplace_back(key, path);
+  return *this;
+}
+
 std::string RelayConfigBuilder::render() const {
   std::ostringstream out;
   out << "# rendered by tests/support/RelayProcess.cpp\n";
@@ -164,10 +174,15 @@ std::string RelayConfigBuilder::render() const {
   out << "slot = " << tomlString(slot_) << "\n";
   out << "publication = " << tomlString(publication_) << "\n";
   for (auto& [k, v] : sourceExtra_) out << k << " = " << v << "\n";
-  out << "\n[kafka]\nbootstrap_servers = " << tomlString(kafkaBootstrap()) << "\n";
+  out << "\n[kafka]\nbootstrap_servers = " << tomlString(bootstrapServers_ ? *bootstrapServers_ : kafkaBootstrap())
+      << "\n";
   if (!kafkaProperties_.empty()) {
     out << "[kafka.properties]\n";
     for (auto& [k, v] : kafkaProperties_) out << tomlString(k) << " = " << tomlString(v) << "\n";
+  }
+  if (!kafkaSecretFiles_.empty()) {
+    out << "[kafka.secret_files]\n";
+    for (auto& [k, v] : kafkaSecretFiles_) out << tomlString(k) << " = " << tomlString(v) << "\n";
   }
   for (auto& o : outboxes_) {
     out << "\n[[outbox]]\n";

@@ -66,6 +66,10 @@ class RelayConfigBuilder {
   RelayConfigBuilder& publication(const std::string& name);
   // source.conninfo in place of PGURL (another role, another server).
   RelayConfigBuilder& conninfo(const std::string& conninfo);
+  // [kafka] bootstrap_servers in place of KAFKA_BOOTSTRAP (another listener).
+  RelayConfigBuilder& bootstrapServers(const std::string& servers);
+  // [kafka.secret_files]: a librdkafka property read from `path`.
+  RelayConfigBuilder& kafkaSecretFile(const std::string& key, const std::string& path);
 
   const std::string& slot() const { return slot_; }
   const std::string& publication() const { return publication_; }
@@ -87,6 +91,8 @@ class RelayConfigBuilder {
   std::optional<std::string> metricsListen_;
   std::string logLevel_ = "info";
   std::optional<std::string> conninfo_;
+  std::optional<std::string> bootstrapServers_;
+  std::vector<std::pair<std::string, std::string>> kafkaSecretFiles_;
   std::vector<OutboxTableSpec> outboxes_;
 };
 

@@ -104,3 +104,27 @@ TEST(PgConnection, TheParametersLibpqUsesKeepTheUsersOptionsAndTimeouts) {
   EXPECT_EQ(effective["tcp_user_timeout"], "30000");
   EXPECT_EQ(effective["fallback_application_name"], "unit-test");
 }
+
+// libpq's and the server's messages (PostgreSQL 15, as the dev stack's secured roles produce them) for failures no
+// retry cures get a hint naming the fix; a server that is down or starting gets none (retried).
+TEST(PgConnection, ConnectFailuresNoRetryCuresGetAHintAndOutagesDoNot) {
+  using outbox::permanentConnectFailureHint;
+  auto hint = [](const std::string& message) { return permanentConnectFailureHint(message).value_or(""); };
+  const std::string at = "connection to server at \"127.0.0.1\", port 5432 failed: ";
+  EXPECT_NE(hint(at + "SSL error: certificate verify failed").find("sslrootcert"), std::string::npos);
+  EXPECT_NE(hint(at + "server certificate for \"localhost\" (and 1 other name) does not match host name \"db.x\"")
+                .find("certificate names"),
+            std::string::npos);
+  EXPECT_NE(hint(at + "root certificate file \"/nope/ca.crt\" does not exist").find("sslrootcert"), std::string::npos);
+  EXPECT_NE(hint(at + "FATAL:  password authentication failed for user \"outbox_tls\"").find("password_file"),
+            std::string::npos);
+  EXPECT_NE(hint(at + "FATAL:  connection requires a valid client certificate").find("sslcert"), std::string::npos);
+  EXPECT_NE(hint(at + "FATAL:  pg_hba.conf rejects connection for host \"127.0.0.1\", user \"u\", database \"d\", "
+                      "no encryption")
+                .find("pg_hba.conf"),
+            std::string::npos);
+  EXPECT_FALSE(permanentConnectFailureHint(at + "Connection refused\n\tIs the server running on that host and "
+                                                "accepting TCP/IP connections?"));
+  EXPECT_FALSE(permanentConnectFailureHint(at + "FATAL:  the database system is starting up"));
+  EXPECT_FALSE(permanentConnectFailureHint(at + "timeout expired"));
+}

@@ -77,7 +77,8 @@ seccompProfile:
 {{- end }}
 
 {{- define "outbox-relay.hasSecrets" -}}
-{{- if or .Values.source.passwordSecret .Values.kafka.secretFiles }}true{{ end }}
+{{- $tls := .Values.source.tls | default dict -}}
+{{- if or .Values.source.passwordSecret .Values.kafka.secretFiles $tls.caSecret $tls.clientCertSecret }}true{{ end }}
 {{- end }}
 
 {{- define "outbox-relay.volumes" -}}
@@ -98,6 +99,24 @@ seccompProfile:
           items:
             - key: {{ .key | quote }}
               path: source/password
+      {{- end }}
+      {{- with (.Values.source.tls | default dict).caSecret }}
+      - secret:
+          name: {{ .name | quote }}
+          items:
+            - key: {{ .key | quote }}
+              path: source/ca.crt
+      {{- end }}
+      {{- with (.Values.source.tls | default dict).clientCertSecret }}
+      # libpq refuses a key readable by others: 0640, owned by root, readable by the pod's fsGroup.
+      - secret:
+          name: {{ .name | quote }}
+          items:
+            - key: {{ .certKey | default "tls.crt" | quote }}
+              path: source/tls.crt
+            - key: {{ .keyKey | default "tls.key" | quote }}
+              path: source/tls.key
+              mode: 0640
       {{- end }}
       {{- range $property, $ref := .Values.kafka.secretFiles }}
       - secret:

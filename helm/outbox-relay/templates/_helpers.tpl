@@ -78,6 +78,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/*
+source.conninfo with source.tls's sslmode and the mounted CA (sslrootcert) and client certificate (sslcert, sslkey):
+key=value pairs appended to a key=value conninfo, query parameters to a URI.
+*/}}
+{{- define "outbox-relay.conninfo" -}}
+{{- $s := .Values.source -}}
+{{- $tls := $s.tls | default dict -}}
+{{- $dir := printf "%s/source" (include "outbox-relay.secretsDir" .) -}}
+{{- if regexMatch "(^|[[:space:]?&])ssl(mode|rootcert|cert|key)=" $s.conninfo -}}
+{{- fail "source.conninfo sets sslmode, sslrootcert, sslcert or sslkey: set them with source.tls (sslmode, caSecret, clientCertSecret) instead" -}}
+{{- end -}}
+{{- $mode := $tls.sslmode | default "verify-full" -}}
+{{- if and (has $mode (list "verify-ca" "verify-full")) (not $tls.caSecret) -}}
+{{- fail (printf "source.tls.sslmode %s needs source.tls.caSecret: the Secret holding the CA that issued the PostgreSQL server's certificate" $mode) -}}
+{{- end -}}
+{{- $params := list (printf "sslmode=%s" $mode) -}}
+{{- if $tls.caSecret -}}{{- $params = append $params (printf "sslrootcert=%s/ca.crt" $dir) -}}{{- end -}}
+{{- if $tls.clientCertSecret -}}
+{{- $params = append $params (printf "sslcert=%s/tls.crt" $dir) -}}
+{{- $params = append $params (printf "sslkey=%s/tls.key" $dir) -}}
+{{- end -}}
+{{- if regexMatch "^postgres(ql)?://" $s.conninfo -}}
+{{ $s.conninfo }}{{ if contains "?" $s.conninfo }}&{{ else }}?{{ end }}{{ join "&" $params }}
+{{- else -}}
+{{ $s.conninfo }} {{ join " " $params }}
+{{- end -}}
+{{- end }}
+
 {{/* The relay's TOML (see examples/relay.toml and README "Configuration"), from the structured values. */}}
 {{- define "outbox-relay.relayToml" -}}
 {{- $v := .Values -}}
@@ -92,7 +120,7 @@ level = {{ include "outbox-relay.tomlString" $v.log.level }}
 format = {{ include "outbox-relay.tomlString" $v.log.format }}
 
 [source]
-conninfo = {{ include "outbox-relay.tomlString" $v.source.conninfo }}
+conninfo = {{ include "outbox-relay.tomlString" (include "outbox-relay.conninfo" .) }}
 {{- with $v.source.passwordSecret }}
 password_file = {{ printf "%s/source/password" (include "outbox-relay.secretsDir" $) | quote }}
 {{- end }}
