@@ -80,7 +80,8 @@ TEST(DevStack, ServersAreTheVersionsTheStackNames) {
   for (const auto& file : files)
     if (file.find("/kafka_2.13-") != std::string::npos) kafkaJars.push_back(file);
   ASSERT_EQ(kafkaJars.size(), 1u) << "the broker should have exactly one kafka_2.13 jar open";
-  EXPECT_TRUE(kafkaJars[0].ends_with(brokerJar)) << "the broker runs " << kafkaJars[0] << ", not Kafka " << kafkaVersion;
+  EXPECT_TRUE(kafkaJars[0].ends_with(brokerJar))
+      << "the broker runs " << kafkaJars[0] << ", not Kafka " << kafkaVersion;
 }
 
 TEST(DevStack, KafkaRoundTripsARecord) {
