@@ -16,18 +16,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The inode of the socket LISTENing on 127.0.0.1:port, from /proc/net/tcp ("0100007F:PORT" in hex, state 0A).
+// The inode of the socket LISTENing (state 0A) on 127.0.0.1:port: in /proc/net/tcp as "0100007F:PORT" (hex), or
+// in /proc/net/tcp6 as the IPv4-mapped "0000000000000000FFFF00000100007F:PORT" (a JVM's sockets are IPv6 ones).
 std::string listeningSocketInode(int port) {
-  std::ifstream tcp("/proc/net/tcp");
-  std::string line;
-  std::getline(tcp, line);  // header
-  char local[64];
-  std::snprintf(local, sizeof local, "0100007F:%04X", port);
-  while (std::getline(tcp, line)) {
-    std::istringstream fields(line);
-    std::string slot, localAddr, remote, state, queues, timer, retransmits, uid, timeout, inode;
-    fields >> slot >> localAddr >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
-    if (localAddr == local && state == "0A") return inode;
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, "0100007F:%04X", port);
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream tcp(table);
+    std::string line;
+    std::getline(tcp, line);  // header
+    while (std::getline(tcp, line)) {
+      std::istringstream fields(line);
+      std::string slot, localAddr, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      fields >> slot >> localAddr >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+      if (localAddr.ends_with(suffix) && state == "0A") return inode;
+    }
   }
   return "";
 }
