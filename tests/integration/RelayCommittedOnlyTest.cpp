@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "support/RelayProcess.h"
 #include "support/TestEnv.h"
@@ -72,6 +73,15 @@ class RelayCommittedOnly : public ::testing::Test {
     return labels();
   }
 
+  // `labels` without the labels of logical messages (`messageLabels`) on a server before PostgreSQL 14: pgoutput
+  // sends logical decoding messages from 14 on (its "messages" option), so on 13 a committed message reaches no
+  // one and the relay does not ask for them.
+  std::vector<std::string> expected(std::vector<std::string> labels, const std::set<std::string>& messageLabels) {
+    if (std::stoi(*pg_->scalar("SHOW server_version_num")) >= 140000) return labels;
+    std::erase_if(labels, [&](const std::string& l) { return messageLabels.count(l) > 0; });
+    return labels;
+  }
+
   std::vector<std::string> labels() {
     std::vector<std::string> out;
     for (auto& r : reader_->records()) {
@@ -105,7 +115,7 @@ TEST_F(RelayCommittedOnly, RolledBackTransactionPublishesNothing) {
   pg_->exec("BEGIN;" + insert("k", "failed-row"));
   EXPECT_THROW(pg_->exec("SELECT 1/0"), std::runtime_error);
   pg_->exec("ROLLBACK");
-  EXPECT_EQ(labelsThroughSentinel(), (Labels{"committed", "committed-message", "sentinel-0"}));
+  EXPECT_EQ(labelsThroughSentinel(), expected({"committed", "committed-message", "sentinel-0"}, {"committed-message"}));
 }
 
 TEST_F(RelayCommittedOnly, SubtransactionRolledBackToASavepointPublishesNothing) {
@@ -116,7 +126,7 @@ TEST_F(RelayCommittedOnly, SubtransactionRolledBackToASavepointPublishesNothing)
   pg_->exec("SAVEPOINT s3;" + insert("k", "gone-failed"));
   EXPECT_THROW(pg_->exec("SELECT 1/0"), std::runtime_error);
   pg_->exec("ROLLBACK TO SAVEPOINT s3;" + insert("k", "a5") + "COMMIT;");
-  EXPECT_EQ(labelsThroughSentinel(), (Labels{"a1", "a2", "a3", "a4", "a5", "sentinel-0"}));
+  EXPECT_EQ(labelsThroughSentinel(), expected({"a1", "a2", "a3", "a4", "a5", "sentinel-0"}, {"a4"}));
 }
 
 TEST_F(RelayCommittedOnly, PreparedTransactionPublishesOnlyAtCommitPrepared) {
