@@ -129,6 +129,14 @@ void Relay::connectAndStream() {
   metrics_.postgresConnected.Set(1);
   log::info("connected to PostgreSQL {} (system {}, database \"{}\", WAL at {})", server.serverVersion, server.systemId,
             server.database, server.xlogPos.toString());
+  // pgoutput sends logical decoding messages from PostgreSQL 14 on: before, every pg_logical_emit_message would
+  // pass unseen while the slot moves past it. A setup error, not a silent loss.
+  if (config_.messages.enabled && server.serverVersion < 140000) {
+    throw SetupError(fmt::format(
+        "[messages] enabled = true, but PostgreSQL {} does not send logical decoding messages to pgoutput (it does "
+        "from 14 on): set messages.enabled = false and write events to an [[outbox]] table, or upgrade the server",
+        server.serverVersion / 10000));
+  }
   std::vector<const OutboxTableConfig*> tables;
   for (const auto& table : config_.outboxes) tables.push_back(&table);
   // OIDs name tables only within one cluster (a physical standby shares them): another system starts afresh.

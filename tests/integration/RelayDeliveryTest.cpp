@@ -163,6 +163,29 @@ TEST(RelayDelivery, LogicalMessagesBecomeEvents) {
   EXPECT_GT(byId[*rowId].offset, byId[id2].offset);
 }
 
+// pgoutput sends logical decoding messages from PostgreSQL 14 on: before, [messages] enabled is a setup error
+// naming the fix (a relay that streamed would let every message pass unseen); from 14 on the relay streams.
+TEST(RelayDelivery, LogicalMessagesNeedPostgres14) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "msgver");
+  std::string topicPrefix = uniqueName("t");
+  RelayConfigBuilder config;
+  config.addOutbox({table, topicPrefix + ".{aggregatetype}", {}, {}}).messages(topicPrefix + ".{aggregatetype}");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start(config.render());
+  if (std::stoi(*pg.scalar("SHOW server_version_num")) < 140000) {
+    auto status = relay->waitExit(60s);
+    ASSERT_TRUE(status) << "the relay streams with [messages] enabled from a server that sends none"
+                        << relay->logTail();
+    EXPECT_EQ(status->code, 2) << status->toString();
+    EXPECT_NE(relay->log().find("set messages.enabled = false"), std::string::npos) << relay->logTail();
+    EXPECT_FALSE(slotExists(pg, config.slot()));
+  } else {
+    ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+    EXPECT_TRUE(relay->running()) << relay->logTail();
+  }
+}
+
 TEST(RelayDelivery, ByteaAndNullPayloads) {
   PgConnection pg(pgUrl());
   std::string jsonTable = createOutboxTable(pg, "jnull");
