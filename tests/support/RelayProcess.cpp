@@ -60,6 +60,19 @@ std::string tomlString(const std::string& value) {
   return out + "\"";
 }
 
+namespace {
+// pgoutput sends logical decoding messages from PostgreSQL 14 on. A server that cannot be asked counts as one that
+// does (the relay's own error then says what is wrong).
+bool serverSendsMessages(const std::string& conninfo) {
+  try {
+    PgConnection pg(conninfo);
+    return std::stoi(pg.scalar("SHOW server_version_num").value_or("0")) >= 140000;
+  } catch (const std::exception&) {
+    return true;
+  }
+}
+}  // namespace
+
 RelayConfigBuilder::RelayConfigBuilder()
     : slot_(uniqueName("it_slot")),
       publication_(uniqueName("it_pub")),
@@ -162,7 +175,8 @@ std::string RelayConfigBuilder::render() const {
     }
   }
   if (messagesSection_) {
-    out << "\n[messages]\nenabled = " << (messagesEnabled_ ? "true" : "false") << "\n";
+    bool enabled = messagesEnabled_ ? *messagesEnabled_ : serverSendsMessages(conninfo_ ? *conninfo_ : pgUrl());
+    out << "\n[messages]\nenabled = " << (enabled ? "true" : "false") << "\n";
     out << "prefix = " << tomlString(messagePrefix_) << "\n";
     out << "topic = " << tomlString(messagesTopic_) << "\n";
     for (auto& [k, v] : messagesExtra_) out << k << " = " << v << "\n";
