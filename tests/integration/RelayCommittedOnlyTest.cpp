@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "support/RelayProcess.h"
 #include "support/TestEnv.h"
@@ -23,8 +24,11 @@ class RelayCommittedOnly : public ::testing::Test {
     pg_ = std::make_unique<PgConnection>(pgUrl());
     table_ = createOutboxTable(*pg_, "co");
     topic_ = uniqueName("t");
-    config_.addOutbox({table_, topic_ + ".{aggregatetype}", {}, {{"eventType", "type"}}})
-        .messages(topic_ + ".{aggregatetype}", {{"eventType", "type"}});
+    config_.addOutbox({table_, topic_ + ".{aggregatetype}", {}, {{"eventType", "type"}}});
+    // Before PostgreSQL 14 pgoutput sends no logical messages, and the relay refuses [messages] enabled there
+    // (RelayDelivery.LogicalMessagesNeedPostgres14): the messages the tests emit then stay unpublished.
+    serverSendsMessages_ = std::stoi(*pg_->scalar("SHOW server_version_num")) >= 140000;
+    if (serverSendsMessages_) config_.messages(topic_ + ".{aggregatetype}", {{"eventType", "type"}});
     cleanup_ =
         std::make_unique<ReplicationCleanup>(config_.slot(), config_.publication(), std::vector<std::string>{table_});
     relay_ = RelayProcess::start(config_.render());
@@ -72,6 +76,14 @@ class RelayCommittedOnly : public ::testing::Test {
     return labels();
   }
 
+  // `labels` without the labels of logical messages (`messageLabels`) on a server before PostgreSQL 14, where
+  // no message is published.
+  std::vector<std::string> expected(std::vector<std::string> labels, const std::set<std::string>& messageLabels) {
+    if (serverSendsMessages_) return labels;
+    std::erase_if(labels, [&](const std::string& l) { return messageLabels.count(l) > 0; });
+    return labels;
+  }
+
   std::vector<std::string> labels() {
     std::vector<std::string> out;
     for (auto& r : reader_->records()) {
@@ -93,6 +105,7 @@ class RelayCommittedOnly : public ::testing::Test {
   std::unique_ptr<RelayProcess> relay_;
   std::unique_ptr<TopicReader> reader_;
   int sentinels_ = 0;
+  bool serverSendsMessages_ = true;
 };
 
 using Labels = std::vector<std::string>;
@@ -105,7 +118,7 @@ TEST_F(RelayCommittedOnly, RolledBackTransactionPublishesNothing) {
   pg_->exec("BEGIN;" + insert("k", "failed-row"));
   EXPECT_THROW(pg_->exec("SELECT 1/0"), std::runtime_error);
   pg_->exec("ROLLBACK");
-  EXPECT_EQ(labelsThroughSentinel(), (Labels{"committed", "committed-message", "sentinel-0"}));
+  EXPECT_EQ(labelsThroughSentinel(), expected({"committed", "committed-message", "sentinel-0"}, {"committed-message"}));
 }
 
 TEST_F(RelayCommittedOnly, SubtransactionRolledBackToASavepointPublishesNothing) {
@@ -116,7 +129,7 @@ TEST_F(RelayCommittedOnly, SubtransactionRolledBackToASavepointPublishesNothing)
   pg_->exec("SAVEPOINT s3;" + insert("k", "gone-failed"));
   EXPECT_THROW(pg_->exec("SELECT 1/0"), std::runtime_error);
   pg_->exec("ROLLBACK TO SAVEPOINT s3;" + insert("k", "a5") + "COMMIT;");
-  EXPECT_EQ(labelsThroughSentinel(), (Labels{"a1", "a2", "a3", "a4", "a5", "sentinel-0"}));
+  EXPECT_EQ(labelsThroughSentinel(), expected({"a1", "a2", "a3", "a4", "a5", "sentinel-0"}, {"a4"}));
 }
 
 TEST_F(RelayCommittedOnly, PreparedTransactionPublishesOnlyAtCommitPrepared) {

@@ -61,17 +61,15 @@ std::string tomlString(const std::string& value) {
 }
 
 namespace {
-// PGURL's server sends logical decoding messages (PostgreSQL 14+). Asked once per test process.
-bool serverSendsLogicalMessages() {
-  static const bool sends = [] {
-    try {
-      PgConnection pg(pgUrl());
-      return std::stoi(pg.scalar("SHOW server_version_num").value_or("0")) >= 140000;
-    } catch (const std::exception&) {
-      return true;  // no server: the test fails on its own, with the reason
-    }
-  }();
-  return sends;
+// pgoutput sends logical decoding messages from PostgreSQL 14 on. A server that cannot be asked counts as one that
+// does (the relay's own error then says what is wrong).
+bool serverSendsMessages(const std::string& conninfo) {
+  try {
+    PgConnection pg(conninfo);
+    return std::stoi(pg.scalar("SHOW server_version_num").value_or("0")) >= 140000;
+  } catch (const std::exception&) {
+    return true;
+  }
 }
 }  // namespace
 
@@ -83,7 +81,6 @@ RelayConfigBuilder::RelayConfigBuilder()
   sourceExtra_ = {
       {"create_slot", "true"},       {"create_publication", "true"},      {"status_interval_ms", "1000"},
       {"slot_busy_retry_ms", "500"}, {"reconnect_backoff_min_ms", "200"}, {"reconnect_backoff_max_ms", "2000"}};
-  messagesEnabled_ = serverSendsLogicalMessages();
 }
 
 RelayConfigBuilder& RelayConfigBuilder::addOutbox(OutboxTableSpec spec) {
@@ -195,7 +192,8 @@ std::string RelayConfigBuilder::render() const {
     }
   }
   if (messagesSection_) {
-    out << "\n[messages]\nenabled = " << (messagesEnabled_ ? "true" : "false") << "\n";
+    bool enabled = messagesEnabled_ ? *messagesEnabled_ : serverSendsMessages(conninfo_ ? *conninfo_ : pgUrl());
+    out << "\n[messages]\nenabled = " << (enabled ? "true" : "false") << "\n";
     out << "prefix = " << tomlString(messagePrefix_) << "\n";
     out << "topic = " << tomlString(messagesTopic_) << "\n";
     for (auto& [k, v] : messagesExtra_) out << k << " = " << v << "\n";

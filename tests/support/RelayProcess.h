@@ -80,7 +80,8 @@ class RelayConfigBuilder {
   std::string slot_;
   std::string publication_;
   std::string messagePrefix_;
-  bool messagesEnabled_ = true;
+  // Unset: on where the server sends logical messages (PostgreSQL 14 on; the relay refuses them before).
+  std::optional<bool> messagesEnabled_;
   bool messagesSection_ = true;
   std::vector<std::pair<std::string, std::string>> messagesExtra_;
   std::string messagesTopic_;
