@@ -64,12 +64,16 @@ namespace {
 // pgoutput sends logical decoding messages from PostgreSQL 14 on. A server that cannot be asked counts as one that
 // does (the relay's own error then says what is wrong).
 bool serverSendsMessages(const std::string& conninfo) {
-  try {
-    PgConnection pg(conninfo);
-    return std::stoi(pg.scalar("SHOW server_version_num").value_or("0")) >= 140000;
-  } catch (const std::exception&) {
-    return true;
+  // A conninfo the test process cannot use itself (a role whose password is in a file, a client certificate):
+  // the stack's own URL names the same server.
+  for (const std::string& candidate : {conninfo, pgUrl()}) {
+    try {
+      PgConnection pg(candidate);
+      return std::stoi(pg.scalar("SHOW server_version_num").value_or("0")) >= 140000;
+    } catch (const std::exception&) {
+    }
   }
+  return true;
 }
 }  // namespace
 
