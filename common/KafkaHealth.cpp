@@ -29,7 +29,7 @@ std::optional<bool> kafkaStatsShowBrokerUp(const char* json, size_t length) {
 
 bool isKafkaConnectivityError(rd_kafka_resp_err_t err) {
   return err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL ||
-         err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
 }
 
 std::optional<std::string> scramDefectHint(rd_kafka_resp_err_t err, std::string_view mechanisms, int version,

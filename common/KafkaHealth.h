@@ -1,7 +1,7 @@
 #pragma once
 // What librdkafka tells both binaries about their connection to Kafka, read the same way:
 //   - kafkaStatsShowBrokerUp(): whether a broker connection is up, from the statistics JSON (stats_cb);
-//   - isKafkaConnectivityError(): an error_cb error meaning the client is refused by or cut off from Kafka;
+//   - isKafkaConnectivityError(): an error_cb error meaning Kafka refuses the client or none of its brokers is up;
 //   - logScramDefectHintOnce(): librdkafka before 2.6.1 cannot authenticate with SCRAM to Kafka 4.x brokers
 //     (confluentinc/librdkafka#4895: its client-final message repeats the client nonce, which Kafka 4 checks
 //     strictly), so "invalid credentials" there does not prove a wrong password.
@@ -20,8 +20,10 @@ namespace outbox {
 // not statistics.
 std::optional<bool> kafkaStatsShowBrokerUp(const char* json, size_t length);
 
-// Authentication failed (_AUTHENTICATION), the TLS handshake failed (_SSL), a broker connection broke (_TRANSPORT)
-// or no broker is up (_ALL_BROKERS_DOWN). librdkafka retries all of them by itself.
+// Kafka refuses the client or none of its brokers is up: authentication failed (_AUTHENTICATION), the TLS handshake
+// failed (_SSL), or _ALL_BROKERS_DOWN. Not _TRANSPORT: that is one broker connection (an idle one the broker closed,
+// one broker of several restarting), and when the last one goes, _ALL_BROKERS_DOWN follows. librdkafka retries all of
+// them by itself.
 bool isKafkaConnectivityError(rd_kafka_resp_err_t err);
 
 // The hint for `err` when it is an authentication failure, `mechanisms` (sasl.mechanisms) is SCRAM-* and `version`

@@ -419,9 +419,12 @@ void Sink::errorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaq
 }
 
 int Sink::statsCallback(rd_kafka_t*, char* json, size_t length, void* opaque) {
-  // A snapshot served after an error was taken after it (both come through the same queue, in order).
+  // A snapshot served after an error was taken after it (both come through the same queue, in order). Parsed only
+  // while it can change something.
+  auto* self = static_cast<Sink*>(opaque);
+  if (self->metrics_.kafkaUnavailable.Value() < 1) return 0;
   std::optional<bool> up = kafkaStatsShowBrokerUp(json, length);
-  if (up && *up) static_cast<Sink*>(opaque)->kafkaWorks("a broker up in librdkafka's statistics");
+  if (up && *up) self->kafkaWorks("a broker up in librdkafka's statistics");
   return 0;  // librdkafka frees the JSON
 }
 

@@ -50,7 +50,7 @@ outbox::HealthCheck sinkHealth(const outbox::sink::SinkMetrics& metrics) {
     if (metrics.kafkaUnavailable.Value() >= 1) {
       auto error = static_cast<rd_kafka_resp_err_t>(metrics.kafkaError.load());
       return outbox::HealthVerdict{
-          false, fmt::format("Kafka refuses the consumer or cannot be reached for {} s: {} ({}); see the log",
+          false, fmt::format("Kafka refuses the consumer or no broker is up for {} s: {} ({}); see the log",
                              static_cast<int64_t>(outbox::unixSecondsNow()) - metrics.kafkaUnavailableSince.load(),
                              rd_kafka_err2str(error), rd_kafka_err2name(error))};
     }

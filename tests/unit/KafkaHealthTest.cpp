@@ -25,11 +25,12 @@ TEST(KafkaHealth, StatisticsShowABrokerUpOnlyForARealBrokerInStateUp) {
   EXPECT_EQ(brokerUp(R"([1,2])"), std::nullopt);
 }
 
-TEST(KafkaHealth, ConnectivityErrorsAreAuthenticationTlsTransportAndAllBrokersDown) {
+TEST(KafkaHealth, ConnectivityErrorsAreAuthenticationTlsAndAllBrokersDown) {
   EXPECT_TRUE(isKafkaConnectivityError(RD_KAFKA_RESP_ERR__AUTHENTICATION));
   EXPECT_TRUE(isKafkaConnectivityError(RD_KAFKA_RESP_ERR__SSL));
-  EXPECT_TRUE(isKafkaConnectivityError(RD_KAFKA_RESP_ERR__TRANSPORT));
   EXPECT_TRUE(isKafkaConnectivityError(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN));
+  // One broker connection: an idle one closed, one broker of several away.
+  EXPECT_FALSE(isKafkaConnectivityError(RD_KAFKA_RESP_ERR__TRANSPORT));
   EXPECT_FALSE(isKafkaConnectivityError(RD_KAFKA_RESP_ERR__FATAL));
   EXPECT_FALSE(isKafkaConnectivityError(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED));
 }
