@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
 #include <stdexcept>
 
 #include "common/KafkaClientConfig.h"
+#include "common/KafkaHealth.h"
 #include "common/Log.h"
 
 namespace outbox {
@@ -192,15 +192,7 @@ void KafkaPublisher::setReachable(bool reachable) {
 
 int KafkaPublisher::statsCallback(rd_kafka_t*, char* json, size_t length, void* opaque) {
   auto* self = static_cast<KafkaPublisher*>(opaque);
-  // https://github.com/confluentinc/librdkafka/blob/master/STATISTICS.md: brokers.<name>.state is "UP" while
-  // connected; nodeid -1 marks the bootstrap placeholders, which say nothing about the cluster.
-  auto stats = nlohmann::json::parse(json, json + length, nullptr, false);
-  if (stats.is_discarded() || !stats.contains("brokers")) return 0;
-  bool up = false;
-  for (const auto& [name, broker] : stats["brokers"].items()) {
-    if (broker.value("nodeid", -1) >= 0 && broker.value("state", "") == "UP") up = true;
-  }
-  self->setReachable(up);
+  if (std::optional<bool> up = kafkaStatsShowBrokerUp(json, length)) self->setReachable(*up);
   return 0;  // librdkafka frees the JSON
 }
 
@@ -217,6 +209,7 @@ void KafkaPublisher::errorCallback(rd_kafka_t* rk, int err, const char* reason, 
   if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) self->setReachable(false);
   // Transient: librdkafka retries by itself (connection refused, broker restarting, ...).
   log::warn("kafka: {} ({})", reason, rd_kafka_err2name(code));
+  logScramDefectHintOnce(rk, code);
 }
 
 }  // namespace outbox

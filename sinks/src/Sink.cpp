@@ -9,6 +9,7 @@
 
 #include "common/Backoff.h"
 #include "common/KafkaClientConfig.h"
+#include "common/KafkaHealth.h"
 #include "common/Log.h"
 #include "common/UnixTime.h"
 
@@ -122,9 +123,13 @@ int Sink::run() {
     conf.set("enable.auto.offset.store", "false");
     conf.set("auto.offset.reset", config_.kafka.initialOffset);
     conf.set("enable.partition.eof", "false");
+    // Broker connection states arrive with the statistics: one way readiness learns Kafka works again.
+    conf.set("statistics.interval.ms", "1000");
     conf.setUser(config_.kafka.bootstrapServers, config_.kafka.properties, config_.kafka.secretValues);
     rd_kafka_conf_set_opaque(conf.native(), this);
     rd_kafka_conf_set_rebalance_cb(conf.native(), &Sink::rebalanceCallback);
+    rd_kafka_conf_set_error_cb(conf.native(), &Sink::errorCallback);
+    rd_kafka_conf_set_stats_cb(conf.native(), &Sink::statsCallback);
     consumer_ = conf.create(RD_KAFKA_CONSUMER, "the Kafka consumer");
     log::info("kafka consumer: {}", conf.describe());
   } catch (const std::exception& e) {
@@ -188,14 +193,11 @@ void Sink::handleMessage(rd_kafka_message_t* message) {
       log::warn("kafka: {}{}", rd_kafka_message_errstr(message),
                 message->rkt != nullptr ? fmt::format(" ({})", rd_kafka_topic_name(message->rkt)) : std::string());
     }
-    if (message->err == RD_KAFKA_RESP_ERR__FATAL) {
-      char reason[512];
-      rd_kafka_fatal_error(consumer_, reason, sizeof reason);
-      fail(kExitFailure, std::string("kafka: fatal consumer error: ") + reason);
-    }
+    if (message->err == RD_KAFKA_RESP_ERR__FATAL) kafkaFatal();
     rd_kafka_message_destroy(message);
     return;
   }
+  kafkaWorks("a record fetched");
   TopicPartition tp(rd_kafka_topic_name(message->rkt), message->partition);
   auto position = position_.find(tp);
   if (rewindNeeded_ || assigned_.count(tp) == 0 ||
@@ -370,6 +372,62 @@ void Sink::rewind() {
   }
 }
 
+void Sink::kafkaFatal() {
+  if (kafkaFatalReported_) return;
+  kafkaFatalReported_ = true;
+  char reason[512];
+  rd_kafka_fatal_error(consumer_, reason, sizeof reason);
+  fail(kExitFailure, std::string("kafka: fatal consumer error: ") + reason);
+}
+
+void Sink::kafkaUnavailable(rd_kafka_resp_err_t err) {
+  // A refused authentication or TLS handshake is the cause the operator must see: the broker connection it breaks and
+  // "all brokers down" that follow do not replace it in /readyz.
+  auto refusal = [](int e) { return e == RD_KAFKA_RESP_ERR__AUTHENTICATION || e == RD_KAFKA_RESP_ERR__SSL; };
+  if (refusal(err) || !refusal(metrics_.kafkaError.load())) metrics_.kafkaError.store(err);
+  if (metrics_.kafkaUnavailable.Value() >= 1) return;
+  metrics_.kafkaUnavailableSince.store(static_cast<int64_t>(unixSecondsNow()));
+  metrics_.kafkaUnavailable.Set(1);
+}
+
+void Sink::kafkaWorks(const char* evidence) {
+  if (metrics_.kafkaUnavailable.Value() < 1) return;
+  log::info("kafka: the consumer works again ({}) after {} s", evidence,
+            static_cast<int64_t>(unixSecondsNow()) - metrics_.kafkaUnavailableSince.load());
+  metrics_.kafkaUnavailable.Set(0);
+  metrics_.kafkaError.store(RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+void Sink::errorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+  // With an error_cb, librdkafka hands its client-level errors (broker connections, authentication, all brokers
+  // down) here instead of logging them; consumer errors, the fatal one included (librdkafka 2.0.2 raises it on the
+  // consumer group's queue), still come back from rd_kafka_consumer_poll() as messages: handleMessage().
+  auto* self = static_cast<Sink*>(opaque);
+  auto code = static_cast<rd_kafka_resp_err_t>(err);
+  if (code == RD_KAFKA_RESP_ERR__FATAL) {
+    self->kafkaFatal();
+    return;
+  }
+  if (code == RD_KAFKA_RESP_ERR__AUTHENTICATION || code == RD_KAFKA_RESP_ERR__SSL) {
+    // Configuration, not an outage: librdkafka retries, but only the operator can fix it.
+    log::error("kafka: {} ({}); retrying", reason, rd_kafka_err2name(code));
+  } else {
+    log::warn("kafka: {} ({})", reason, rd_kafka_err2name(code));
+  }
+  if (isKafkaConnectivityError(code)) self->kafkaUnavailable(code);
+  logScramDefectHintOnce(rk, code);
+}
+
+int Sink::statsCallback(rd_kafka_t*, char* json, size_t length, void* opaque) {
+  // A snapshot served after an error was taken after it (both come through the same queue, in order). Parsed only
+  // while it can change something.
+  auto* self = static_cast<Sink*>(opaque);
+  if (self->metrics_.kafkaUnavailable.Value() < 1) return 0;
+  std::optional<bool> up = kafkaStatsShowBrokerUp(json, length);
+  if (up && *up) self->kafkaWorks("a broker up in librdkafka's statistics");
+  return 0;  // librdkafka frees the JSON
+}
+
 void Sink::rebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* partitions,
                              void* opaque) {
   auto* self = static_cast<Sink*>(opaque);
@@ -397,6 +455,7 @@ void Sink::rebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_t
 }
 
 void Sink::onAssign(rd_kafka_topic_partition_list_t* partitions) {
+  kafkaWorks("partitions assigned");
   std::vector<TopicPartition> tps;
   for (int i = 0; i < partitions->cnt; ++i)
     tps.emplace_back(partitions->elems[i].topic, partitions->elems[i].partition);

@@ -51,6 +51,14 @@ class Sink {
  private:
   static void rebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* partitions,
                                 void* opaque);
+  // librdkafka's error_cb and stats_cb. Both run on this thread, inside rd_kafka_consumer_poll() (the main queue is
+  // forwarded to the consumer's).
+  static void errorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaque);
+  static int statsCallback(rd_kafka_t* rk, char* json, size_t length, void* opaque);
+  // Readiness: Kafka refuses the consumer or cannot be reached (`err`), or it demonstrably works again (`evidence`).
+  void kafkaUnavailable(rd_kafka_resp_err_t err);
+  void kafkaWorks(const char* evidence);
+  void kafkaFatal();
   void onAssign(rd_kafka_topic_partition_list_t* partitions);
   void onRevoke(rd_kafka_topic_partition_list_t* partitions);
 
@@ -78,6 +86,7 @@ class Sink {
   std::atomic<bool> stop_{false};
   int exitStatus_ = kExitOk;
   bool failed_ = false;
+  bool kafkaFatalReported_ = false;
 
   std::set<TopicPartition> assigned_;
   StoredOffsets stored_;                        // what the database holds, as of our last read or commit

@@ -44,6 +44,10 @@ SinkMetrics::SinkMetrics(const std::vector<ProjectionConfig>& projections)
       databaseWaiting(gauge(*registry_, "outbox_sink_database_waiting",
                             "1 while the sink waits out a database error that is not the data's fault (retried with "
                             "backoff, never dead-lettered; /readyz answers not ready); 0 again after a commit.")),
+      kafkaUnavailable(gauge(*registry_, "outbox_sink_kafka_unavailable",
+                             "1 while Kafka refuses the consumer or none of its brokers is up (authentication or TLS "
+                             "failure, all brokers down; /readyz answers not ready); 0 again once it demonstrably "
+                             "works: a record fetched, a partition assigned, a broker up in librdkafka's statistics.")),
       lastLoopTimestamp(gauge(*registry_, "outbox_sink_last_loop_timestamp_seconds",
                               "Unix time the event loop last went round (also while it waits out a backoff).")),
       appliedFamily_(BuildCounter()

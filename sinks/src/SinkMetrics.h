@@ -8,6 +8,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -48,7 +49,12 @@ class SinkMetrics {
   prometheus::Gauge& assignedPartitions;
   prometheus::Gauge& databaseConnected;
   prometheus::Gauge& databaseWaiting;
+  prometheus::Gauge& kafkaUnavailable;
   prometheus::Gauge& lastLoopTimestamp;
+  // Why Kafka is unavailable while kafkaUnavailable is 1, for /readyz: librdkafka's last error code and since when
+  // (Unix seconds). Written by the event loop, read by the admin server's threads.
+  std::atomic<int> kafkaError{0};
+  std::atomic<int64_t> kafkaUnavailableSince{0};
 
  private:
   prometheus::Family<prometheus::Counter>& appliedFamily_;

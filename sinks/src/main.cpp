@@ -1,5 +1,8 @@
 // outbox-sink: keeps CQRS read models in PostgreSQL up to date from the outbox topics, effectively once.
 // Thin: parse the command line, load the config, start the admin server, run the sink until a signal.
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+
 #include <memory>
 #include <string>
 
@@ -7,6 +10,7 @@
 #include "common/CommandLine.h"
 #include "common/Log.h"
 #include "common/StopSignals.h"
+#include "common/UnixTime.h"
 #include "src/Sink.h"
 #include "src/SinkConfig.h"
 #include "src/SinkMetrics.h"
@@ -33,8 +37,8 @@ Exit statuses: 0 stopped cleanly; 1 a fatal Kafka or database error; 2 configura
 See README.md for the configuration reference.
 )";
 
-// /healthz: the event loop went round recently. /readyz: connected to the read-model database, and not waiting out
-// a database error.
+// /healthz: the event loop went round recently. /readyz: connected to the read-model database, not waiting out a
+// database error, and Kafka neither refuses the consumer nor is out of reach (see Sink::errorCallback).
 outbox::HealthCheck sinkHealth(const outbox::sink::SinkMetrics& metrics) {
   outbox::HealthCheck health;
   health.live = outbox::loopAliveCheck(metrics.lastLoopTimestamp, 60);
@@ -42,6 +46,13 @@ outbox::HealthCheck sinkHealth(const outbox::sink::SinkMetrics& metrics) {
     if (metrics.databaseConnected.Value() < 1) return outbox::HealthVerdict{false, "read-model database unavailable"};
     if (metrics.databaseWaiting.Value() >= 1) {
       return outbox::HealthVerdict{false, "waiting out a read-model database error (see outbox_sink_db_errors_total)"};
+    }
+    if (metrics.kafkaUnavailable.Value() >= 1) {
+      auto error = static_cast<rd_kafka_resp_err_t>(metrics.kafkaError.load());
+      return outbox::HealthVerdict{
+          false, fmt::format("Kafka refuses the consumer or no broker is up for {} s: {} ({}); see the log",
+                             static_cast<int64_t>(outbox::unixSecondsNow()) - metrics.kafkaUnavailableSince.load(),
+                             rd_kafka_err2str(error), rd_kafka_err2name(error))};
     }
     return outbox::HealthVerdict{true, "ok"};
   };

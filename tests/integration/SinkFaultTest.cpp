@@ -228,3 +228,52 @@ TEST_F(SinkFaultTest, SinkReadModelDatabaseRestartedDuringALoad) {
   CommandResult metrics = runCommand({"/usr/bin/curl", "-s", "http://" + *sink->adminAddress() + "/metrics"}, 15s);
   EXPECT_THAT(metrics.output, Not(HasSubstr("outbox_sink_db_retries_total 0\n")));
 }
+
+// Kafka stopped under a running sink: /readyz answers 503 naming Kafka while no broker is up, 200 again once the
+// consumer works, and the events produced after Kafka's return are applied.
+TEST_F(SinkFaultTest, SinkIsNotReadyWhileKafkaIsDownAndReadyAgainAfter) {
+  std::unique_ptr<OrderReadModel> model;
+  {
+    PgConnection pg(pgUrl());
+    model = std::make_unique<OrderReadModel>(pg, prefix);
+  }
+  OrderStream stream(topic, prefix, 17);
+  std::vector<TestEvent> events = takeEvents(stream, 100);
+  produceAll(events);
+
+  SinkConfigBuilder config;
+  model->addProjections(config, topic);
+  config.metricsListen("127.0.0.1:0");
+  auto sink = SinkProcess::start(config.render());
+  ASSERT_TRUE(waitForStoredOffsets(config.group(), topic, 100, 60s)) << sink->logTail();
+  ASSERT_TRUE(waitFor([&] { return sink->adminAddress().has_value(); }, 30s)) << sink->logTail();
+  const std::string readyzUrl = "http://" + *sink->adminAddress() + "/readyz";
+  // The body, then the status on the last line.
+  auto readyz = [&] {
+    return runCommand({"/usr/bin/curl", "-s", "-S", "--max-time", "10", "-w", "\n%{http_code}", readyzUrl}, 15s).output;
+  };
+  auto answers = [&](const std::string& status) {
+    std::string answer = readyz();
+    return answer.size() >= status.size() + 1 &&
+           answer.compare(answer.size() - status.size() - 1, std::string::npos, "\n" + status) == 0;
+  };
+  ASSERT_TRUE(waitFor([&] { return answers("200"); }, 60s)) << readyz() << sink->logTail();
+
+  {
+    KafkaOutage outage;
+    EXPECT_TRUE(waitFor([&] { return answers("503"); }, 120s, 250ms)) << readyz() << sink->logTail();
+    EXPECT_THAT(readyz(), HasSubstr("Kafka"));
+    EXPECT_TRUE(sink->running());
+    outage.end();
+  }
+  EXPECT_TRUE(waitFor([&] { return answers("200"); }, 180s, 250ms)) << readyz() << sink->logTail();
+  EXPECT_THAT(sink->log(), HasSubstr("kafka: the consumer works again"));
+
+  std::vector<TestEvent> more = takeEvents(stream, 100);
+  produceAll(more);
+  events.insert(events.end(), more.begin(), more.end());
+  ASSERT_TRUE(waitForStoredOffsets(config.group(), topic, 200, 120s))
+      << storedOffsetSum(config.group(), topic) << " of 200\n"
+      << sink->logTail();
+  EXPECT_EQ(model->differences(events), "");
+}
