@@ -20,25 +20,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The relay logs "serving /metrics, /healthz and /readyz on HOST:PORT" at start (port 0 resolved).
-std::string adminAddress(RelayProcess& relay) {
-  constexpr std::string_view marker = "serving /metrics, /healthz and /readyz on ";
-  std::string address;
-  waitFor(
-      [&] {
-        std::string text = relay.log();
-        size_t at = text.find(marker);
-        if (at != std::string::npos) {
-          at += marker.size();
-          address = text.substr(at, text.find_first_of(" \n", at) - at);
-        }
-        return !address.empty() || !relay.running();
-      },
-      60s);
-  if (address.empty()) throw std::runtime_error("the relay never logged its metrics address");
-  return address;
-}
-
 int httpStatus(const std::string& address, const std::string& path) {
   CommandResult r = runCommand(
       {"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "http://" + address + path},
@@ -116,7 +97,7 @@ TEST(RelayHostileInput, HostileMessagesAreDeadLetteredAndTheRelayStaysUp) {
       .metricsListen("127.0.0.1:0");
   ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
   auto relay = RelayProcess::start("dead_letter_topic = \"" + deadLetters + "\"\n" + config.render());
-  std::string admin = adminAddress(*relay);
+  std::string admin = adminAddressOf(*relay);
   ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
 
   std::string prefix = sqlString(config.messagePrefix());
@@ -256,7 +237,7 @@ TEST(RelayHostileInput, ForgedMessagesAreRefusedAndMessagesAreOffByDefault) {
       .metricsListen("127.0.0.1:0");
   ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
   auto relay = RelayProcess::start("dead_letter_topic = \"" + deadLetters + "\"\n" + config.render());
-  std::string admin = adminAddress(*relay);
+  std::string admin = adminAddressOf(*relay);
   ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
   EXPECT_EQ(metric(admin, kIgnoredDisabled), 0.0) << "exported at 0 from the start";
 
@@ -355,7 +336,7 @@ TEST(RelayHostileInput, NonTransactionalMessagesAreIgnoredUnlessOptedIn) {
     if (publish) config.messagesOption("non_transactional", "\"publish\"");
     ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
     auto relay = RelayProcess::start(config.render());
-    std::string admin = adminAddress(*relay);
+    std::string admin = adminAddressOf(*relay);
     ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
     EXPECT_EQ(metric(admin, kIgnoredNonTransactional), 0.0) << "exported at 0 from the start";
 

@@ -123,30 +123,6 @@ void insertEvents(PgConnection& pg, int n, const std::string& tag) {
           "-' || g, 'OrderCreated', jsonb_build_object('n', g) FROM generate_series(1, " + std::to_string(n) + ") g");
 }
 
-// The relay logs "serving /metrics, /healthz and /readyz on HOST:PORT" at start (port 0 resolved).
-std::string metricsAddress(ChildProcess& relay) {
-  static const std::regex serving(R"(serving /metrics, /healthz and /readyz on ([0-9.]+:[0-9]+))");
-  std::string address;
-  waitFor(
-      [&] {
-        std::smatch m;
-        std::string log = relay.log();
-        if (std::regex_search(log, m, serving)) address = m[1];
-        return !address.empty() || !relay.running();
-      },
-      60s);
-  if (address.empty()) throw std::runtime_error("the relay never logged its metrics address");
-  return address;
-}
-
-std::optional<double> metricValue(const std::string& address, const std::string& name) {
-  CommandResult r = runCommand({"/usr/bin/curl", "-sS", "--max-time", "10", "http://" + address + "/metrics"}, 20s);
-  std::regex line("(^|\n)" + name + " ([0-9.e+-]+)");
-  std::smatch m;
-  if (!std::regex_search(r.output, m, line)) return std::nullopt;
-  return std::stod(m[2]);
-}
-
 // A relay config reading public.outbox of `db` as outbox_relay.
 RelayConfigBuilder relayConfig(SchemaDatabase& db, const std::string& topicPrefix) {
   RelayConfigBuilder config;
@@ -266,10 +242,10 @@ TEST(RelayLeastPrivilege, TheSchemaRoleHasOnlyItsGrantsAndTheRelayDeliversAsIt) 
                          sqlLiteral(config.slot()) + ")"),
             kRelayRole)
       << "the walsender runs as another role";
-  std::string address = metricsAddress(*relay);
+  std::string address = adminAddressOf(*relay);
   expectDelivered(writer, admin, topicPrefix, *relay);
   if (HasFatalFailure()) return;
-  EXPECT_TRUE(waitFor([&] { return metricValue(address, "outbox_relay_server_wal_lsn").value_or(0) > 0; }, 60s))
+  EXPECT_TRUE(waitFor([&] { return scrapeValue(address, "outbox_relay_server_wal_lsn").value_or(0) > 0; }, 60s))
       << "the lag probe (pg_current_wal_lsn() as outbox_relay) never answered\n"
       << relay->logTail();
   EXPECT_EQ(relay->log().find("permission denied"), std::string::npos) << relay->logTail();

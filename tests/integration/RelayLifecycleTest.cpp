@@ -24,31 +24,6 @@ void insertEvents(PgConnection& pg, const std::string& table, int n, const std::
           "-' || g, 'T', jsonb_build_object('n', g) FROM generate_series(1, " + std::to_string(n) + ") g");
 }
 
-// The relay logs "serving /metrics, /healthz and /readyz on HOST:PORT" at start (port 0 resolved).
-std::string metricsAddress(ChildProcess& relay) {
-  static const std::regex serving(R"(serving /metrics, /healthz and /readyz on ([0-9.]+:[0-9]+))");
-  std::string address;
-  waitFor(
-      [&] {
-        std::smatch m;
-        std::string log = relay.log();
-        if (std::regex_search(log, m, serving)) address = m[1];
-        return !address.empty() || !relay.running();
-      },
-      60s);
-  if (address.empty()) throw std::runtime_error("the relay never logged its metrics address");
-  return address;
-}
-
-// The value of an unlabelled metric on /metrics, nullopt when the series is absent.
-std::optional<double> metricValue(const std::string& address, const std::string& name) {
-  CommandResult r = runCommand({"/usr/bin/curl", "-sS", "--max-time", "10", "http://" + address + "/metrics"}, 20s);
-  std::regex line("(^|\n)" + name + " ([0-9.e+-]+)");
-  std::smatch m;
-  if (!std::regex_search(r.output, m, line)) return std::nullopt;
-  return std::stod(m[2]);
-}
-
 // Ends the walsender streaming `slot` and drops the slot before the relay's reconnect takes it again.
 void terminateAndDropSlot(PgConnection& pg, const std::string& slot) {
   bool dropped = waitFor(
@@ -132,8 +107,8 @@ TEST(RelayLifecycle, RenamedOutboxTableKeepsBeingRelayedAndARestartWithTheOldNam
   ReplicationCleanup cleanup(config.slot(), config.publication(), {table, renamed});
   auto relay = RelayProcess::start(config.render());
   ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
-  std::string address = metricsAddress(*relay);
-  EXPECT_EQ(metricValue(address, "outbox_relay_outbox_renamed_total"), 0.0) << "exported at 0 from the start";
+  std::string address = adminAddressOf(*relay);
+  EXPECT_EQ(scrapeValue(address, "outbox_relay_outbox_renamed_total"), 0.0) << "exported at 0 from the start";
 
   insertEvents(pg, "public." + table, 10, "before");
   pg.exec("ALTER TABLE public." + table + " RENAME TO " + renamed);
@@ -142,7 +117,7 @@ TEST(RelayLifecycle, RenamedOutboxTableKeepsBeingRelayedAndARestartWithTheOldNam
   ASSERT_EQ(rows.size(), 20u);
   TopicReader reader(kafkaBootstrap(), {topicPrefix + ".order"});
   EXPECT_TRUE(readUntilDelivered(reader, idsOf(rows), 2min)) << relay->logTail();
-  EXPECT_TRUE(waitFor([&] { return metricValue(address, "outbox_relay_outbox_renamed_total").value_or(0) >= 1; }, 30s))
+  EXPECT_TRUE(waitFor([&] { return scrapeValue(address, "outbox_relay_outbox_renamed_total").value_or(0) >= 1; }, 30s))
       << "the rename was not counted";
   EXPECT_NE(relay->log().find("arrives as public." + renamed + " (renamed)"), std::string::npos) << relay->logTail();
 

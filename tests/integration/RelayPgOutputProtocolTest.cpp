@@ -28,25 +28,6 @@ int expectedProtocol(int serverVersionNum) {
 
 int serverVersionNum(PgConnection& pg) { return std::stoi(pg.scalar("SHOW server_version_num").value_or("0")); }
 
-// The relay logs "serving /metrics, /healthz and /readyz on HOST:PORT" at start (port 0 resolved).
-std::string adminAddress(RelayProcess& relay) {
-  constexpr std::string_view marker = "serving /metrics, /healthz and /readyz on ";
-  std::string address;
-  waitFor(
-      [&] {
-        std::string text = relay.log();
-        size_t at = text.find(marker);
-        if (at != std::string::npos) {
-          at += marker.size();
-          address = text.substr(at, text.find_first_of(" \n", at) - at);
-        }
-        return !address.empty() || !relay.running();
-      },
-      60s);
-  if (address.empty()) throw std::runtime_error("the relay never logged its metrics address");
-  return address;
-}
-
 std::string scrape(const std::string& address) {
   return runCommand({"/usr/bin/curl", "-s", "--max-time", "10", "http://" + address + "/metrics"}, 15s).output;
 }
@@ -72,7 +53,7 @@ TEST(RelayPgOutputProtocol, ProtocolPerServerVersionInLogAndMetricAndAnEventIsDe
   if (version < 140000) config.disableMessages();  // PostgreSQL 13 sends none (see the test below)
   ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
   auto relay = RelayProcess::start(config.render());
-  std::string admin = adminAddress(*relay);
+  std::string admin = adminAddressOf(*relay);
   ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
 
   const std::string series = "outbox_relay_source_info{pgoutput_protocol=\"" + std::to_string(proto) +

@@ -142,25 +142,6 @@ SinkConfigBuilder sinkConfig(const Connections& c) {
   return config;
 }
 
-// The relay or the sink logs "serving /metrics, /healthz and /readyz on HOST:PORT" once its admin server runs.
-std::string adminAddressOf(ChildProcess& process) {
-  constexpr std::string_view marker = "serving /metrics, /healthz and /readyz on ";
-  std::string address;
-  waitFor(
-      [&] {
-        std::string text = process.log();
-        size_t at = text.find(marker);
-        if (at != std::string::npos) {
-          at += marker.size();
-          address = text.substr(at, text.find_first_of(" \n", at) - at);
-        }
-        return !address.empty() || !process.running();
-      },
-      60s);
-  if (address.empty()) throw std::runtime_error(process.label() + " never logged its admin address");
-  return address;
-}
-
 // The line of `text` around `at`, for a failure message.
 std::string lineAt(const std::string& text, size_t at) {
   if (at == std::string::npos) return "";

@@ -16,9 +16,11 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 namespace outbox::test {
@@ -909,6 +911,33 @@ std::set<std::string> idsOf(const std::map<std::string, OutboxRow>& rows) {
   std::set<std::string> ids;
   for (const auto& [id, row] : rows) ids.insert(id);
   return ids;
+}
+
+std::string adminAddressOf(ChildProcess& process) {
+  constexpr std::string_view marker = "serving /metrics, /healthz and /readyz on ";
+  std::string address;
+  waitFor(
+      [&] {
+        std::string text = process.log();
+        size_t at = text.find(marker);
+        if (at != std::string::npos) {
+          at += marker.size();
+          address = text.substr(at, text.find_first_of(" \n", at) - at);
+        }
+        return !address.empty() || !process.running();
+      },
+      std::chrono::seconds(60));
+  if (address.empty()) throw std::runtime_error(process.label() + " never logged its admin address");
+  return address;
+}
+
+std::optional<double> scrapeValue(const std::string& address, const std::string& name) {
+  CommandResult r = runCommand({"/usr/bin/curl", "-sS", "--max-time", "10", "http://" + address + "/metrics"},
+                               std::chrono::seconds(20));
+  std::regex line("(^|\n)" + name + " ([0-9.e+-]+)");
+  std::smatch m;
+  if (!std::regex_search(r.output, m, line)) return std::nullopt;
+  return std::stod(m[2]);
 }
 
 }  // namespace outbox::test

@@ -180,6 +180,12 @@ struct CommandResult {
 };
 CommandResult runCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
 
+// The relay or the sink logs "serving /metrics, /healthz and /readyz on HOST:PORT" once its admin server runs
+// (port 0 resolved): that HOST:PORT. Throws when the process exits or 60 s pass first.
+std::string adminAddressOf(ChildProcess& process);
+// The value of an unlabelled series in a scrape of http://ADDRESS/metrics; nullopt when it is absent.
+std::optional<double> scrapeValue(const std::string& address, const std::string& name);
+
 // scripts/devstack CMD (stop-kafka, start-kafka, ...) on the stack named by DEVSTACK_STATE; throws when it fails.
 void devstack(const std::string& command);
 
