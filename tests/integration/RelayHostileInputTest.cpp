@@ -39,34 +39,6 @@ const std::string kIgnoredDisabled = R"(outbox_relay_messages_ignored_total{reas
 const std::string kIgnoredNonTransactional = R"(outbox_relay_messages_ignored_total{reason="non_transactional"})";
 const std::string kMessagesDeadLettered = R"(outbox_relay_events_dead_lettered_total{table="message"})";
 
-std::string sqlString(const std::string& text) {
-  std::string out = "'";
-  for (char c : text) {
-    out += c;
-    if (c == '\'') out += '\'';
-  }
-  return out + "'";
-}
-
-// conninfo for `user` (password `password`) on the PGURL server and database.
-std::string conninfoAs(const std::string& user, const std::string& password) {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(pgUrl().c_str(), &error);
-  if (options == nullptr) {
-    std::string why = error ? error : "cannot parse PGURL";
-    PQfreemem(error);
-    throw std::runtime_error(why);
-  }
-  std::string conninfo;
-  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
-    std::string keyword = o->keyword;
-    if (o->val == nullptr || keyword == "user" || keyword == "password" || keyword == "passfile") continue;
-    conninfo += keyword + "=" + sqlString(o->val) + " ";
-  }
-  PQconninfoFree(options);
-  return conninfo + "user=" + user + " password=" + sqlString(password);
-}
-
 // Applies schema/outbox.sql as psql does (idempotent).
 void applyOutboxSchema() {
   CommandResult r = runCommand(
@@ -100,10 +72,10 @@ TEST(RelayHostileInput, HostileMessagesAreDeadLetteredAndTheRelayStaysUp) {
   std::string admin = adminAddressOf(*relay);
   ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
 
-  std::string prefix = sqlString(config.messagePrefix());
+  std::string prefix = sqlLiteral(config.messagePrefix());
   auto head = [&](const std::string& aggregateId) {
-    return sqlString(R"({"id":")" + newId(pg) + R"(","aggregatetype":"order","aggregateid":")" + aggregateId +
-                     R"(","payload":)");
+    return sqlLiteral(R"({"id":")" + newId(pg) + R"(","aggregatetype":"order","aggregateid":")" + aggregateId +
+                      R"(","payload":)");
   };
   // Built by the server, so the test sends a few hundred bytes of SQL, not 10 MB.
   pg.exec("SELECT pg_logical_emit_message(true, " + prefix + ", " + head("deep") +
@@ -116,7 +88,7 @@ TEST(RelayHostileInput, HostileMessagesAreDeadLetteredAndTheRelayStaysUp) {
           " || '\"', 'UTF8') || '\\xfffe'::bytea || convert_to('\"}', 'UTF8'))");
   std::string goodId = newId(pg);
   pg.exec("SELECT pg_logical_emit_message(true, " + prefix + ", " +
-          sqlString(R"({"id":")" + goodId + R"(","aggregatetype":"order","aggregateid":"ok","payload":{"n":1}})") +
+          sqlLiteral(R"({"id":")" + goodId + R"(","aggregatetype":"order","aggregateid":"ok","payload":{"n":1}})") +
           ")");
   Lsn end = currentWalLsn(pg);
 
@@ -169,7 +141,7 @@ TEST(RelayHostileInput, HostileMessagesAreDeadLetteredAndTheRelayStaysUp) {
   ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << again->logTail();
   std::string laterId = newId(pg);
   pg.exec("SELECT pg_logical_emit_message(true, " + prefix + ", " +
-          sqlString(R"({"id":")" + laterId + R"(","aggregatetype":"order","aggregateid":"ok","payload":2})") + ")");
+          sqlLiteral(R"({"id":")" + laterId + R"(","aggregatetype":"order","aggregateid":"ok","payload":2})") + ")");
   auto& after = orders.readUntil(2, 3min);
   ASSERT_EQ(after.size(), 2u) << again->logTail();
   EXPECT_EQ(header(after[1], "id"), laterId);
@@ -201,8 +173,8 @@ TEST(RelayHostileInput, ForgedMessagesAreRefusedAndMessagesAreOffByDefault) {
   std::string forged =
       R"({"id":"6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f11","aggregatetype":"payments","aggregateid":"p-1","type":"PaymentApproved","payload":{}})";
   {
-    PgConnection asForger(conninfoAs(forger, "forger-pw"));
-    for (const std::string& content : {sqlString(forged), sqlString(forged) + "::bytea"}) {
+    PgConnection asForger(pgConninfoWith({{"user", forger}, {"password", "forger-pw"}}));
+    for (const std::string& content : {sqlLiteral(forged), sqlLiteral(forged) + "::bytea"}) {
       try {
         asForger.exec("SELECT pg_logical_emit_message(true, 'outbox', " + content + ")");
         ADD_FAILURE() << "a role without grants emitted a logical message (" << content.substr(content.size() - 7)
@@ -221,7 +193,7 @@ TEST(RelayHostileInput, ForgedMessagesAreRefusedAndMessagesAreOffByDefault) {
     }
   }
   {
-    PgConnection asWriter(conninfoAs(writer, "writer-pw"));
+    PgConnection asWriter(pgConninfoWith({{"user", writer}, {"password", "writer-pw"}}));
     // Inside a transaction that rolls back: allowed, and publishes nothing anywhere.
     asWriter.exec("BEGIN; SELECT pg_logical_emit_message(true, 'it_writer_probe', '{}'); ROLLBACK");
   }
@@ -243,8 +215,8 @@ TEST(RelayHostileInput, ForgedMessagesAreRefusedAndMessagesAreOffByDefault) {
 
   // The default topic template would make outbox.event.<aggregatetype> of it.
   pg.exec("SELECT pg_logical_emit_message(true, 'outbox', " +
-          sqlString(R"({"id":"6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f12","aggregatetype":")" + aggregateType +
-                    R"(","aggregateid":"p-1","type":"PaymentApproved","payload":{}})") +
+          sqlLiteral(R"({"id":"6f1c5a3e-0c1e-4f8e-9b7a-2a4d1c0e9f12","aggregatetype":")" + aggregateType +
+                     R"(","aggregateid":"p-1","type":"PaymentApproved","payload":{}})") +
           ")");
   pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload) VALUES ('order', 'o-1', 'T', '{}')");
   TopicReader later(kafkaBootstrap(), {topicPrefix + ".order"});
@@ -287,16 +259,16 @@ TEST(RelayHostileInput, PayloadsArriveByteIdentical) {
   for (const std::string& payload : payloads) {
     std::string id = newId(pg);
     expected[id] = payload;
-    pg.exec("SELECT pg_logical_emit_message(true, " + sqlString(config.messagePrefix()) + ", " +
-            sqlString(R"({"payload": )" + payload + R"( , "type":"T\u00e9","aggregateid":"a-1","id":")" + id +
-                      R"(","aggregatetype":"order"})") +
+    pg.exec("SELECT pg_logical_emit_message(true, " + sqlLiteral(config.messagePrefix()) + ", " +
+            sqlLiteral(R"({"payload": )" + payload + R"( , "type":"T\u00e9","aggregateid":"a-1","id":")" + id +
+                       R"(","aggregatetype":"order"})") +
             ")");
   }
   for (const std::string& table : {jsonTable, textTable}) {
     for (const std::string& payload : {payloads[0], payloads[4], payloads[5]}) {
       std::string id = *pg.scalar("INSERT INTO " + table +
                                   " (aggregatetype, aggregateid, type, payload) VALUES ('order', 'a-1', 'T', " +
-                                  sqlString(payload) + ") RETURNING id");
+                                  sqlLiteral(payload) + ") RETURNING id");
       expected[id] = payload;
     }
   }
@@ -340,10 +312,10 @@ TEST(RelayHostileInput, NonTransactionalMessagesAreIgnoredUnlessOptedIn) {
     ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
     EXPECT_EQ(metric(admin, kIgnoredNonTransactional), 0.0) << "exported at 0 from the start";
 
-    std::string prefix = sqlString(config.messagePrefix());
+    std::string prefix = sqlLiteral(config.messagePrefix());
     auto message = [&](const std::string& id, const std::string& aggregateId) {
-      return sqlString(R"({"id":")" + id + R"(","aggregatetype":"order","aggregateid":")" + aggregateId +
-                       R"(","payload":{}})");
+      return sqlLiteral(R"({"id":")" + id + R"(","aggregatetype":"order","aggregateid":")" + aggregateId +
+                        R"(","payload":{}})");
     };
     std::string rolledBack = newId(pg), committed = newId(pg), transactional = newId(pg);
     pg.exec("BEGIN; SELECT pg_logical_emit_message(false, " + prefix + ", " + message(rolledBack, "rb") +

@@ -21,35 +21,6 @@ namespace {
 
 constexpr const char* kRelayRole = "outbox_relay";
 
-std::string sqlLiteral(const std::string& text) {
-  std::string out = "'";
-  for (char c : text) {
-    out += c;
-    if (c == '\'') out += '\'';
-  }
-  return out + "'";
-}
-
-// PGURL's server as a key=value conninfo for database `dbname`, as `user` (PGURL's own user when empty).
-std::string conninfoFor(const std::string& dbname, const std::string& user = "") {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(pgUrl().c_str(), &error);
-  if (options == nullptr) {
-    std::string why = error ? error : "cannot parse PGURL";
-    PQfreemem(error);
-    throw std::runtime_error(why);
-  }
-  std::string conninfo;
-  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
-    std::string keyword = o->keyword;
-    if (o->val == nullptr || keyword == "dbname" || (keyword == "user" && !user.empty())) continue;
-    conninfo += keyword + "=" + sqlLiteral(o->val) + " ";
-  }
-  PQconninfoFree(options);
-  if (!user.empty()) conninfo += "user=" + sqlLiteral(user) + " ";
-  return conninfo + "dbname=" + sqlLiteral(dbname);
-}
-
 // The SQLSTATE `sql` fails with, "" when it succeeds.
 std::string sqlState(PgConnection& pg, const std::string& sql) {
   PGresult* result = PQexec(pg.raw(), sql.c_str());
@@ -100,7 +71,9 @@ class SchemaDatabase {
   SchemaDatabase& operator=(const SchemaDatabase&) = delete;
 
   const std::string& name() const { return name_; }
-  std::string conninfo(const std::string& user = "") const { return conninfoFor(name_, user); }
+  std::string conninfo(const std::string& user = "") const {
+    return user.empty() ? pgConninfoWith({{"dbname", name_}}) : pgConninfoWith({{"dbname", name_}, {"user", user}});
+  }
   void dropSlotAtEnd(const std::string& slot) { slots_.push_back(slot); }
   // A new LOGIN role, dropped at the end.
   std::string createLoginRole(const std::string& prefix) {

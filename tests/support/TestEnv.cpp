@@ -25,6 +25,43 @@ std::string requireEnv(const char* name) {
 std::string pgUrl() { return requireEnv("PGURL"); }
 std::string kafkaBootstrap() { return requireEnv("KAFKA_BOOTSTRAP"); }
 
+std::string pgConninfoWith(const std::vector<std::pair<std::string, std::string>>& overrides) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(pgUrl().c_str(), &error);
+  if (options == nullptr) {
+    std::string why = error ? error : "cannot parse PGURL";
+    PQfreemem(error);
+    throw std::runtime_error(why);
+  }
+  // conninfo values: single-quoted, backslash before ' and \ (libpq's rules, not SQL's).
+  auto quoted = [](const std::string& value) {
+    std::string out = "'";
+    for (char c : value) {
+      if (c == '\'' || c == '\\') out += '\\';
+      out += c;
+    }
+    return out + "'";
+  };
+  std::string conninfo;
+  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    bool overridden = false;
+    for (const auto& [keyword, value] : overrides) overridden = overridden || keyword == o->keyword;
+    if (o->val != nullptr && !overridden) conninfo += std::string(o->keyword) + "=" + quoted(o->val) + " ";
+  }
+  PQconninfoFree(options);
+  for (const auto& [keyword, value] : overrides) conninfo += keyword + "=" + quoted(value) + " ";
+  return conninfo;
+}
+
+std::string sqlLiteral(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) {
+    out += c;
+    if (c == '\'') out += '\'';
+  }
+  return out + "'";
+}
+
 std::string uniqueName(const std::string& prefix) {
   static std::atomic<int> counter{0};
   return prefix + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + "_" +

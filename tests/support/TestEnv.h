@@ -21,6 +21,10 @@ namespace outbox::test {
 std::string requireEnv(const char* name);
 std::string pgUrl();
 std::string kafkaBootstrap();
+// PGURL as a key=value conninfo in which `overrides` replace (or add) keywords, e.g. {{"dbname", "x"}, {"user", "u"}}.
+std::string pgConninfoWith(const std::vector<std::pair<std::string, std::string>>& overrides);
+// `text` as an SQL string literal ('...', quotes doubled).
+std::string sqlLiteral(const std::string& text);
 // A name unique to this process and call, for topics, slots, tables.
 std::string uniqueName(const std::string& prefix);
 // A TCP port on 127.0.0.1 that was free a moment ago (for a server a test starts).
