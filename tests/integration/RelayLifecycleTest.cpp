@@ -3,8 +3,6 @@
 // happens, no event is skipped silently: the relay either keeps relaying or stops with exit status 2 and a log
 // line that names the problem and the fix, without confirming what it did not publish.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <regex>
@@ -43,26 +41,11 @@ void terminateAndDropSlot(PgConnection& pg, const std::string& slot) {
   ASSERT_TRUE(dropped) << "could not drop slot " << slot;
 }
 
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("cannot find a free port");
-  }
-  int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
-
 // A scratch PostgreSQL 15 cluster with wal_level = replica on a free port (run as the postgres user when root, as
 // scripts/devstack does); stopped and deleted when the guard goes away.
 class ReplicaWalCluster {
  public:
-  ReplicaWalCluster() : port_(freePort()) {
+  ReplicaWalCluster() : port_(freeLoopbackPort()) {
     char dir[] = "/tmp/outbox-it-walreplica-XXXXXX";
     if (::mkdtemp(dir) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = dir;
