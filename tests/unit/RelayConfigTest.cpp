@@ -352,7 +352,8 @@ TEST(RelayConfigValidation, OutboxTable) {
             "relay.toml:7:15: outbox[0].type_column: must not be empty; give a column name of the outbox table");
   EXPECT_EQ(onlyIssue(kMinimal + "outbox = 3\n" + kOutbox),
             "relay.toml:5:1: kafka.outbox: unknown key; remove it, or use one of: bootstrap_servers, "
-            "unsafe_overrides, properties, secret_files");
+            "unsafe_overrides, delivery, transactional_id, progress_topic, transaction_max_events, "
+            "transaction_max_bytes, transaction_max_ms, properties, secret_files");
   EXPECT_EQ(onlyIssue("outbox = 3\n" + kMinimal + kMessagesOn),
             "relay.toml:1:10: outbox: must be an array of tables, got an integer; write [[outbox]] above each entry");
   EXPECT_EQ(onlyIssue(kMinimal + "[outbox]\ntable = \"t\"\n" + kMessagesOn),
