@@ -118,7 +118,11 @@ bool Relay::eosPrepare(const ServerIdentity& server) {
             eos_.transactionalId, record->systemId, eos_.identity.systemId, eos_.transactionalId,
             config_.kafka.progressTopic));
       }
-      if (record->partial) {
+      if (record->partial && record->commitLsn == Lsn()) {
+        log::info("exactly-once: Kafka has the first {} events of the transaction committing at {}: resuming after "
+                  "them",
+                  record->partial->events, record->partial->commitLsn.toString());
+      } else if (record->partial) {
         log::info(
             "exactly-once: Kafka has everything up to the transaction committing at {} (end {}) and the first {} "
             "events of the one committing at {}: resuming after them",
