@@ -153,6 +153,10 @@ class Relay {
   // Aborts the open Kafka transaction (if any) and forgets what it held.
   void eosAbort(const std::string& why);
   void eosNeedAbort(std::string why);
+  // The Kafka transaction's bookkeeping emptied (after a commit, or before a new one).
+  void eosCloseTransaction();
+  // And what was in flight with it (an abort purged its records).
+  void eosForgetTransaction();
   // Forgets the producer and the progress (the slot was lost to another relay); without aborting anything.
   void eosDropProducer();
 

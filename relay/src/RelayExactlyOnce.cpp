@@ -188,14 +188,9 @@ bool Relay::eosEnsureOpen() {
          "kafka: " + result.message + "; stopping without confirming anything more");
     return false;
   }
+  eosCloseTransaction();
   eos_.open = true;
   eos_.openedAt = Clock::now();
-  eos_.events = 0;
-  eos_.bytes = 0;
-  eos_.counterBase = eos_.nextCounter;
-  eos_.produced.clear();
-  eos_.commitTimes.clear();
-  eos_.acknowledged.clear();
   return true;
 }
 
@@ -348,11 +343,7 @@ bool Relay::eosCommit() {
     it = it->first.first <= progress.commitLsn ? eos_.rejected.erase(it) : std::next(it);
   }
   eos_.committed = std::move(progress);
-  eos_.open = false;
-  eos_.produced.clear();
-  eos_.commitTimes.clear();
-  eos_.acknowledged.clear();
-  eos_.counterBase = eos_.nextCounter;
+  eosCloseTransaction();
   return true;
 }
 
@@ -367,17 +358,28 @@ void Relay::eosDropProducer() {
   eos_.initialized = false;
   eos_.ready = false;
   eos_.committed.reset();
+  eos_.rejected.clear();
+  eosForgetTransaction();
+  metrics_.transactionalProducerReady.Set(0);
+}
+
+void Relay::eosCloseTransaction() {
   eos_.open = false;
-  eos_.needAbort = false;
+  eos_.events = 0;
+  eos_.bytes = 0;
   eos_.produced.clear();
   eos_.commitTimes.clear();
   eos_.acknowledged.clear();
-  eos_.rejected.clear();
-  eos_.counterBase = eos_.nextCounter;
+  eos_.counterBase = eos_.nextCounter;  // a late report of one of its records matches nothing
+}
+
+void Relay::eosForgetTransaction() {
+  eosCloseTransaction();
+  eos_.needAbort = false;
+  eos_.abortReason.clear();
   deadLetters_.clear();
   pendingDeadLetters_.clear();
   inflight_.clear();
-  metrics_.transactionalProducerReady.Set(0);
 }
 
 void Relay::eosAbort(const std::string& why) {
@@ -398,16 +400,7 @@ void Relay::eosAbort(const std::string& why) {
     metrics_.kafkaTransactionsAborted.Increment();
     log::warn("exactly-once: aborted the Kafka transaction of {} records: {}", eos_.events, why);
   }
-  eos_.open = false;
-  eos_.needAbort = false;
-  eos_.abortReason.clear();
-  eos_.produced.clear();
-  eos_.commitTimes.clear();
-  eos_.acknowledged.clear();
-  eos_.counterBase = eos_.nextCounter;
-  deadLetters_.clear();
-  pendingDeadLetters_.clear();
-  inflight_.clear();
+  eosForgetTransaction();
 }
 
 }  // namespace outbox
