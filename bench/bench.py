@@ -427,7 +427,8 @@ listen = "127.0.0.1:{self.port}"
         except OSError:
             return None, None
         name = "outbox_relay_kafka_transactions_total"
-        return metric_labeled(text, name, 'outcome="committed"'), metric_labeled(text, name, 'outcome="aborted"')
+        return (int(metric_labeled(text, name, 'outcome="committed"')),
+                int(metric_labeled(text, name, 'outcome="aborted"')))
 
     def wait_visible(self, n, topic, timeout, poll=0.02):
         """Until n events were published and, in exactly-once mode, no Kafka transaction is open on the topic any
