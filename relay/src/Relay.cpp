@@ -99,6 +99,9 @@ int Relay::run() {
     try {
       connectAndStream();
     } catch (const SlotBusyError& e) {
+      // Exactly-once: another relay holds the slot and, once it initialised, our producer's epoch is stale. Taking
+      // the slot again starts with a new producer and the progress as Kafka has it then.
+      if (exactlyOnce()) eosDropProducer();
       metrics_.standby.Set(1);
       metrics_.streaming.Set(0);
       metrics_.postgresConnected.Set(0);  // the connection that found the slot busy is closed below
@@ -258,7 +261,8 @@ void Relay::streamLoop() {
 
     int read = 0;
     bool idle = false;
-    while (!backpressured() && read < 4096 && !failedStatus_ && !(exactlyOnce() && eosShouldCommit(false))) {
+    while (!backpressured() && read < 4096 && !failedStatus_ &&
+           !(exactlyOnce() && (eos_.needAbort || eosShouldCommit(false)))) {
       std::string_view data;
       if (stream_->read(data) == ReplicationStream::ReadStatus::WouldBlock) {
         idle = true;
@@ -559,10 +563,20 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
   // Exactly-once: a record's opaque is its counter in the Kafka transaction (eos_.produced), not its transaction.
   uint64_t opaqueId = txn;
   if (exactlyOnce()) {
-    if (!eosEnsureOpen()) return;
-    if (auto rejectedCode = eosRejected()) {
-      // Refused for its content in a transaction that was aborted for it: its dead letter takes its place now.
-      deadLetterRejected(txn, record.bytes(), *rejectedCode, record, false);
+    auto rejected = eosRejected();
+    if (rejected && rejected->confirmed) {
+      // Refused alone for its content in a transaction that was aborted for it: its dead letter takes its place.
+      if (!eosEnsureOpen()) return;
+      deadLetterRejected(txn, record.bytes(), rejected->error, record, false);
+      return;
+    }
+    if (rejected) {
+      // A suspect: what comes before it commits first, then it goes alone in a Kafka transaction of its own (one
+      // record, one batch), committed at once below.
+      if (eos_.open && !eosCommit()) return;  // an abort, a failure or a stop: the loop handles it
+      if (!eosEnsureOpen()) return;
+      eos_.isolating = true;
+    } else if (!eosEnsureOpen()) {
       return;
     }
     opaqueId = eos_.nextCounter;
@@ -571,7 +585,10 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
     switch (publisher_->produce(record, packOpaque(opaqueId, labels), error, code)) {
       case KafkaPublisher::ProduceStatus::Queued:
         inflight_.addEvent(txn, record.bytes());
-        if (exactlyOnce()) eosProduced(txn, record.bytes(), labels);
+        if (exactlyOnce()) {
+          eosProduced(txn, record.bytes(), labels);
+          if (eos_.isolating) eosCommit();  // failing, it sets needAbort (the loop aborts and replays)
+        }
         return;
       case KafkaPublisher::ProduceStatus::QueueFull:
         metrics_.publishErrors("queue_full").Increment();
@@ -580,6 +597,12 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
       case KafkaPublisher::ProduceStatus::Failed:
         if (KafkaPublisher::contentRejection(code) && record.topic != config_.deadLetterTopic) {
           deadLetterRejected(txn, record.bytes(), code, record, false);
+          return;
+        }
+        if (exactlyOnce() && code == RD_KAFKA_RESP_ERR__STATE) {
+          // A failed delivery made the Kafka transaction abortable: librdkafka takes no more records until the
+          // abort, and the replay publishes this one.
+          eosNeedAbort("the Kafka transaction became abortable: " + error);
           return;
         }
         metrics_.publishErrors("produce_failed").Increment();

@@ -30,6 +30,12 @@ using std::chrono::milliseconds;
 constexpr uint64_t kSequenceMask = (uint64_t{1} << 48) - 1;
 constexpr int kTransactionCallMs = 500;  // each blocking librdkafka call; the loop keeps PostgreSQL served between
 
+bool isAuthorizationError(rd_kafka_resp_err_t error) {
+  return error == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+         error == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED ||
+         error == RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+}
+
 std::string authorizationHint(const std::string& message, const std::string& transactionalId) {
   if (message.find("AUTHORIZATION") == std::string::npos) return "";
   return "; grant the relay's Kafka principal Write and Describe on TransactionalId \"" + transactionalId +
@@ -112,7 +118,11 @@ bool Relay::eosPrepare(const ServerIdentity& server) {
             eos_.transactionalId, record->systemId, eos_.identity.systemId, eos_.transactionalId,
             config_.kafka.progressTopic));
       }
-      if (record->partial) {
+      if (record->partial && record->commitLsn == Lsn()) {
+        log::info("exactly-once: Kafka has the first {} events of the transaction committing at {}: resuming after "
+                  "them",
+                  record->partial->events, record->partial->commitLsn.toString());
+      } else if (record->partial) {
         log::info(
             "exactly-once: Kafka has everything up to the transaction committing at {} (end {}) and the first {} "
             "events of the one committing at {}: resuming after them",
@@ -178,14 +188,9 @@ bool Relay::eosEnsureOpen() {
          "kafka: " + result.message + "; stopping without confirming anything more");
     return false;
   }
+  eosCloseTransaction();
   eos_.open = true;
   eos_.openedAt = Clock::now();
-  eos_.events = 0;
-  eos_.bytes = 0;
-  eos_.counterBase = eos_.nextCounter;
-  eos_.produced.clear();
-  eos_.commitTimes.clear();
-  eos_.acknowledged.clear();
   return true;
 }
 
@@ -196,10 +201,10 @@ void Relay::eosProduced(InflightTransactions::Sequence txn, uint64_t bytes, uint
   eos_.bytes += bytes;
 }
 
-std::optional<rd_kafka_resp_err_t> Relay::eosRejected() const {
+std::optional<Relay::EosRejected> Relay::eosRejected() const {
   auto it = eos_.rejected.find({eos_.unit, eos_.eventIndex});
   if (it == eos_.rejected.end()) return std::nullopt;
-  return it->second;
+  return EosRejected{it->second.error, it->second.confirmed};
 }
 
 void Relay::eosNeedAbort(std::string why) {
@@ -218,12 +223,24 @@ void Relay::eosOnDelivery(const KafkaPublisher::Delivery& delivery) {
     if (KafkaPublisher::contentRejection(delivery.error) && delivery.topic != config_.deadLetterTopic) {
       // librdkafka makes the whole transaction abortable. The replay sends this event's dead letter in its place,
       // in the same transaction as the events around it.
-      eos_.rejected[{event.unit, event.index}] = delivery.error;
-      log::warn("exactly-once: Kafka refused event {} of the transaction committing at {} (topic \"{}\"): {}; "
-                "aborting the Kafka transaction, the replay dead-letters it",
-                event.index, event.unit.toString(), delivery.topic, rd_kafka_err2str(delivery.error));
+      auto& rejection = eos_.rejected[{event.unit, event.index}];
+      rejection.error = delivery.error;
+      // Refused in a transaction of its own: its own fault. Else perhaps only its batch's.
+      rejection.confirmed = eos_.isolating;
+      log::warn("exactly-once: Kafka refused event {} of the transaction committing at {} (topic \"{}\"{}): {}; "
+                "aborting the Kafka transaction: the replay {}",
+                event.index, event.unit.toString(), delivery.topic, eos_.isolating ? ", sent alone" : "",
+                rd_kafka_err2str(delivery.error),
+                eos_.isolating ? "dead-letters it" : "sends it alone to tell whether it or its batch was refused");
       eos_.abortForRejection = true;
       eosNeedAbort("Kafka refused a record for its content");
+      return;
+    }
+    if (isAuthorizationError(delivery.error)) {
+      // Not cured by a replay: stop as at-least-once does, confirming nothing of this transaction.
+      fail(kExitDeliveryFailed, std::string("kafka: an event to topic \"") + std::string(delivery.topic) +
+                                    "\" failed permanently: " + rd_kafka_err2str(delivery.error) +
+                                    "; stopping without confirming it (it is re-sent after a restart)");
       return;
     }
     if (KafkaPublisher::contentRejection(delivery.error)) {
@@ -327,16 +344,52 @@ bool Relay::eosCommit() {
   }
   // Only now may PostgreSQL hear of it: the flush LSN follows the committed progress.
   if (progress.endLsn > eos_.confirmed) eos_.confirmed = progress.endLsn;
+  if (eos_.isolating && !eos_.produced.empty()) {
+    // The suspect went through alone: it was its batch, not the event.
+    eos_.rejected.erase({eos_.produced.front().unit, eos_.produced.front().index});
+  }
   for (auto it = eos_.rejected.begin(); it != eos_.rejected.end();) {
     it = it->first.first <= progress.commitLsn ? eos_.rejected.erase(it) : std::next(it);
   }
   eos_.committed = std::move(progress);
+  eosCloseTransaction();
+  return true;
+}
+
+void Relay::eosDropProducer() {
+  if (!publisher_) return;
+  if (eos_.open) {
+    log::warn("exactly-once: the slot is held by another relay: dropping the open Kafka transaction of {} records "
+              "(aborted by the relay that initialised the transactional id after this one)",
+              eos_.events);
+  }
+  publisher_.reset();
+  eos_.initialized = false;
+  eos_.ready = false;
+  eos_.committed.reset();
+  eos_.rejected.clear();
+  eosForgetTransaction();
+  metrics_.transactionalProducerReady.Set(0);
+}
+
+void Relay::eosCloseTransaction() {
   eos_.open = false;
+  eos_.isolating = false;
+  eos_.events = 0;
+  eos_.bytes = 0;
   eos_.produced.clear();
   eos_.commitTimes.clear();
   eos_.acknowledged.clear();
-  eos_.counterBase = eos_.nextCounter;
-  return true;
+  eos_.counterBase = eos_.nextCounter;  // a late report of one of its records matches nothing
+}
+
+void Relay::eosForgetTransaction() {
+  eosCloseTransaction();
+  eos_.needAbort = false;
+  eos_.abortReason.clear();
+  deadLetters_.clear();
+  pendingDeadLetters_.clear();
+  inflight_.clear();
 }
 
 void Relay::eosAbort(const std::string& why) {
@@ -357,16 +410,7 @@ void Relay::eosAbort(const std::string& why) {
     metrics_.kafkaTransactionsAborted.Increment();
     log::warn("exactly-once: aborted the Kafka transaction of {} records: {}", eos_.events, why);
   }
-  eos_.open = false;
-  eos_.needAbort = false;
-  eos_.abortReason.clear();
-  eos_.produced.clear();
-  eos_.commitTimes.clear();
-  eos_.acknowledged.clear();
-  eos_.counterBase = eos_.nextCounter;
-  deadLetters_.clear();
-  pendingDeadLetters_.clear();
-  inflight_.clear();
+  eosForgetTransaction();
 }
 
 }  // namespace outbox
