@@ -93,21 +93,113 @@ def kafka_count(bootstrap, topic):
         return 0
 
 
+END_RE = re.compile(r"Reached end of topic (\S+) \[(\d+)\] at offset (\d+)")
+
+
+def kafka_consumer_ends(bootstrap, topic, partitions=3):
+    """{isolation level: {partition: end offset}} as a consumer sees them (kcat -Q is a producer, to which
+    isolation.level means nothing): read_committed ends at the last stable offset, below the first open
+    transaction; read_uncommitted at the high watermark. Equal on every partition = no transaction open."""
+    procs = {iso: subprocess.Popen(["kcat", "-C", "-b", bootstrap, "-X", f"isolation.level={iso}",
+                                    "-X", "fetch.wait.max.ms=5", "-t", topic, "-o", "end", "-e", "-f", ""],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for iso in ("read_committed", "read_uncommitted")}
+    ends = {}
+    for iso, p in procs.items():
+        _, err = p.communicate(timeout=60)
+        ends[iso] = {int(m.group(2)): int(m.group(3)) for m in END_RE.finditer(err) if m.group(1) == topic}
+        if p.returncode != 0 or len(ends[iso]) != partitions:
+            raise BenchError(f"kcat -C -o end {topic} ({iso}): {err.strip()[-300:]}")
+    return ends
+
+
+def kafka_committed_count(bootstrap, topic, start=None, partitions=3):
+    """Records a read_committed consumer reads from start (default: the beginning) to the end of each partition.
+    In exactly-once mode this is the count to check: end offsets also count the transaction markers."""
+    total = 0
+    for p in range(partitions):
+        r = subprocess.run(["kcat", "-C", "-b", bootstrap, "-X", "isolation.level=read_committed", "-t", topic,
+                            "-p", str(p), "-o", str(start[p]) if start else "beginning", "-e", "-q", "-f", "\n"],
+                           capture_output=True, timeout=900)
+        if r.returncode != 0:
+            raise BenchError(f"kcat -C {topic}:{p}: {r.stderr.decode(errors='replace').strip()[-300:]}")
+        total += r.stdout.count(b"\n")
+    return total
+
+
 def kafka_latencies_ms(bootstrap, topic, start, end):
-    """Broker LogAppendTime minus the insert timestamp ("ts", microseconds) in each record's payload."""
+    """Broker LogAppendTime minus the insert timestamp ("ts", microseconds) in each record's payload. In exactly-once
+    mode the append time is before the transaction commits: VisibleConsumer measures when a record becomes visible."""
     lat = []
     for p, s in start.items():
-        n = end[p] - s
+        n = end[p] - s  # an upper bound in exactly-once mode (markers take offsets); -e stops at the end
         if n <= 0:
             continue
-        r = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-p", str(p), "-o", str(s), "-c", str(n),
-                            "-e", "-q", "-f", "%T %s\n"], capture_output=True, timeout=600)
+        r = subprocess.run(["kcat", "-C", "-b", bootstrap, "-X", "isolation.level=read_committed", "-t", topic,
+                            "-p", str(p), "-o", str(s), "-c", str(n), "-e", "-q", "-f", "%T %s\n"],
+                           capture_output=True, timeout=600)
         for line in r.stdout.split(b"\n"):
             sp = line.find(b" ")
             m = TS_RE.search(line)
             if sp > 0 and m:
                 lat.append(int(line[:sp]) - int(m.group(1)) / 1000.0)
     return lat
+
+
+class VisibleConsumer:
+    """Live read_committed consumers (one kcat per partition, from given offsets) that stamp each record with the
+    wall clock when it arrives: latency = arrival − the payload's ts (clock_timestamp() at INSERT, same machine and
+    clock). This is PostgreSQL commit → visible to a read_committed consumer, the same for both delivery modes (in
+    exactly-once mode a record is visible only once its Kafka transaction committed). librdkafka's consumer
+    defaults otherwise (fetch.wait.max.ms 500, fetch.min.bytes 1: the broker answers a waiting fetch as soon as
+    records, or a commit marker that makes them stable, are appended)."""
+
+    def __init__(self, bootstrap, topic, start):
+        self.lat, self.lock, self.procs, self.threads = [], threading.Lock(), [], []
+        for p, off in sorted(start.items()):
+            proc = subprocess.Popen(["kcat", "-C", "-u", "-q", "-b", bootstrap, "-X", "isolation.level=read_committed",
+                                     "-t", topic, "-p", str(p), "-o", str(off), "-f", "%s\n"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            t = threading.Thread(target=self._read, args=(proc,), daemon=True)
+            t.start()
+            self.procs.append(proc)
+            self.threads.append(t)
+
+    def _read(self, proc):
+        fd, rest = proc.stdout.fileno(), b""
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            now_ms = time.time() * 1000.0
+            if not chunk:
+                return
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            got = [now_ms - int(m.group(1)) / 1000.0 for m in map(TS_RE.search, lines) if m]
+            with self.lock:
+                self.lat.extend(got)
+
+    def count(self):
+        with self.lock:
+            return len(self.lat)
+
+    def wait_count(self, n, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.count() < n:
+            time.sleep(0.05)
+        return self.count() >= n
+
+    def stop(self):
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for t in self.threads:
+            t.join(10)
+        with self.lock:
+            return list(self.lat)
 
 
 def proc_cpu_seconds(pid):
@@ -265,9 +357,34 @@ def lat_summary(lat):
 # Contenders
 
 
+def metric_labeled(text, name, label):
+    """The sum of a metric's samples that carry label (e.g. 'outcome="committed"')."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line.split("}", 1)[0]:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+DELIVERIES = ("at_least_once", "exactly_once")
+
+
+def deliveries(opt):
+    return list(DELIVERIES) if opt == "both" else [opt]
+
+
 class Relay:
-    def __init__(self, bench, slot, publication, topic_prefix, name, extra_cmd=None):
-        self.b, self.slot = bench, slot
+    def __init__(self, bench, slot, publication, topic_prefix, name, extra_cmd=None, delivery="at_least_once"):
+        self.b, self.slot, self.delivery = bench, slot, delivery
+        kafka_extra = ""
+        if delivery == "exactly_once":
+            # The interface's defaults (transaction_max_events 10000, _bytes 8 MiB, _ms 100; transactional_id
+            # outbox-relay.<database>.<slot>, unique per slot and so per run), a progress topic per run, and what
+            # --eos-option overrides.
+            kafka_extra = f'delivery = "exactly_once"\nprogress_topic = "bench{bench.run_id}.progress"\n'
+            for kv in bench.a.eos_option:
+                k, v = kv.split("=", 1)
+                kafka_extra += f"{k} = {v}\n"
         self.port = free_port()
         self.cfg = os.path.join(bench.work, f"relay-{name}.toml")
         self.log = os.path.join(bench.work, f"relay-{name}.log")
@@ -283,7 +400,7 @@ create_publication = false
 lag_poll_interval_ms = 1000
 [kafka]
 bootstrap_servers = "{bench.bootstrap}"
-[[outbox]]
+{kafka_extra}[[outbox]]
 table = "public.{bench.table}"
 topic = "{topic_prefix}outbox.event.{{aggregatetype}}"
 [outbox.headers]
@@ -302,6 +419,33 @@ listen = "127.0.0.1:{self.port}"
             return metric_sum(scrape(self.port), "outbox_relay_events_published_total")
         except OSError:
             return 0.0
+
+    def transactions(self):
+        """(committed, aborted) Kafka transactions so far (exactly-once mode)."""
+        try:
+            text = scrape(self.port)
+        except OSError:
+            return None, None
+        name = "outbox_relay_kafka_transactions_total"
+        return (int(metric_labeled(text, name, 'outcome="committed"')),
+                int(metric_labeled(text, name, 'outcome="aborted"')))
+
+    def wait_visible(self, n, topic, timeout, poll=0.02):
+        """Until n events were published and, in exactly-once mode, no Kafka transaction is open on the topic any
+        more (last stable offset = high watermark on every partition), i.e. the last one committed: the time the
+        events became visible to read_committed consumers. At-least-once: wait_count."""
+        done = self.wait_count(n, timeout)
+        if self.delivery != "exactly_once":
+            return done
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ends = kafka_consumer_ends(self.b.bootstrap, topic)
+            if ends["read_committed"] == ends["read_uncommitted"]:
+                return time.monotonic()  # at the latest (the answer takes ~60 ms): never flatters the mode
+            if self.proc.poll() is not None:
+                raise BenchError(f"relay exited with {self.proc.returncode}: see {self.log}")
+            time.sleep(poll)
+        raise BenchError(f"a Kafka transaction on {topic} stayed open for {timeout}s: see {self.log}")
 
     def ready(self):
         try:
@@ -409,6 +553,9 @@ class Debezium:
 
 
 PAYLOAD_NOTE = "n" * 150  # makes the jsonb payload text about 300 bytes
+# The relay's name in the results (at-least-once keeps the name it had before the modes) and its slot's.
+RELAY_NAMES = {"at_least_once": "relay", "exactly_once": "relay_exactly_once"}
+SLOT_NAMES = {"at_least_once": "relay", "exactly_once": "eos"}
 
 
 class Bench:
@@ -425,6 +572,7 @@ class Bench:
         self.pub = f"bench_pub_{self.run_id}"          # FOR TABLE ... WITH (publish = 'insert'), as the relay's
         self.pub_dbz = f"bench_dbz_{self.run_id}"      # FOR TABLE ..., as Debezium's publication.autocreate filtered
         self.relay_prefix = f"bench{self.run_id}.relay."
+        self.eos_prefix = f"bench{self.run_id}.eos."      # the relay in exactly-once mode
         self.dbz_prefix = f"bench{self.run_id}.dbz."
         self.slots = []
         self.work = tempfile.mkdtemp(prefix=f"outbox-bench-{self.run_id}-")
@@ -437,6 +585,9 @@ class Bench:
     def check(self, name, ok, detail=""):
         self.checks.append((name, bool(ok), detail))
         log(f"{'PASS' if ok else 'FAIL'} {name} {detail}")
+
+    def prefix_of(self, mode):
+        return self.eos_prefix if mode == "exactly_once" else self.relay_prefix
 
     def slot_of(self, name):
         """The contender's slot, created now if the backlog phase did not run."""
@@ -458,6 +609,8 @@ class Bench:
         self.pg.sql(f"CREATE PUBLICATION {self.pub_dbz} FOR TABLE public.{self.table}")
         if self.a.create_topics:
             topics = [f"{self.relay_prefix}outbox.event.order"]
+            if "exactly_once" in deliveries(self.a.delivery) + deliveries(self.a.live_delivery):
+                topics.append(f"{self.eos_prefix}outbox.event.order")
             if self.a.with_debezium:
                 topics.append(f"{self.dbz_prefix}outbox.event.order")
             r = subprocess.run(["java", "-cp", self.debezium_cp, "dev.outboxrelay.bench.DebeziumContender", "topics",
@@ -532,7 +685,10 @@ class Bench:
     def phase_backlog(self):
         n = self.a.events
         clients = self.a.clients
-        slots = {"pg_recvlogical": self.slot("recvlogical"), "relay": self.slot("relay")}
+        slots = {"pg_recvlogical": self.slot("recvlogical")}
+        modes = deliveries(self.a.delivery)
+        for mode in modes:
+            slots[RELAY_NAMES[mode]] = self.slot(SLOT_NAMES[mode])
         if self.a.with_debezium:
             slots["debezium"] = self.slot("debezium")
         if self.a.profile:
@@ -565,23 +721,43 @@ class Bench:
             "peak_rss_mb": round(ru.ru_maxrss / 1024, 1), "walsender_cpu_s": wcpu,
             "context_switches": ru.ru_nvcsw + ru.ru_nivcsw}
 
-        # The relay.
-        log("backlog: outbox-relay")
-        relay = Relay(self, slots["relay"], self.pub, self.relay_prefix, "backlog")
-        ws = self.walsender_sampler(slots["relay"], relay.proc)
-        done = relay.wait_count(n, timeout=self.a.timeout)
-        secs = done - relay.t0
-        cpu, hwm = relay.usage()
-        csw = proc_context_switches(relay.pid)
-        wcpu, _ = ws.stop() if ws else (None, None)
-        published = relay.published()
-        relay.stop()
-        in_kafka = kafka_count(self.bootstrap, f"{self.relay_prefix}outbox.event.order")
-        self.check("backlog: relay published every event", published == n, f"{published:.0f} of {n}")
-        self.check("backlog: every event is in Kafka (end offsets)", in_kafka == n, f"{in_kafka} of {n}")
-        res["contenders"]["relay"] = {"seconds": round(secs, 2), "events_per_s": round(n / secs),
-                                      "cpu_s": round(cpu, 2), "peak_rss_mb": round(hwm / 1024, 1),
-                                      "walsender_cpu_s": wcpu, "kafka_records": in_kafka, "context_switches": csw}
+        # The relay, in each delivery mode, each from its own slot.
+        for mode in modes:
+            name = RELAY_NAMES[mode]
+            eos = mode == "exactly_once"
+            log(f"backlog: outbox-relay ({mode})")
+            topic = f"{self.prefix_of(mode)}outbox.event.order"
+            relay = Relay(self, slots[name], self.pub, self.prefix_of(mode), f"backlog-{mode}", delivery=mode)
+            ws = self.walsender_sampler(slots[name], relay.proc)
+            # At-least-once: the last delivery report. Exactly-once: the last Kafka transaction committed.
+            done = relay.wait_visible(n, topic, timeout=self.a.timeout)
+            secs = done - relay.t0
+            cpu, hwm = relay.usage()
+            csw = proc_context_switches(relay.pid)
+            wcpu, _ = ws.stop() if ws else (None, None)
+            published = relay.published()
+            committed, aborted = relay.transactions() if eos else (None, None)
+            relay.stop()
+            c = {"delivery": mode, "seconds": round(secs, 2), "events_per_s": round(n / secs),
+                 "cpu_s": round(cpu, 2), "peak_rss_mb": round(hwm / 1024, 1), "walsender_cpu_s": wcpu,
+                 "context_switches": csw}
+            self.check(f"backlog: relay ({mode}) published every event", published == n, f"{published:.0f} of {n}")
+            if eos:
+                # End offsets count the transaction markers too: count what a read_committed consumer reads.
+                in_kafka = kafka_committed_count(self.bootstrap, topic)
+                self.check(f"backlog: every event is in Kafka, once (read_committed count, {mode})", in_kafka == n,
+                           f"{in_kafka} of {n}")
+                self.check(f"backlog: no Kafka transaction aborted ({mode})", aborted == 0, f"{aborted} aborted")
+                c.update({"kafka_records": in_kafka, "kafka_transactions_committed": committed,
+                          "kafka_transactions_aborted": aborted,
+                          "events_per_transaction": round(n / committed) if committed else None,
+                          "options": self.a.eos_option})
+            else:
+                in_kafka = kafka_count(self.bootstrap, topic)
+                self.check("backlog: every event is in Kafka (end offsets)", in_kafka == n, f"{in_kafka} of {n}")
+                c["kafka_records"] = in_kafka
+            res["contenders"][name] = c
+            log(f"backlog: relay ({mode}): {json.dumps(c)}")
 
         if self.a.with_debezium:
             log("backlog: Debezium 3.6.1.Final embedded engine + EventRouter")
@@ -606,6 +782,10 @@ class Bench:
             res["relay_vs_pg_recvlogical"] = round(c["relay"]["events_per_s"] / c["pg_recvlogical"]["events_per_s"], 3)
         if "relay" in c and "debezium" in c:
             res["relay_vs_debezium"] = round(c["relay"]["events_per_s"] / c["debezium"]["events_per_s"], 2)
+        if "relay" in c and "relay_exactly_once" in c:
+            res["exactly_once_vs_at_least_once"] = round(
+                c["relay_exactly_once"]["events_per_s"] / c["relay"]["events_per_s"], 3)
+            log(f"backlog: exactly_once / at_least_once drain rate: {res['exactly_once_vs_at_least_once']}×")
         if self.a.profile:
             self.profile_drain(slots["profile"], n)
 
@@ -631,8 +811,10 @@ class Bench:
         if not perf:
             res["error"] = "perf not installed"
             return
-        log("profile: relay drain under perf record -e cpu-clock")
-        relay = Relay(self, slot, self.pub, f"bench{self.run_id}.profile.", "profile")
+        mode = self.a.profile_delivery
+        res["delivery"] = mode
+        log(f"profile: relay drain ({mode}) under perf record -e cpu-clock")
+        relay = Relay(self, slot, self.pub, f"bench{self.run_id}.profile.", "profile", delivery=mode)
         data = os.path.join(self.work, "perf.data")
         deadline = time.monotonic() + 30
         wpid = None
@@ -643,8 +825,11 @@ class Bench:
         pr = subprocess.Popen([perf, "record", "-e", "cpu-clock", "-F", "499", "-g", "-o", data, "-p", pids],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         t0 = time.monotonic()
-        relay.wait_count(n, timeout=self.a.timeout)
+        relay.wait_visible(n, f"bench{self.run_id}.profile.outbox.event.order", timeout=self.a.timeout)
         res["seconds"] = round(time.monotonic() - t0, 2)
+        if mode == "exactly_once":
+            committed, aborted = relay.transactions()
+            res["kafka_transactions_committed"], res["kafka_transactions_aborted"] = committed, aborted
         pr.send_signal(signal.SIGINT)
         pr.wait(60)
         relay.stop()
@@ -729,55 +914,78 @@ class Bench:
                           "timestamps are whole milliseconds, so a latency is under-read by up to 1 ms). "
                           "Replication lag = pg_current_wal_insert_lsn() - the slot's confirmed_flush_lsn, "
                           "sampled every 0.5 s with SQL for every contender."),
+               "visible_method": ("Visible: a read_committed consumer (isolation.level=read_committed set "
+                                  "explicitly, librdkafka's default too; one kcat per partition, started at the "
+                                  "step's start offsets) stamps each record with the wall clock when it arrives; "
+                                  "latency = arrival - ts. In exactly-once mode records become visible only when "
+                                  "their Kafka transaction commits, so this is the latency to compare between the "
+                                  "modes; append latency is the broker's LogAppendTime, before the commit."),
                "writers": "pgbench, one INSERT per transaction, synchronous_commit=on (fsync off, as in the dev stack)",
                "steps_seconds": self.a.live_seconds, "contenders": {}}
         self.results["phases"]["live"] = res
-        contenders = [("relay", self.relay_prefix)]
+        contenders = [(RELAY_NAMES[m], self.prefix_of(m), m) for m in deliveries(self.a.live_delivery)]
         if self.a.with_debezium:
-            contenders.append(("debezium", self.dbz_prefix))
-        for name, prefix in contenders:
-            slot = self.slot_of(name)
+            contenders.append(("debezium", self.dbz_prefix, None))
+        for name, prefix, mode in contenders:
+            slot = self.slot_of("debezium" if mode is None else SLOT_NAMES[mode])
             self.pg.advance_slot(slot)
             topic = f"{prefix}outbox.event.order"
-            if name == "relay":
-                c = Relay(self, slot, self.pub, prefix, "live")
+            if mode is not None:
+                c = Relay(self, slot, self.pub, prefix, f"live-{mode}", delivery=mode)
                 c.wait_ready()
+                arrived = c.wait_visible  # exactly-once: until the last Kafka transaction committed
             else:
                 c = Debezium(self, slot, self.pub_dbz, prefix, "live")
+                arrived = lambda n, topic, timeout: c.wait_count(n, timeout)  # noqa: E731
             steps = {}
             res["contenders"][name] = steps
             try:
                 # Warm-up: wait until a first event made it through, so start-up is not counted as latency.
                 base = c.published()
                 self.pgbench(1, transactions=10)
-                c.wait_count(base + 10, timeout=180)
+                arrived(base + 10, topic, timeout=180)
                 for label, rate, clients in self.a.live_steps:
                     hist0 = histogram_buckets(scrape(c.port), "outbox_relay_commit_to_ack_seconds") \
-                        if name == "relay" else None
+                        if mode is not None else None
+                    tx0 = c.transactions() if mode == "exactly_once" else None
                     before = c.published()
                     start = kafka_end_offsets(self.bootstrap, topic)
+                    visible = VisibleConsumer(self.bootstrap, topic, start)
                     cpu0 = proc_cpu_seconds(c.pid)
                     lag = LagSampler(self.pg, slot)
                     log(f"live: {name} at {label} events/s for {self.a.live_seconds}s")
-                    written, wall = self.pgbench(clients, seconds=self.a.live_seconds, rate=rate)
-                    c.wait_count(before + written, timeout=max(120, self.a.timeout))
+                    try:
+                        written, wall = self.pgbench(clients, seconds=self.a.live_seconds, rate=rate)
+                        arrived(before + written, topic, timeout=max(120, self.a.timeout))
+                        visible.wait_count(written, timeout=60)
+                    finally:
+                        vis = visible.stop()
                     time.sleep(1.5)  # one more confirmation round, so the lag sampler sees the slot catch up
                     max_lag = lag.stop()
                     cpu1 = proc_cpu_seconds(c.pid)
                     end = kafka_end_offsets(self.bootstrap, topic)
                     lat = kafka_latencies_ms(self.bootstrap, topic, start, end)
                     s = lat_summary(lat)
-                    s.update({"target_rate": rate, "achieved_rate": round(written / wall), "events": written,
-                              "max_replication_lag_bytes": max_lag,
+                    s.update({"visible_" + k: v for k, v in lat_summary(vis).items()})
+                    s.update({"delivery": mode, "target_rate": rate, "achieved_rate": round(written / wall),
+                              "events": written, "max_replication_lag_bytes": max_lag,
                               "cpu_s": round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None})
                     if hist0 is not None:
                         hist1 = histogram_buckets(scrape(c.port), "outbox_relay_commit_to_ack_seconds")
                         for q in (0.5, 0.99):
                             v = histogram_quantile(hist0, hist1, q)
                             s[f"relay_histogram_p{int(q * 100)}_ms"] = round(v * 1000, 2) if v is not None else None
+                    if tx0 is not None:
+                        tx1 = c.transactions()
+                        s["kafka_transactions_committed"] = tx1[0] - tx0[0]
+                        s["kafka_transactions_aborted"] = tx1[1] - tx0[1]
+                        s["kafka_transactions_per_s"] = round((tx1[0] - tx0[0]) / wall, 1)
+                        s["events_per_transaction"] = round(written / (tx1[0] - tx0[0]), 1) if tx1[0] > tx0[0] else None
                     steps[label] = s
                     self.check(f"live: {name} at {label}: every event arrived with a latency",
                                s["count"] == written, f"{s['count']} of {written}")
+                    self.check(f"live: {name} at {label}: every event seen by the read_committed consumer",
+                               s["visible_count"] == written, f"{s['visible_count']} of {written}")
                     log(f"live: {name} {label}: {json.dumps(s)}")
                 cpu, hwm = c.usage()
                 steps["peak_rss_mb"] = round(hwm / 1024, 1)
@@ -1006,6 +1214,10 @@ def fmt(v, unit=""):
     return f"{v}{unit}"
 
 
+def display(name):
+    return {"relay_exactly_once": "relay, exactly_once"}.get(name, name)
+
+
 def markdown(r):
     out = ["# outbox-relay benchmark", "",
            f"Run {r['started_utc']} with `{r['command']}` ({'quick' if r['quick'] else 'full'} mode).", "",
@@ -1021,7 +1233,7 @@ def markdown(r):
                 "context switches/event |",
                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for name, c in b["contenders"].items():
-            out.append(f"| {name} | {fmt(c['seconds'])} | {fmt(c['events_per_s'])} | {fmt(c['cpu_s'])} | "
+            out.append(f"| {display(name)} | {fmt(c['seconds'])} | {fmt(c['events_per_s'])} | {fmt(c['cpu_s'])} | "
                        f"{fmt(round(c['cpu_s'] * 1e6 / b['events'], 1))} | "
                        f"{fmt(c['peak_rss_mb'])} | {fmt(c.get('walsender_cpu_s'))} | "
                        f"{fmt(round(c['context_switches'] / b['events'], 3) if c.get('context_switches') else None)} |")
@@ -1030,29 +1242,54 @@ def markdown(r):
             out.append(f"relay / pg_recvlogical: **{b['relay_vs_pg_recvlogical']}×** events/s (target ≥ 0.9×)")
         if "relay_vs_debezium" in b:
             out.append(f"relay / Debezium: **{b['relay_vs_debezium']}×** events/s (target ≥ 5×)")
+        if "exactly_once_vs_at_least_once" in b:
+            out.append(f"relay exactly_once / at_least_once: **{b['exactly_once_vs_at_least_once']}×** events/s "
+                       "(target ≥ 0.8×)")
+        e = b["contenders"].get("relay_exactly_once")
+        if e:
+            out.append("")
+            out.append(f"Exactly-once drain: {fmt(e.get('kafka_transactions_committed'))} Kafka transactions "
+                       f"committed ({fmt(e.get('events_per_transaction'))} events each on average), "
+                       f"{fmt(e.get('kafka_transactions_aborted'))} aborted; its time ends when the last one "
+                       "committed (no open transaction left: last stable offset = high watermark on every "
+                       "partition), its count is what a read_committed consumer reads"
+                       + (f"; options {', '.join(e['options'])}" if e.get("options") else "") + ".")
         out.append("")
     lv = ph.get("live")
     if lv:
-        out += ["## 2. Live latency (commit → Kafka acknowledgement)", "", lv["method"], "",
-                "| contender | target/s | achieved/s | events | p50 ms | p99 ms | max ms | max lag bytes | CPU s |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        out += ["## 2. Live latency (commit → Kafka acknowledgement; commit → visible to read_committed)", "",
+                lv["method"], "", lv.get("visible_method", ""), "",
+                "| contender | target/s | achieved/s | events | append p50 ms | append p99 ms | append max ms | "
+                "visible p50 ms | visible p99 ms | visible max ms | max lag bytes | CPU s |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for name, steps in lv["contenders"].items():
             for label, s in steps.items():
                 if not isinstance(s, dict):
                     continue
-                out.append(f"| {name} | {label} | {fmt(s['achieved_rate'])} | {fmt(s['events'])} | {fmt(s['p50_ms'])} | "
-                           f"{fmt(s['p99_ms'])} | {fmt(s['max_ms'])} | {fmt(s['max_replication_lag_bytes'])} | "
+                out.append(f"| {display(name)} | {label} | {fmt(s['achieved_rate'])} | {fmt(s['events'])} | "
+                           f"{fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | {fmt(s['max_ms'])} | "
+                           f"{fmt(s.get('visible_p50_ms'))} | {fmt(s.get('visible_p99_ms'))} | "
+                           f"{fmt(s.get('visible_max_ms'))} | {fmt(s['max_replication_lag_bytes'])} | "
                            f"{fmt(s['cpu_s'])} |")
         out.append("")
         for name, steps in lv["contenders"].items():
-            out.append(f"Peak RSS through the live steps, {name}: {fmt(steps.get('peak_rss_mb'))} MB")
+            out.append(f"Peak RSS through the live steps, {display(name)}: {fmt(steps.get('peak_rss_mb'))} MB")
         out.append("")
-        rl = lv["contenders"].get("relay", {})
-        hs = [f"{k}: p50 {fmt(v.get('relay_histogram_p50_ms'))} ms, p99 {fmt(v.get('relay_histogram_p99_ms'))} ms"
-              for k, v in rl.items() if isinstance(v, dict) and "relay_histogram_p50_ms" in v]
-        if hs:
-            out += ["Cross-check, the relay's own outbox_relay_commit_to_ack_seconds histogram (commit timestamp in "
-                    "PostgreSQL to delivery report; interpolated within buckets): " + "; ".join(hs) + ".", ""]
+        for name, what in (("relay", "commit timestamp in PostgreSQL to delivery report"),
+                           ("relay_exactly_once", "commit timestamp in PostgreSQL to Kafka transaction committed")):
+            rl = lv["contenders"].get(name, {})
+            hs = [f"{k}: p50 {fmt(v.get('relay_histogram_p50_ms'))} ms, p99 {fmt(v.get('relay_histogram_p99_ms'))} ms"
+                  for k, v in rl.items() if isinstance(v, dict) and "relay_histogram_p50_ms" in v]
+            if hs:
+                out += [f"Cross-check, {display(name)}'s own outbox_relay_commit_to_ack_seconds histogram ({what}; "
+                        "interpolated within buckets): " + "; ".join(hs) + ".", ""]
+        rl = lv["contenders"].get("relay_exactly_once", {})
+        ts = [f"{k}: {fmt(v.get('kafka_transactions_per_s'))} transactions/s, "
+              f"{fmt(v.get('events_per_transaction'))} events each, {fmt(v.get('kafka_transactions_aborted'))} aborted"
+              for k, v in rl.items() if isinstance(v, dict) and "kafka_transactions_per_s" in v]
+        if ts:
+            out += ["Kafka transactions of the exactly-once relay (outbox_relay_kafka_transactions_total): " +
+                    "; ".join(ts) + ".", ""]
     lg = ph.get("large_transaction")
     if lg:
         out += [f"## 3. One transaction of {lg['rows']:,} rows", "",
@@ -1141,6 +1378,15 @@ def targets(r):
     if s5 and s5.get("p99_ms") is not None:
         rows.append({"target": "relay p99 ≤ 10 ms at 5,000 events/s", "measured": f"{s5['p99_ms']:.1f} ms",
                      "met": s5["p99_ms"] <= 10})
+    if "exactly_once_vs_at_least_once" in b:
+        v = b["exactly_once_vs_at_least_once"]
+        rows.append({"target": "relay exactly_once ≥ 0.8× at_least_once (backlog events/s)", "measured": f"{v}×",
+                     "met": v >= 0.8})
+    e5 = ph.get("live", {}).get("contenders", {}).get("relay_exactly_once", {}).get("5000")
+    if e5 and e5.get("visible_p99_ms") is not None:
+        rows.append({"target": "relay exactly_once p99 ≤ 25 ms at 5,000 events/s (commit → visible to "
+                               "read_committed)", "measured": f"{e5['visible_p99_ms']:.1f} ms",
+                     "met": e5["visible_p99_ms"] <= 25})
     sk = ph.get("sink", {})
     if "sink_vs_raw" in sk:
         rows.append({"target": "sink ≥ 0.5× raw batched INSERT", "measured": f"{sk['sink_vs_raw']}×",
@@ -1167,7 +1413,14 @@ def main():
     ap.add_argument("--live-seconds", type=int, default=25)
     ap.add_argument("--live-rates", default="1000,5000,max")
     ap.add_argument("--phases", default="backlog,live,large,sink")
+    ap.add_argument("--delivery", choices=list(DELIVERIES) + ["both"], default="both",
+                    help="the relay's delivery mode(s) in the backlog drain and (unless --live-delivery) live latency")
+    ap.add_argument("--live-delivery", choices=list(DELIVERIES) + ["both"], default=None,
+                    help="the relay's delivery mode(s) in the live latency phase (default: --delivery)")
+    ap.add_argument("--eos-option", action="append", default=[], metavar="KEY=VALUE",
+                    help='an extra [kafka] setting of the exactly-once relay, TOML value, e.g. transaction_max_ms=20')
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-delivery", choices=DELIVERIES, default="at_least_once")
     ap.add_argument("--callgrind-events", type=int, default=20000)
     ap.add_argument("--keep-perf", action="store_true")
     ap.add_argument("--keep-work", action="store_true")
@@ -1176,6 +1429,7 @@ def main():
     ap.add_argument("--load-note", default="")
     ap.add_argument("--write-results", action="store_true")
     a = ap.parse_args()
+    a.live_delivery = a.live_delivery or a.delivery
     a.live_steps = []
     for r in a.live_rates.split(","):
         a.live_steps.append(("max", None, a.clients) if r == "max" else (r, int(r), a.clients))
@@ -1223,6 +1477,11 @@ def main():
         "last two show in its latency and lag). Each batch is sent with a KafkaProducer (acks=all, "
         "enable.idempotence=true, otherwise defaults), waited for, then marked processed. JVM: java -cp with "
         "the default heap (a quarter of RAM), no tuning; its peak RSS includes the JVM.",
+        "outbox-relay exactly_once: the same configuration plus delivery = \"exactly_once\" and a progress topic "
+        "per run; the interface's defaults otherwise (transaction_max_events 10000, transaction_max_bytes 8 MiB, "
+        "transaction_max_ms 100, transactional_id outbox-relay.<database>.<slot>), each from a slot of its own "
+        "over the same WAL. Its drain ends when the last Kafka transaction committed (last stable offset = high "
+        "watermark on every partition, after outbox_relay_events_published_total reached N).",
         "The machine is shared: compare CPU µs/event and ratios more than absolute rates, and see the load "
         "averages above.",
     ]
