@@ -829,7 +829,7 @@ TEST(RelayExactlyOnce, ProgressRecordNamesTheSlotAndBoundsItsConfirmedPosition) 
   std::vector<std::pair<Lsn, Lsn>> outageCommits;
   {
     KafkaOutage outage;
-    auto outageEnd = std::chrono::steady_clock::now() + 10s;
+    auto outageEnd = std::chrono::steady_clock::now() + 6s;
     int samples = 0;
     while (std::chrono::steady_clock::now() < outageEnd) {
       outageCommits.push_back(writer.writeTransaction(10, samples % 2 == 0));
@@ -841,7 +841,7 @@ TEST(RelayExactlyOnce, ProgressRecordNamesTheSlotAndBoundsItsConfirmedPosition) 
           << "(commit after " << outageCommits.front().first.toString() << ") no Kafka transaction can hold";
       EXPECT_EQ(confirmed, confirmedAtStop);
     }
-    EXPECT_GE(samples, 10);
+    EXPECT_GE(samples, 5);
     EXPECT_TRUE(relay->running()) << "the relay gave up while Kafka was down\n" << relay->logTail();
     outage.end();
   }
