@@ -106,4 +106,10 @@ void InflightTransactions::abandonOpenTransaction() {
   advance();
 }
 
+void InflightTransactions::clear() {
+  ring_.clear();
+  inflightEvents_ = 0;
+  inflightBytes_ = 0;
+}
+
 }  // namespace outbox

@@ -74,6 +74,10 @@ class InflightTransactions {
   // Drops an open transaction's bookkeeping (when the server re-sends something else than expected). Events of
   // it already handed to Kafka still get delivery reports; those only adjust the in-flight counters.
   void abandonOpenTransaction();
+  // Exactly-once mode, after the Kafka transaction was aborted (its records purged) and before replaying from the
+  // committed progress: forgets every transaction and both in-flight counters. Sequences keep increasing, so a
+  // late delivery report of a purged record never matches a new transaction.
+  void clear();
 
  private:
   struct Entry {

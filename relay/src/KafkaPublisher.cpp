@@ -12,8 +12,9 @@
 
 namespace outbox {
 
-KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& limits, DeliveryHandler onDelivery)
-    : onDelivery_(std::move(onDelivery)) {
+KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& limits, DeliveryHandler onDelivery,
+                               const std::string& transactionalId)
+    : onDelivery_(std::move(onDelivery)), transactional_(!transactionalId.empty()) {
   KafkaClientConfig conf;
   // Delivery guarantees (README "Guarantees"): idempotent producer, all in-sync replicas, and no local expiry:
   // librdkafka's default message.timeout.ms would silently turn an outage of 5 minutes into lost events, so it
@@ -41,6 +42,16 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& li
   conf.set("queue.buffering.max.messages", std::to_string(maxMessages));
   conf.set("queue.buffering.max.kbytes", std::to_string(maxKbytes));
   conf.setUser(config.bootstrapServers, config.properties, config.secretValues);
+  // Exactly-once: the transactional producer. The relay's progress record travels in the same Kafka transactions,
+  // so a crash at any moment leaves Kafka's committed data and the progress in agreement (README "Guarantees").
+  if (transactional_) {
+    conf.set("transactional.id", transactionalId);
+    // Not 0 (no expiry) here: a record stuck in an open transaction must fail (abortable: the relay aborts and
+    // replays) before the coordinator times the transaction out, which librdkafka 2.0.2 reports as a fatal
+    // INVALID_PRODUCER_EPOCH. So a record expires after half the transaction timeout (librdkafka's default 60 s).
+    conf.set("transaction.timeout.ms", "60000");
+    conf.set("message.timeout.ms", "30000");
+  }
   effectiveProperties_ = conf.describe();
 
   rd_kafka_conf_set_opaque(conf.native(), this);
@@ -79,6 +90,18 @@ rd_kafka_topic_t* KafkaPublisher::topicHandle(std::string_view topic) {
 
 KafkaPublisher::ProduceStatus KafkaPublisher::produce(const OutboxRecord& record, uint64_t opaque, std::string& error,
                                                       rd_kafka_resp_err_t& code) {
+  return produceImpl(record, RD_KAFKA_PARTITION_UA, opaque, error, code);
+}
+
+KafkaPublisher::ProduceStatus KafkaPublisher::produceToPartition(const OutboxRecord& record, int32_t partition,
+                                                                 uint64_t opaque, std::string& error,
+                                                                 rd_kafka_resp_err_t& code) {
+  return produceImpl(record, partition, opaque, error, code);
+}
+
+KafkaPublisher::ProduceStatus KafkaPublisher::produceImpl(const OutboxRecord& record, int32_t partition,
+                                                          uint64_t opaque, std::string& error,
+                                                          rd_kafka_resp_err_t& code) {
   rd_kafka_topic_t* topic = topicHandle(record.topic);
   if (topic == nullptr) {
     code = RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION;  // rd_kafka_topic_new refuses the name itself
@@ -95,7 +118,8 @@ KafkaPublisher::ProduceStatus KafkaPublisher::produce(const OutboxRecord& record
   void* value = record.value ? const_cast<char*>(record.value->data()) : nullptr;
   size_t valueLen = record.value ? record.value->size() : 0;
   rd_kafka_resp_err_t rc = rd_kafka_producev(
-      producer_, RD_KAFKA_V_RKT(topic), RD_KAFKA_V_KEY(key, keyLen), RD_KAFKA_V_VALUE(value, valueLen),
+      producer_, RD_KAFKA_V_RKT(topic), RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, keyLen),
+      RD_KAFKA_V_VALUE(value, valueLen),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
       RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(opaque))), RD_KAFKA_V_END);
   if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) return ProduceStatus::Queued;
@@ -157,6 +181,51 @@ void KafkaPublisher::poll() {
   }
 }
 
+KafkaPublisher::TransactionResult KafkaPublisher::transactionResult(rd_kafka_error_t* error, const char* what) {
+  TransactionResult result;
+  if (error == nullptr) return result;
+  result.message = std::string(what) + ": " + rd_kafka_error_string(error) + " (" + rd_kafka_error_name(error) + ")";
+  if (rd_kafka_error_is_fatal(error)) {
+    result.kind = TransactionResult::Kind::Fatal;
+  } else if (rd_kafka_error_txn_requires_abort(error)) {
+    result.kind = TransactionResult::Kind::Abortable;
+  } else if (rd_kafka_error_is_retriable(error)) {
+    result.kind = TransactionResult::Kind::Retriable;
+  } else {
+    // Neither retriable nor abortable (an invalid state, a configuration refused by the broker such as a missing
+    // TransactionalId ACL): nothing the relay can repair by itself.
+    result.kind = TransactionResult::Kind::Fatal;
+  }
+  rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+  if (result.kind == TransactionResult::Kind::Fatal) {
+    char detail[512] = "";
+    rd_kafka_resp_err_t original = rd_kafka_fatal_error(producer_, detail, sizeof detail);
+    if (original != RD_KAFKA_RESP_ERR_NO_ERROR) code = original;
+    result.fenced = code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+                    code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH;
+    if (result.fenced) fenced_ = true;
+    if (!fatalError_) fatalError_ = result.message;
+  }
+  rd_kafka_error_destroy(error);
+  return result;
+}
+
+KafkaPublisher::TransactionResult KafkaPublisher::initTransactions(int timeoutMs) {
+  return transactionResult(rd_kafka_init_transactions(producer_, timeoutMs), "init_transactions");
+}
+
+KafkaPublisher::TransactionResult KafkaPublisher::beginTransaction() {
+  return transactionResult(rd_kafka_begin_transaction(producer_), "begin_transaction");
+}
+
+KafkaPublisher::TransactionResult KafkaPublisher::commitTransaction(int timeoutMs) {
+  return transactionResult(rd_kafka_commit_transaction(producer_, timeoutMs), "commit_transaction");
+}
+
+KafkaPublisher::TransactionResult KafkaPublisher::abortTransaction(int timeoutMs) {
+  return transactionResult(rd_kafka_abort_transaction(producer_, timeoutMs), "abort_transaction");
+}
+
 int KafkaPublisher::queueLength() const { return rd_kafka_outq_len(producer_); }
 
 void KafkaPublisher::deliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
@@ -203,6 +272,10 @@ void KafkaPublisher::errorCallback(rd_kafka_t* rk, int err, const char* reason, 
     char detail[512];
     rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, detail, sizeof detail);
     self->fatalError_ = std::string(rd_kafka_err2name(orig)) + ": " + detail;
+    if (orig == RD_KAFKA_RESP_ERR__FENCED || orig == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+        orig == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH) {
+      self->fenced_ = true;
+    }
     log::error("kafka: fatal producer error: {}", *self->fatalError_);
     return;
   }

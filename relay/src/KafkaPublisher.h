@@ -37,8 +37,11 @@ class KafkaPublisher {
   };
   using DeliveryHandler = std::function<void(const Delivery&)>;
 
-  // Throws std::runtime_error naming the property when the Kafka configuration is invalid.
-  KafkaPublisher(const KafkaConfig& config, const LimitsConfig& limits, DeliveryHandler onDelivery);
+  // Throws std::runtime_error naming the property when the Kafka configuration is invalid. A non-empty
+  // `transactionalId` makes it librdkafka's transactional producer (exactly-once mode): nothing is sent to the
+  // transaction coordinator before initTransactions().
+  KafkaPublisher(const KafkaConfig& config, const LimitsConfig& limits, DeliveryHandler onDelivery,
+                 const std::string& transactionalId = "");
   ~KafkaPublisher();
   KafkaPublisher(const KafkaPublisher&) = delete;
   KafkaPublisher& operator=(const KafkaPublisher&) = delete;
@@ -57,14 +60,34 @@ class KafkaPublisher {
   // The metric label: too_large, unknown_topic, invalid_topic, invalid_record.
   static std::string_view rejectionName(Rejection rejection);
 
+  // Hands one record to librdkafka for a given partition (the progress record's fixed partition 0).
+  ProduceStatus produceToPartition(const OutboxRecord& record, int32_t partition, uint64_t opaque, std::string& error,
+                                   rd_kafka_resp_err_t& code);
+
+  // The transactional producer's calls (librdkafka's rd_kafka_*_transaction), each bounded by `timeoutMs`.
+  struct TransactionResult {
+    enum class Kind { Ok, Retriable, Abortable, Fatal };
+    Kind kind = Kind::Ok;
+    bool fenced = false;  // Fatal because another producer with the same transactional.id took over
+    std::string message;
+    bool ok() const { return kind == Kind::Ok; }
+  };
+  TransactionResult initTransactions(int timeoutMs);
+  TransactionResult beginTransaction();
+  TransactionResult commitTransaction(int timeoutMs);
+  TransactionResult abortTransaction(int timeoutMs);
+  bool transactional() const { return transactional_; }
+
   // Serves waiting delivery reports and errors without blocking.
   void poll();
   int wakeupFd() const { return wakeupRead_; }
   // Messages librdkafka still holds (queued, in flight to or awaiting acknowledgement from the broker).
   int queueLength() const;
 
-  // A fatal producer error (idempotence guarantees could not be kept): the relay must stop.
+  // A fatal producer error (idempotence guarantees could not be kept, or fenced by a newer transactional
+  // producer): the relay must stop.
   const std::optional<std::string>& fatalError() const { return fatalError_; }
+  bool fenced() const { return fenced_; }
   // Whether any broker connection is up: from librdkafka's statistics (every second), from "all brokers down"
   // errors, and from successful deliveries.
   bool brokersReachable() const { return brokersReachable_; }
@@ -79,6 +102,9 @@ class KafkaPublisher {
   static int statsCallback(rd_kafka_t*, char* json, size_t length, void* self);
   static void errorCallback(rd_kafka_t*, int err, const char* reason, void* self);
   rd_kafka_topic_t* topicHandle(std::string_view topic);
+  TransactionResult transactionResult(rd_kafka_error_t* error, const char* what);
+  ProduceStatus produceImpl(const OutboxRecord& record, int32_t partition, uint64_t opaque, std::string& error,
+                            rd_kafka_resp_err_t& code);
 
   struct StringHash {
     using is_transparent = void;
@@ -92,6 +118,8 @@ class KafkaPublisher {
   int wakeupRead_ = -1;
   int wakeupWrite_ = -1;
   std::optional<std::string> fatalError_;
+  bool fenced_ = false;
+  bool transactional_ = false;
   bool brokersReachable_ = false;
   uint64_t reconnects_ = 0;
   bool everReachable_ = false;

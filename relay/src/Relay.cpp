@@ -80,14 +80,18 @@ bool Relay::backpressured() const {
 }
 
 int Relay::run() {
-  try {
-    publisher_ = std::make_unique<KafkaPublisher>(config_.kafka, config_.limits,
-                                                  [this](const KafkaPublisher::Delivery& d) { onDelivery(d); });
-  } catch (const std::exception& e) {
-    log::error("{}", e.what());
-    return kExitSetup;
+  // Exactly-once: the transactional producer is created once the slot is taken (its transactional.id defaults to
+  // one named after the database the server reports), so a hot standby never touches the transaction coordinator.
+  if (!exactlyOnce()) {
+    try {
+      publisher_ = std::make_unique<KafkaPublisher>(config_.kafka, config_.limits,
+                                                    [this](const KafkaPublisher::Delivery& d) { onDelivery(d); });
+    } catch (const std::exception& e) {
+      log::error("{}", e.what());
+      return kExitSetup;
+    }
+    log::info("kafka producer: {}", publisher_->effectiveProperties());
   }
-  log::info("kafka producer: {}", publisher_->effectiveProperties());
   for (const std::string& warning : unsafeOverrideWarnings(config_.kafka)) log::warn("{}", warning);
 
   backoff_.reset();
@@ -117,6 +121,16 @@ int Relay::run() {
       milliseconds wait = backoff_.next();
       log::error("postgres: {}; retrying in {} ms", e.what(), wait.count());
       waitServing(wait);
+    } catch (const TransactionReplay& e) {
+      metrics_.streaming.Set(0);
+      metrics_.postgresConnected.Set(0);
+      if (stream_) stream_->close();
+      // A record Kafka refused for its content is dead-lettered by the replay at once; anything else (a broker
+      // outage, a timed-out transaction) waits the reconnect backoff first.
+      milliseconds wait = eos_.abortForRejection ? milliseconds(0) : backoff_.next();
+      eos_.abortForRejection = false;
+      log::warn("exactly-once: {}; replaying from the last committed progress in {} ms", e.what(), wait.count());
+      waitServing(wait);
     } catch (const ReplicationError& e) {
       metrics_.streaming.Set(0);
       metrics_.postgresConnected.Set(0);
@@ -131,6 +145,7 @@ int Relay::run() {
   }
   shutdown();
   if (failedStatus_) return *failedStatus_;
+  if (exactlyOnce()) return eos_.open ? kExitUnconfirmed : kExitOk;
   return inflight_.inflightEvents() == 0 ? kExitOk : kExitUnconfirmed;
 }
 
@@ -176,16 +191,31 @@ void Relay::connectAndStream() {
     metrics_.slotsLost.Increment();
     throw;
   }
-  inflight_.resetConfirmed(slotConfirmed);
-
-  // What a lost connection left behind: the open transaction is re-sent from its start; the events of it
-  // already with Kafka are skipped by count. Transactions received whole are not asked for again.
-  resume_.reconnected();
   router_.reset();
   router_.setOutboxOids(std::move(oids));
   decoder_.reset();
-  stream_->start(inflight_.resumeLsn());
-  streamedFromSlot_ = true;
+  if (exactlyOnce()) {
+    // Whatever the lost connection (or an aborted Kafka transaction) left open is aborted: the replay starts
+    // from the committed progress, which names exactly what Kafka has.
+    if (eos_.open) eosAbort("the PostgreSQL connection was lost");
+    inflight_.clear();
+    resume_.reconnected();
+    if (slotConfirmed > eos_.confirmed) eos_.confirmed = slotConfirmed;
+    Lsn start = slotConfirmed;
+    if (eos_.ready && eos_.committed && eos_.committed->endLsn > start) start = eos_.committed->endLsn;
+    // START_REPLICATION takes the slot (SlotBusyError while another relay holds it: stand by) before the
+    // transactional producer exists: initialising it would fence the relay that holds the slot.
+    stream_->start(start);
+    streamedFromSlot_ = true;
+    if (!eosPrepare(server)) return;  // a stop came first
+  } else {
+    inflight_.resetConfirmed(slotConfirmed);
+    // What a lost connection left behind: the open transaction is re-sent from its start; the events of it
+    // already with Kafka are skipped by count. Transactions received whole are not asked for again.
+    resume_.reconnected();
+    stream_->start(inflight_.resumeLsn());
+    streamedFromSlot_ = true;
+  }
   metrics_.standby.Set(0);
   metrics_.streaming.Set(1);
   backoff_.reset();
@@ -200,10 +230,21 @@ void Relay::streamLoop() {
   // Kafka acknowledged but the slot has not heard of yet is what a crash publishes twice. (34 bytes each.)
   const auto advanceInterval = std::min(interval, milliseconds(100));
   while (true) {
-    publisher_->poll();
-    if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+    pollKafka();
     retryPendingDeadLetters();
     if (failedStatus_) return;
+    if (exactlyOnce() && eos_.needAbort) {
+      std::string why = eos_.abortReason;
+      eosAbort(why);
+      if (failedStatus_) return;
+      throw TransactionReplay(why);
+    }
+    if (exactlyOnce() && stopRequested()) {
+      // What is in the open Kafka transaction commits with a progress record naming it exactly (a PostgreSQL
+      // transaction cut short included), so there is nothing to read to first.
+      if (eos_.open) eosCommit();
+      return;
+    }
     if (stopRequested()) {
       // Finish the transaction being received first (within the shutdown bound): its events already in Kafka
       // would otherwise be published again by the next start, since only a whole transaction is confirmed.
@@ -216,16 +257,23 @@ void Relay::streamLoop() {
     }
 
     int read = 0;
-    while (!backpressured() && read < 4096 && !failedStatus_) {
+    bool idle = false;
+    while (!backpressured() && read < 4096 && !failedStatus_ && !(exactlyOnce() && eosShouldCommit(false))) {
       std::string_view data;
-      if (stream_->read(data) == ReplicationStream::ReadStatus::WouldBlock) break;
+      if (stream_->read(data) == ReplicationStream::ReadStatus::WouldBlock) {
+        idle = true;
+        break;
+      }
       handleCopyData(data);
       ++read;
-      if ((read & 255) == 0) publisher_->poll();  // keep delivery reports flowing during a burst
+      if ((read & 255) == 0) pollKafka();  // keep delivery reports flowing during a burst
+    }
+    if (exactlyOnce() && eosShouldCommit(idle || backpressured())) {
+      if (!eosCommit()) continue;  // an abort, a failure or a stop: handled at the top of the loop
     }
 
     auto now = Clock::now();
-    Lsn confirmed = inflight_.confirmedLsn();
+    Lsn confirmed = confirmedLsn();
     if (replyRequested_ || now - lastStatusAt_ >= interval ||
         (confirmed > lastSentStatus_ && now - lastStatusAt_ >= advanceInterval)) {
       sendStatus();
@@ -234,9 +282,15 @@ void Relay::streamLoop() {
     refreshGauges();
     if (read >= 4096) continue;  // more is waiting: read it before sleeping
 
-    auto nextStatusAt = lastStatusAt_ + (inflight_.confirmedLsn() > lastSentStatus_ ? advanceInterval : interval);
+    auto nextStatusAt = lastStatusAt_ + (confirmedLsn() > lastSentStatus_ ? advanceInterval : interval);
     auto untilStatus = std::chrono::duration_cast<milliseconds>(nextStatusAt - now);
     int timeout = static_cast<int>(std::clamp<int64_t>(untilStatus.count(), 0, 1000));
+    if (exactlyOnce() && eos_.open) {
+      // Wake up for the transaction's time bound.
+      auto untilBound = std::chrono::duration_cast<milliseconds>(
+          eos_.openedAt + milliseconds(config_.kafka.transactionMaxMs) - now);
+      timeout = static_cast<int>(std::clamp<int64_t>(untilBound.count(), 0, timeout));
+    }
     if (stopping_) {
       auto untilStop = std::chrono::duration_cast<milliseconds>(stopDeadline_ - now).count();
       timeout = static_cast<int>(std::clamp<int64_t>(untilStop, 0, timeout));
@@ -255,8 +309,44 @@ void Relay::streamLoop() {
   }
 }
 
+Lsn Relay::confirmedLsn() const { return exactlyOnce() ? eos_.confirmed : inflight_.confirmedLsn(); }
+
+int Relay::fatalExitStatus() const {
+  return publisher_ && publisher_->fenced() ? kExitFenced : kExitDeliveryFailed;
+}
+
+void Relay::pollKafka() {
+  if (!publisher_) return;
+  publisher_->poll();
+  if (publisher_->fatalError() && !failedStatus_) {
+    fail(fatalExitStatus(),
+         publisher_->fenced()
+             ? "kafka: fenced: another relay with transactional.id \"" + eos_.transactionalId +
+                   "\" took over (" + *publisher_->fatalError() +
+                   "); stopping without confirming anything it did not commit"
+             : "kafka: " + *publisher_->fatalError());
+  }
+}
+
+void Relay::keepAlive() {
+  if (!stream_ || !stream_->isStreaming()) return;
+  auto now = Clock::now();
+  if (replyRequested_ || now - lastStatusAt_ >= milliseconds(config_.source.statusIntervalMs)) {
+    try {
+      sendStatus();
+    } catch (const ReplicationError& e) {
+      lastStatusAt_ = now;
+      log::warn("postgres: could not send a status update: {}", e.what());
+    }
+  }
+  try {
+    stream_->flush();
+  } catch (const ReplicationError&) {
+  }
+}
+
 void Relay::sendStatus() {
-  Lsn confirmed = inflight_.confirmedLsn();
+  Lsn confirmed = confirmedLsn();
   stream_->sendStatus(confirmed);
   lastSentStatus_ = confirmed;
   lastStatusAt_ = Clock::now();
@@ -268,6 +358,11 @@ void Relay::refreshGauges() {
   metrics_.inflightEvents.Set(static_cast<double>(inflight_.inflightEvents()));
   metrics_.inflightBytes.Set(static_cast<double>(inflight_.inflightBytes()));
   metrics_.inflightTransactions.Set(static_cast<double>(inflight_.transactions()));
+  if (!publisher_) {
+    metrics_.lastLoopTimestamp.Set(unixSecondsNow());
+    probeLag();
+    return;
+  }
   metrics_.kafkaQueueMessages.Set(publisher_->queueLength());
   metrics_.kafkaConnected.Set(publisher_->brokersReachable() ? 1 : 0);
   if (publisher_->reconnects() > kafkaReconnectsSeen_) {
@@ -293,14 +388,22 @@ void Relay::probeLag() {
   }
   if (auto server = walProbe_.advance()) {
     metrics_.serverWalLsn.Set(static_cast<double>(server->value()));
-    metrics_.replicationLagBytes.Set(static_cast<double>(server->bytesSince(inflight_.confirmedLsn())));
+    metrics_.replicationLagBytes.Set(static_cast<double>(server->bytesSince(confirmedLsn())));
   }
 }
 
 void Relay::handleCopyData(std::string_view data) {
   auto message = pgoutput::PgOutputDecoder::decodeReplication(data);
   if (auto* keepalive = std::get_if<pgoutput::PrimaryKeepalive>(&message)) {
-    if (!resume_.inTransaction()) inflight_.serverWalEnd(keepalive->walEnd);
+    if (exactlyOnce()) {
+      // Nothing of the stream up to here waits for a Kafka commit: no Kafka transaction is open and none of the
+      // PostgreSQL transaction being received is published.
+      if (!resume_.inTransaction() && !eos_.open && keepalive->walEnd > eos_.confirmed) {
+        eos_.confirmed = keepalive->walEnd;
+      }
+    } else if (!resume_.inTransaction()) {
+      inflight_.serverWalEnd(keepalive->walEnd);
+    }
     // The server asks for a reply when wal_sender_timeout is half gone: answer at once.
     if (keepalive->replyRequested) replyRequested_ = true;
     return;
@@ -336,6 +439,7 @@ void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
 
 void Relay::onBegin(const pgoutput::Begin& begin) {
   auto began = resume_.begin(begin);
+  if (exactlyOnce()) eosBeginUnit(begin.finalLsn);
   if (began.resumed) {
     log::info(
         "the transaction committing at {} is sent again after the reconnect: skipping its first {} outbox "
@@ -350,6 +454,7 @@ void Relay::onBegin(const pgoutput::Begin& begin) {
 
 void Relay::onCommit(const pgoutput::Commit& commit) {
   resume_.commit(commit);
+  if (exactlyOnce()) eosEndUnit(commit.endLsn);
   metrics_.transactions.Increment();
 }
 
@@ -357,7 +462,8 @@ void Relay::onInsert(const pgoutput::Insert& insert) {
   auto txn = resume_.current("pgoutput Insert outside a transaction");
   std::string error;
   auto outcome = router_.routeInsert(insert, record_, error);
-  if (outcome == OutboxRouter::Outcome::NotOutbox || resume_.skipAlreadyPublished()) return;
+  if (outcome == OutboxRouter::Outcome::NotOutbox) return;
+  if (exactlyOnce() ? eosSkipEvent() : resume_.skipAlreadyPublished()) return;
   publishRouted(txn, router_.outboxName(insert.relationId), outcome, error);
 }
 
@@ -381,13 +487,20 @@ void Relay::onMessage(const pgoutput::Message& message) {
   if (outcome == OutboxRouter::Outcome::NotOutbox) return;
   if (message.transactional) {
     auto txn = resume_.current("pgoutput transactional Message outside a transaction");
-    if (resume_.skipAlreadyPublished()) return;
+    if (exactlyOnce() ? eosSkipEvent() : resume_.skipAlreadyPublished()) return;
     publishRouted(txn, RelayMetrics::kMessageTable, outcome, error);
     return;
   }
   // Emitted outside any transaction's fate: a unit of its own, confirmable at its end position.
   auto seq = resume_.beginStandalone(message.lsn);
-  publishRouted(seq, RelayMetrics::kMessageTable, outcome, error);
+  if (exactlyOnce()) {
+    // A unit of its own in the progress, named by its LSN.
+    eosBeginUnit(message.lsn);
+    if (!eosSkipEvent()) publishRouted(seq, RelayMetrics::kMessageTable, outcome, error);
+    eosEndUnit(message.lsn);
+  } else {
+    publishRouted(seq, RelayMetrics::kMessageTable, outcome, error);
+  }
   resume_.endStandalone(seq, message.lsn);
 }
 
@@ -443,10 +556,22 @@ void Relay::logIgnoredChanges() {
 void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence txn, uint16_t labels) {
   std::string error;
   rd_kafka_resp_err_t code = RD_KAFKA_RESP_ERR_NO_ERROR;
+  // Exactly-once: a record's opaque is its counter in the Kafka transaction (eos_.produced), not its transaction.
+  uint64_t opaqueId = txn;
+  if (exactlyOnce()) {
+    if (!eosEnsureOpen()) return;
+    if (auto rejectedCode = eosRejected()) {
+      // Refused for its content in a transaction that was aborted for it: its dead letter takes its place now.
+      deadLetterRejected(txn, record.bytes(), *rejectedCode, record, false);
+      return;
+    }
+    opaqueId = eos_.nextCounter;
+  }
   while (true) {
-    switch (publisher_->produce(record, packOpaque(txn, labels), error, code)) {
+    switch (publisher_->produce(record, packOpaque(opaqueId, labels), error, code)) {
       case KafkaPublisher::ProduceStatus::Queued:
         inflight_.addEvent(txn, record.bytes());
+        if (exactlyOnce()) eosProduced(txn, record.bytes(), labels);
         return;
       case KafkaPublisher::ProduceStatus::QueueFull:
         metrics_.publishErrors("queue_full").Increment();
@@ -478,7 +603,7 @@ bool Relay::serveWhileQueueFull(InflightTransactions::Sequence txn, const Outbox
   pollfd fds[2] = {{publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}};
   ::poll(fds, 2, 10);
   publisher_->poll();
-  if (publisher_->fatalError()) return giveUp(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+  if (publisher_->fatalError()) return giveUp(fatalExitStatus(), "kafka: " + *publisher_->fatalError());
   retryPendingDeadLetters();
   if (failedStatus_) return giveUp(*failedStatus_, "stopping without confirming the event being published");
   auto now = Clock::now();
@@ -563,6 +688,11 @@ bool Relay::tryProduceDeadLetter(uint64_t id, OwnedRecord& record, bool& queueFu
   while (true) {
     switch (publisher_->produce(record.view(), kDeadLetterFlag | id, error, code)) {
       case KafkaPublisher::ProduceStatus::Queued:
+        if (exactlyOnce()) {
+          // In the same Kafka transaction as the events around it; it counts towards the transaction's bounds.
+          ++eos_.events;
+          eos_.bytes += record.view().bytes();
+        }
         return true;
       case KafkaPublisher::ProduceStatus::QueueFull:
         queueFull = true;
@@ -610,9 +740,19 @@ void Relay::onDeadLetterDelivery(const KafkaPublisher::Delivery& delivery) {
 }
 
 void Relay::onDelivery(const KafkaPublisher::Delivery& delivery) {
+  if (exactlyOnce() && delivery.opaque == kProgressOpaque) {
+    if (delivery.error != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      eosNeedAbort(std::string("the progress record was refused: ") + rd_kafka_err2str(delivery.error));
+    }
+    return;
+  }
   if (delivery.opaque & kDeadLetterFlag) {
     onDeadLetterDelivery(delivery);
     retryPendingDeadLetters();  // a delivery made room (also while shutdown() drains)
+    return;
+  }
+  if (exactlyOnce()) {
+    eosOnDelivery(delivery);
     return;
   }
   auto seq = delivery.opaque & kSequenceMask;
@@ -646,11 +786,12 @@ void Relay::waitServing(milliseconds duration) {
   while (!stopRequested() && !failedStatus_) {
     auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return;
+    // Before the exactly-once producer exists (a standby), only the stop pipe and the lag probe.
     pollfd fds[3] = {
-        {publisher_->wakeupFd(), POLLIN, 0}, {stopPipe_[0], POLLIN, 0}, {walProbe_.socket(), walProbe_.events(), 0}};
-    ::poll(fds, 3, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
-    publisher_->poll();
-    if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+        {stopPipe_[0], POLLIN, 0}, {walProbe_.socket(), walProbe_.events(), 0}, {-1, POLLIN, 0}};
+    if (publisher_) fds[2].fd = publisher_->wakeupFd();
+    ::poll(fds, publisher_ ? 3 : 2, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    pollKafka();
     retryPendingDeadLetters();
     refreshGauges();
   }
@@ -660,14 +801,17 @@ void Relay::shutdown() {
   // Stop reading; give Kafka what is left of the stop's bound to acknowledge what is in flight; confirm what was
   // acknowledged. (A failure ends the loop without a stop: it waits for nothing.)
   auto deadline = stopping_ ? stopDeadline_ : Clock::now();
-  while (inflight_.inflightEvents() > 0 && !failedStatus_ && Clock::now() < deadline) {
+  // Exactly-once: what Kafka committed is confirmed; the rest stays in the slot (the open Kafka transaction is
+  // aborted by the next instance's init_transactions, or times out).
+  while (!exactlyOnce() && inflight_.inflightEvents() > 0 && !failedStatus_ && Clock::now() < deadline) {
     auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
     pollfd fd{publisher_->wakeupFd(), POLLIN, 0};
     ::poll(&fd, 1, static_cast<int>(std::clamp<int64_t>(left, 0, 100)));
-    publisher_->poll();
-    if (publisher_->fatalError()) fail(kExitDeliveryFailed, "kafka: " + *publisher_->fatalError());
+    pollKafka();
   }
-  if (stream_ && stream_->isStreaming()) {  // a setup error before START_REPLICATION has nothing to confirm
+  bool fenced = publisher_ && publisher_->fenced();
+  // A fenced relay says nothing more to PostgreSQL: another one holds the transactional id (and the slot).
+  if (stream_ && stream_->isStreaming() && !fenced) {  // a setup error before START_REPLICATION: nothing to confirm
     try {
       sendStatus();
     } catch (const std::exception& e) {
@@ -678,13 +822,17 @@ void Relay::shutdown() {
     stream_->close(stopping_ ? std::clamp(left, milliseconds(100), milliseconds(5000)) : milliseconds(5000));
   }
   metrics_.streaming.Set(0);
-  if (inflight_.inflightEvents() > 0) {
+  if (exactlyOnce() && eos_.open) {
+    log::warn("the open Kafka transaction ({} events) was not committed before stopping; its events stay "
+              "unconfirmed in the slot and are published on the next start",
+              eos_.events);
+  } else if (!exactlyOnce() && inflight_.inflightEvents() > 0) {
     log::warn(
         "{} events were not acknowledged by Kafka before stopping; they stay unconfirmed in the slot and "
         "are published again on the next start",
         inflight_.inflightEvents());
   }
-  log::info("stopped; confirmed position {}", inflight_.confirmedLsn().toString());
+  log::info("stopped; confirmed position {}", confirmedLsn().toString());
 }
 
 }  // namespace outbox

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,9 +29,16 @@
 #include "src/RelayMetrics.h"
 #include "src/ReplicationStream.h"
 #include "src/ServerWalProbe.h"
+#include "src/TransactionProgress.h"
 #include "src/TransactionResume.h"
 
 namespace outbox {
+
+// Exactly-once mode: the Kafka transaction was aborted; stream again from the last committed progress.
+class TransactionReplay : public ReplicationError {
+ public:
+  using ReplicationError::ReplicationError;
+};
 
 class Relay {
  public:
@@ -41,6 +49,9 @@ class Relay {
   static constexpr int kExitDeliveryFailed = 3;  // Kafka refused an event permanently; it was not confirmed
   static constexpr int kExitProtocol = 4;        // the replication stream could not be decoded
   static constexpr int kExitInternal = 5;        // a bug or an impossible state (the log says what)
+  static constexpr int kExitFenced = 6;
+  // The progress record's opaque: the dead-letter flag with id 0, which no dead letter has.
+  static constexpr uint64_t kProgressOpaque = uint64_t{1} << 63;          // exactly-once: another relay with the same transactional.id took over
 
   Relay(const RelayConfig& config, RelayMetrics& metrics);
   ~Relay();
@@ -110,6 +121,76 @@ class Relay {
   void shutdown();
   void refreshGauges();
   void probeLag();
+  // The position PostgreSQL may be told is flushed: Kafka acknowledged (at-least-once) or committed (exactly-once)
+  // everything before it.
+  Lsn confirmedLsn() const;
+  // Serves librdkafka's callbacks and notes a fatal producer error (a no-op before the producer exists).
+  void pollKafka();
+  // Status updates while the loop cannot read WAL (a blocking Kafka call): a broken connection is logged and left
+  // for the read loop to notice.
+  void keepAlive();
+  int fatalExitStatus() const;
+
+  // Exactly-once mode (RelayExactlyOnce.cpp; README "Guarantees").
+  bool exactlyOnce() const { return config_.kafka.exactlyOnce(); }
+  // After the slot was taken: the transactional producer (created, init_transactions) and the committed progress,
+  // once per process; then, at every (re)connect, replay from that progress. False when a stop came first.
+  bool eosPrepare(const ServerIdentity& server);
+  void eosBeginUnit(Lsn commitLsn);
+  void eosEndUnit(Lsn endLsn);
+  // For each outbox event of the open unit before it is published: true when Kafka has it already (skip it).
+  bool eosSkipEvent();
+  // Opens the Kafka transaction before the first record of it; false after a failure (the relay stops).
+  bool eosEnsureOpen();
+  void eosProduced(InflightTransactions::Sequence txn, uint64_t bytes, uint16_t labels);
+  std::optional<rd_kafka_resp_err_t> eosRejected() const;
+  void eosOnDelivery(const KafkaPublisher::Delivery& delivery);
+  // Whether the open Kafka transaction should be committed now (`idle`: the WAL stream had nothing more).
+  bool eosShouldCommit(bool idle) const;
+  // Writes the progress record and commits. False when it did not commit (then an abort, a failure or a stop
+  // whose bound passed: the caller looks at eos_.needAbort / failedStatus_).
+  bool eosCommit();
+  // Aborts the open Kafka transaction (if any) and forgets what it held.
+  void eosAbort(const std::string& why);
+  void eosNeedAbort(std::string why);
+
+  struct KafkaTxnEvent {
+    InflightTransactions::Sequence seq = 0;
+    Lsn unit;
+    uint64_t index = 0;
+    uint64_t bytes = 0;
+    uint16_t labels = 0;
+  };
+  struct ExactlyOnceState {
+    bool initialized = false;  // init_transactions succeeded
+    bool ready = false;        // and the committed progress was read
+    std::string transactionalId;
+    std::optional<ProgressRecord> committed;  // what Kafka has
+    ProgressRecord identity;                  // slot, database, system id, timeline of this connection
+    ReplayFilter filter;
+    ProgressTracker tracker;
+    uint64_t skip = 0;  // events of the open unit still to skip (ReplayFilter::kAll: all)
+    Lsn unit;           // the open unit
+    uint64_t eventIndex = 0;  // index within the unit of the event being published
+    // The Kafka transaction being filled.
+    bool open = false;
+    std::chrono::steady_clock::time_point openedAt;
+    uint64_t events = 0;
+    uint64_t bytes = 0;
+    uint64_t counterBase = 0;  // the opaque counter of its first record
+    uint64_t nextCounter = 0;
+    std::vector<KafkaTxnEvent> produced;  // by counter - counterBase
+    std::vector<double> commitTimes;      // unix seconds of the PostgreSQL commit of each acknowledged event
+    std::unordered_map<uint16_t, std::pair<uint64_t, uint64_t>> acknowledged;  // labels -> (events, bytes)
+    bool needAbort = false;
+    bool abortForRejection = false;  // the replay dead-letters: no backoff
+    std::string abortReason;
+    // Events Kafka refused for their content in an aborted transaction, by (unit, index): dead-lettered when the
+    // replay reaches them.
+    std::map<std::pair<Lsn, uint64_t>, rd_kafka_resp_err_t> rejected;
+    Lsn confirmed;
+  };
+  ExactlyOnceState eos_;
 
   const RelayConfig& config_;
   RelayMetrics& metrics_;

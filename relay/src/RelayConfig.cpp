@@ -97,11 +97,47 @@ void readKafka(ConfigTable root, KafkaConfig& out) {
   ConfigTable t = root.table("kafka");
   t.require("bootstrap_servers", out.bootstrapServers);
   t.get("unsafe_overrides", out.unsafeOverrides);
+  std::string delivery;
+  if (t.get("delivery", delivery)) {
+    if (delivery == "at_least_once") {
+      out.delivery = KafkaConfig::Delivery::AtLeastOnce;
+    } else if (delivery == "exactly_once") {
+      out.delivery = KafkaConfig::Delivery::ExactlyOnce;
+    } else {
+      t.invalid("delivery", fmt::format("must be \"at_least_once\" or \"exactly_once\", got {}", tomlQuote(delivery)));
+    }
+  }
+  const bool exactlyOnce = out.exactlyOnce();
+  auto onlyExactlyOnce = [&](std::string_view key) {
+    if (!exactlyOnce && t.has(key)) {
+      t.invalid(key, "applies only with delivery = \"exactly_once\"; set that, or remove this key");
+    }
+  };
+  for (std::string_view key : {"transactional_id", "progress_topic", "transaction_max_events",
+                               "transaction_max_bytes", "transaction_max_ms"}) {
+    onlyExactlyOnce(key);
+  }
+  if (t.get("transactional_id", out.transactionalId) &&
+      (out.transactionalId.empty() || out.transactionalId.size() > 249)) {
+    t.invalid("transactional_id", "must be 1 to 249 characters; it names this relay's Kafka transactions");
+  }
+  if (t.get("progress_topic", out.progressTopic)) {
+    if (auto error = kafkaTopicNameError(out.progressTopic)) t.invalid("progress_topic", *error);
+  }
+  t.get("transaction_max_events", out.transactionMaxEvents, 1, uint64_t{10000000});
+  t.get("transaction_max_bytes", out.transactionMaxBytes, 1, uint64_t{1} << 31);
+  // Below the broker's transaction.timeout.ms bound (librdkafka's transaction.timeout.ms default is 60 s).
+  t.get("transaction_max_ms", out.transactionMaxMs, 1, 30000);
 
   ConfigTable properties = t.table("properties");
   for (auto& [name, value] : properties.entries(EntryValues::Scalars)) {
     if (name == "bootstrap.servers" || name == "metadata.broker.list") {
       properties.invalid(name, "is set by kafka.bootstrap_servers; set that instead and remove this property");
+      continue;
+    }
+    if (name == "transactional.id") {
+      properties.invalid(name, "is set by the relay in exactly-once mode: set delivery = \"exactly_once\" (and "
+                               "transactional_id, if the default does not suit) in [kafka] instead");
       continue;
     }
     const GuardedKafkaProperty* guarded = guardedProperty(name);
@@ -363,6 +399,14 @@ std::string RelayConfig::redactedSummary() const {
   addPasswordFileSummary(sourceTable, source.passwordFile);
   toml::table kafkaTable{{"bootstrap_servers", kafka.bootstrapServers}};
   if (kafka.unsafeOverrides) kafkaTable.insert("unsafe_overrides", true);
+  kafkaTable.insert("delivery", kafka.exactlyOnce() ? "exactly_once" : "at_least_once");
+  if (kafka.exactlyOnce()) {
+    if (!kafka.transactionalId.empty()) kafkaTable.insert("transactional_id", kafka.transactionalId);
+    kafkaTable.insert("progress_topic", kafka.progressTopic);
+    kafkaTable.insert("transaction_max_events", static_cast<int64_t>(kafka.transactionMaxEvents));
+    kafkaTable.insert("transaction_max_bytes", static_cast<int64_t>(kafka.transactionMaxBytes));
+    kafkaTable.insert("transaction_max_ms", kafka.transactionMaxMs);
+  }
   addKafkaSummary(kafkaTable, kafka.properties, kafka.secretFiles);
 
   toml::array outboxArray;

@@ -37,6 +37,22 @@ struct KafkaConfig {
   // librdkafka properties whose value is read from a file (e.g. "sasl.password"); secret: never logged.
   std::vector<std::pair<std::string, std::string>> secretFiles;
   std::vector<std::pair<std::string, std::string>> secretValues;  // filled from secretFiles at load time
+
+  // README "Guarantees". AtLeastOnce: the idempotent producer; a crash re-sends what Kafka may already have.
+  // ExactlyOnce: librdkafka's transactional producer; each Kafka transaction carries whole PostgreSQL transactions
+  // (one larger than the bounds below is split) and the relay's progress record, so a read_committed consumer sees
+  // every event once across crashes and restarts.
+  enum class Delivery { AtLeastOnce, ExactlyOnce };
+  Delivery delivery = Delivery::AtLeastOnce;
+  // Exactly-once only. Empty: "outbox-relay.<database>.<slot>", the database as the server names it.
+  std::string transactionalId;
+  std::string progressTopic = "outbox-relay.progress";  // compacted, keyed by the transactional id
+  // A Kafka transaction commits once it holds this many events or bytes or has been open this long, and as soon
+  // as the WAL stream has nothing more at a PostgreSQL transaction boundary.
+  uint64_t transactionMaxEvents = 10000;
+  uint64_t transactionMaxBytes = 8ull * 1024 * 1024;
+  int transactionMaxMs = 100;
+  bool exactlyOnce() const { return delivery == Delivery::ExactlyOnce; }
 };
 
 // One outbox table and how its rows become Kafka records.

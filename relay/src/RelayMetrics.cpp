@@ -18,6 +18,9 @@ constexpr const char* kMessagesIgnoredHelp =
     "is off).";
 constexpr const char* kConnectedHelp =
     "1 while the connection to the target is up (postgres: the replication connection; kafka: at least one broker).";
+constexpr const char* kKafkaTransactionsHelp =
+    "Exactly-once mode: Kafka transactions ended, by outcome: committed (its events and progress record visible to "
+    "read_committed consumers), aborted (replayed from the last committed progress).";
 }  // namespace
 
 RelayMetrics::RelayMetrics(const RelayConfig& config)
@@ -69,6 +72,16 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
                     "1 while waiting for a replication slot another relay holds (hot standby).")),
       lastLoopTimestamp(gauge(*registry_, "outbox_relay_last_loop_timestamp_seconds",
                               "Unix time of the event loop's last iteration.")),
+      kafkaTransactionsCommitted(counter(*registry_, "outbox_relay_kafka_transactions_total", kKafkaTransactionsHelp,
+                                         {{"outcome", "committed"}})),
+      kafkaTransactionsAborted(counter(*registry_, "outbox_relay_kafka_transactions_total", kKafkaTransactionsHelp,
+                                       {{"outcome", "aborted"}})),
+      transactionalProducerReady(gauge(*registry_, "outbox_relay_transactional_producer_ready",
+                                       "Exactly-once mode: 1 once init_transactions succeeded (after the relay took "
+                                       "the slot; 0 on a hot standby).")),
+      replayedEventsSkipped(counter(*registry_, "outbox_relay_replayed_events_skipped_total",
+                                    "Exactly-once mode: events the slot sent again that the committed progress "
+                                    "record shows Kafka has already; skipped, not published twice.")),
       eventsPublishedFamily_(BuildCounter()
                                  .Name("outbox_relay_events_published_total")
                                  .Help("Outbox events acknowledged by Kafka, by outbox table (\"message\" for "

@@ -76,6 +76,13 @@ class RelayMetrics {
   prometheus::Gauge& streaming;
   prometheus::Gauge& standby;  // waiting for a slot another relay holds
   prometheus::Gauge& lastLoopTimestamp;
+  // Exactly-once mode: Kafka transactions by outcome, whether init_transactions succeeded (0 on a hot standby,
+  // which never initialises the producer before it holds the slot), and the events a resuming relay skipped
+  // because its committed progress says Kafka has them.
+  prometheus::Counter& kafkaTransactionsCommitted;
+  prometheus::Counter& kafkaTransactionsAborted;
+  prometheus::Gauge& transactionalProducerReady;
+  prometheus::Counter& replayedEventsSkipped;
 
  private:
   prometheus::Family<prometheus::Counter>& eventsPublishedFamily_;
