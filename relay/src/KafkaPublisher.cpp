@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "common/KafkaClientConfig.h"
@@ -47,10 +48,16 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& config, const LimitsConfig& li
   if (transactional_) {
     conf.set("transactional.id", transactionalId);
     // Not 0 (no expiry) here: a record stuck in an open transaction must fail (abortable: the relay aborts and
-    // replays) before the coordinator times the transaction out, which librdkafka 2.0.2 reports as a fatal
-    // INVALID_PRODUCER_EPOCH. So a record expires after half the transaction timeout (librdkafka's default 60 s).
-    conf.set("transaction.timeout.ms", "60000");
-    conf.set("message.timeout.ms", "30000");
+    // replays) well before the coordinator times the transaction out, which librdkafka 2.0.2 reports as a fatal
+    // INVALID_PRODUCER_EPOCH ("fenced"). So a record expires after a quarter of transaction.timeout.ms
+    // (librdkafka's default 60 s, or what [kafka.properties] sets).
+    long transactionTimeoutMs = 60000;
+    for (const auto& [name, value] : config.properties) {
+      if (name == "transaction.timeout.ms") transactionTimeoutMs = std::strtol(value.c_str(), nullptr, 10);
+    }
+    transactionTimeoutMs = std::max(transactionTimeoutMs, 4000L);
+    conf.set("transaction.timeout.ms", std::to_string(transactionTimeoutMs));
+    conf.set("message.timeout.ms", std::to_string(transactionTimeoutMs / 4));
   }
   effectiveProperties_ = conf.describe();
 

@@ -99,6 +99,9 @@ int Relay::run() {
     try {
       connectAndStream();
     } catch (const SlotBusyError& e) {
+      // Exactly-once: another relay holds the slot and, once it initialised, our producer's epoch is stale. Taking
+      // the slot again starts with a new producer and the progress as Kafka has it then.
+      if (exactlyOnce()) eosDropProducer();
       metrics_.standby.Set(1);
       metrics_.streaming.Set(0);
       metrics_.postgresConnected.Set(0);  // the connection that found the slot busy is closed below
@@ -258,7 +261,8 @@ void Relay::streamLoop() {
 
     int read = 0;
     bool idle = false;
-    while (!backpressured() && read < 4096 && !failedStatus_ && !(exactlyOnce() && eosShouldCommit(false))) {
+    while (!backpressured() && read < 4096 && !failedStatus_ &&
+           !(exactlyOnce() && (eos_.needAbort || eosShouldCommit(false)))) {
       std::string_view data;
       if (stream_->read(data) == ReplicationStream::ReadStatus::WouldBlock) {
         idle = true;
@@ -580,6 +584,12 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
       case KafkaPublisher::ProduceStatus::Failed:
         if (KafkaPublisher::contentRejection(code) && record.topic != config_.deadLetterTopic) {
           deadLetterRejected(txn, record.bytes(), code, record, false);
+          return;
+        }
+        if (exactlyOnce() && code == RD_KAFKA_RESP_ERR__STATE) {
+          // A failed delivery made the Kafka transaction abortable: librdkafka takes no more records until the
+          // abort, and the replay publishes this one.
+          eosNeedAbort("the Kafka transaction became abortable: " + error);
           return;
         }
         metrics_.publishErrors("produce_failed").Increment();

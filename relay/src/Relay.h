@@ -153,6 +153,8 @@ class Relay {
   // Aborts the open Kafka transaction (if any) and forgets what it held.
   void eosAbort(const std::string& why);
   void eosNeedAbort(std::string why);
+  // Forgets the producer and the progress (the slot was lost to another relay); without aborting anything.
+  void eosDropProducer();
 
   struct KafkaTxnEvent {
     InflightTransactions::Sequence seq = 0;

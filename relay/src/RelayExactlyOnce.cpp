@@ -30,6 +30,12 @@ using std::chrono::milliseconds;
 constexpr uint64_t kSequenceMask = (uint64_t{1} << 48) - 1;
 constexpr int kTransactionCallMs = 500;  // each blocking librdkafka call; the loop keeps PostgreSQL served between
 
+bool isAuthorizationError(rd_kafka_resp_err_t error) {
+  return error == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+         error == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED ||
+         error == RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+}
+
 std::string authorizationHint(const std::string& message, const std::string& transactionalId) {
   if (message.find("AUTHORIZATION") == std::string::npos) return "";
   return "; grant the relay's Kafka principal Write and Describe on TransactionalId \"" + transactionalId +
@@ -112,7 +118,11 @@ bool Relay::eosPrepare(const ServerIdentity& server) {
             eos_.transactionalId, record->systemId, eos_.identity.systemId, eos_.transactionalId,
             config_.kafka.progressTopic));
       }
-      if (record->partial) {
+      if (record->partial && record->commitLsn == Lsn()) {
+        log::info("exactly-once: Kafka has the first {} events of the transaction committing at {}: resuming after "
+                  "them",
+                  record->partial->events, record->partial->commitLsn.toString());
+      } else if (record->partial) {
         log::info(
             "exactly-once: Kafka has everything up to the transaction committing at {} (end {}) and the first {} "
             "events of the one committing at {}: resuming after them",
@@ -226,6 +236,13 @@ void Relay::eosOnDelivery(const KafkaPublisher::Delivery& delivery) {
       eosNeedAbort("Kafka refused a record for its content");
       return;
     }
+    if (isAuthorizationError(delivery.error)) {
+      // Not cured by a replay: stop as at-least-once does, confirming nothing of this transaction.
+      fail(kExitDeliveryFailed, std::string("kafka: an event to topic \"") + std::string(delivery.topic) +
+                                    "\" failed permanently: " + rd_kafka_err2str(delivery.error) +
+                                    "; stopping without confirming it (it is re-sent after a restart)");
+      return;
+    }
     if (KafkaPublisher::contentRejection(delivery.error)) {
       fail(kExitDeliveryFailed, std::string("kafka: the dead-letter topic \"") + std::string(delivery.topic) +
                                     "\" refused a record: " + rd_kafka_err2str(delivery.error) +
@@ -337,6 +354,30 @@ bool Relay::eosCommit() {
   eos_.acknowledged.clear();
   eos_.counterBase = eos_.nextCounter;
   return true;
+}
+
+void Relay::eosDropProducer() {
+  if (!publisher_) return;
+  if (eos_.open) {
+    log::warn("exactly-once: the slot is held by another relay: dropping the open Kafka transaction of {} records "
+              "(aborted by the relay that initialised the transactional id after this one)",
+              eos_.events);
+  }
+  publisher_.reset();
+  eos_.initialized = false;
+  eos_.ready = false;
+  eos_.committed.reset();
+  eos_.open = false;
+  eos_.needAbort = false;
+  eos_.produced.clear();
+  eos_.commitTimes.clear();
+  eos_.acknowledged.clear();
+  eos_.rejected.clear();
+  eos_.counterBase = eos_.nextCounter;
+  deadLetters_.clear();
+  pendingDeadLetters_.clear();
+  inflight_.clear();
+  metrics_.transactionalProducerReady.Set(0);
 }
 
 void Relay::eosAbort(const std::string& why) {

@@ -352,7 +352,8 @@ TEST(RelayConfigValidation, OutboxTable) {
             "relay.toml:7:15: outbox[0].type_column: must not be empty; give a column name of the outbox table");
   EXPECT_EQ(onlyIssue(kMinimal + "outbox = 3\n" + kOutbox),
             "relay.toml:5:1: kafka.outbox: unknown key; remove it, or use one of: bootstrap_servers, "
-            "unsafe_overrides, properties, secret_files");
+            "unsafe_overrides, delivery, transactional_id, progress_topic, transaction_max_events, "
+            "transaction_max_bytes, transaction_max_ms, properties, secret_files");
   EXPECT_EQ(onlyIssue("outbox = 3\n" + kMinimal + kMessagesOn),
             "relay.toml:1:10: outbox: must be an array of tables, got an integer; write [[outbox]] above each entry");
   EXPECT_EQ(onlyIssue(kMinimal + "[outbox]\ntable = \"t\"\n" + kMessagesOn),
@@ -777,4 +778,45 @@ TEST(RelayConfigFile, SyntaxErrorHasLineAndColumn) {
   ASSERT_EQ(duplicate.issues.size(), 1u);
   EXPECT_EQ(duplicate.issues[0].line, 5);
   EXPECT_THAT(duplicate.issues[0].message, HasSubstr("TOML syntax error"));
+}
+
+TEST(RelayConfigValidation, DeliveryModeAndTransactionBounds) {
+  RelayConfig defaults = parseOk(kMinimal + kOutbox);
+  EXPECT_EQ(defaults.kafka.delivery, KafkaConfig::Delivery::AtLeastOnce);
+  EXPECT_FALSE(defaults.kafka.exactlyOnce());
+  EXPECT_THAT(defaults.redactedSummary(), HasSubstr("delivery = \"at_least_once\""));
+
+  RelayConfig c = parseOk(kMinimal +
+                          "delivery = \"exactly_once\"\ntransactional_id = \"orders-relay\"\n"
+                          "progress_topic = \"relay.progress\"\ntransaction_max_events = 500\n"
+                          "transaction_max_bytes = 65536\ntransaction_max_ms = 20\n" +
+                          kOutbox);
+  EXPECT_TRUE(c.kafka.exactlyOnce());
+  EXPECT_EQ(c.kafka.transactionalId, "orders-relay");
+  EXPECT_EQ(c.kafka.progressTopic, "relay.progress");
+  EXPECT_EQ(c.kafka.transactionMaxEvents, 500u);
+  EXPECT_EQ(c.kafka.transactionMaxBytes, 65536u);
+  EXPECT_EQ(c.kafka.transactionMaxMs, 20);
+  EXPECT_THAT(c.redactedSummary(), HasSubstr("transactional_id = \"orders-relay\""));
+
+  RelayConfig eosDefaults = parseOk(kMinimal + "delivery = \"exactly_once\"\n" + kOutbox);
+  EXPECT_EQ(eosDefaults.kafka.transactionalId, "");  // derived from the database and slot at connect
+  EXPECT_EQ(eosDefaults.kafka.progressTopic, "outbox-relay.progress");
+  EXPECT_EQ(eosDefaults.kafka.transactionMaxEvents, 10000u);
+  EXPECT_EQ(eosDefaults.kafka.transactionMaxMs, 100);
+
+  EXPECT_EQ(onlyIssue(kMinimal + "delivery = \"exactly-once\"\n" + kOutbox),
+            "relay.toml:5:12: kafka.delivery: must be \"at_least_once\" or \"exactly_once\", got \"exactly-once\"");
+  // Transaction settings without exactly-once would be silently meaningless: refused.
+  EXPECT_THAT(onlyIssue(kMinimal + "transaction_max_ms = 20\n" + kOutbox),
+              HasSubstr("kafka.transaction_max_ms: applies only with delivery = \"exactly_once\""));
+  EXPECT_THAT(onlyIssue(kMinimal + "delivery = \"exactly_once\"\nprogress_topic = \"bad topic\"\n" + kOutbox),
+              HasSubstr("kafka.progress_topic:"));
+  EXPECT_THAT(onlyIssue(kMinimal + "delivery = \"exactly_once\"\ntransaction_max_ms = 0\n" + kOutbox),
+              HasSubstr("kafka.transaction_max_ms: must be"));
+  EXPECT_THAT(onlyIssue(kMinimal + "delivery = \"exactly_once\"\ntransactional_id = \"\"\n" + kOutbox),
+              HasSubstr("kafka.transactional_id: must be 1 to 249 characters"));
+  // The relay owns transactional.id: set through [kafka.properties] it would bypass the progress record.
+  EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"transactional.id\" = \"x\"\n" + kOutbox),
+              HasSubstr("is set by the relay in exactly-once mode"));
 }
