@@ -567,14 +567,17 @@ TEST(RelayExactlyOnce, HotStandbyWaitsWithoutFencingThenTakesOver) {
   TopicReader reader(kafkaBootstrap(), topicsOf(topicPrefix), Isolation::ReadCommitted);
   auto a = RelayProcess::start(config.render(), "relay-a");
   ASSERT_TRUE(streaming(pg, config.slot(), *a)) << a->logTail();
-  auto pidA = slotActivePid(pg, config.slot());
-  ASSERT_TRUE(pidA);
   std::string addressA = adminAddressOf(*a);
   ASSERT_TRUE(waitFor([&] { return scrapeValue(addressA, kReadyGauge) == 1.0; }, 60s))
       << kReadyGauge << " on A: " << scrapeValue(addressA, kReadyGauge).value_or(-1) << "\n"
       << a->logTail();
 
   BackgroundLoad load(table, makeAggregates(uniqueName("agg"), 20), 5, 20ms, 51);
+  // A's walsender once A publishes (A may reconnect while it starts: a progress topic it just created can answer
+  // "not leader" for a moment).
+  ASSERT_GT(reader.readUntil(50, 2min).size(), 49u) << a->logTail();
+  auto pidA = slotActivePid(pg, config.slot());
+  ASSERT_TRUE(pidA);
   auto b = RelayProcess::start(config.render(), "relay-b");
   std::string addressB = adminAddressOf(*b);
   ASSERT_TRUE(waitFor([&] { return scrapeValue(addressB, kReadyGauge).has_value(); }, 60s))
