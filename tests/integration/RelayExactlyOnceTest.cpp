@@ -61,8 +61,9 @@ void holdLargeTransactions(RelayConfigBuilder& config, int maxEventsPerKafkaTran
 
 // waitForSlotStreaming, but giving up as soon as the relay has exited (a config it refuses, a crash).
 bool streaming(PgConnection& pg, const std::string& slot, ChildProcess& relay) {
-  waitFor([&] { return !relay.running() || waitForSlotStreaming(pg, slot, 0ms); }, 120s, 100ms);
-  return relay.running() && waitForSlotStreaming(pg, slot, 0ms);
+  bool streams = false;
+  waitFor([&] { return (streams = waitForSlotStreaming(pg, slot, 0ms)) || !relay.running(); }, 120s, 100ms);
+  return streams;
 }
 
 size_t occurrences(const std::string& text, const std::string& what) {
@@ -635,16 +636,13 @@ TEST(RelayExactlyOnce, OversizedEventIsDeadLetteredExactlyOnce) {
   createTopic(topicPrefix + ".customer", 3);
   createTopic(deadLetters, 1);
   RelayConfigBuilder config = exactlyOnceConfig(table, topicPrefix);
-  // The broker refuses a whole ProduceRequest batch for one record over max.message.bytes, and the relay
-  // dead-letters every record of a refused batch (it cannot tell which one was too large). A batch.size below the
-  // oversized event's size gives that event a batch of its own, so that the events around it are not refused with
-  // it and this test is about one dead letter.
-  config.kafkaProperty("batch.size", "16384");
   ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
   std::string toml = "dead_letter_topic = " + tomlString(deadLetters) + "\n" + config.render();
   auto relay = RelayProcess::start(toml, "relay-1");
   ASSERT_TRUE(streaming(pg, config.slot(), *relay)) << relay->logTail();
 
+  // Written in one go, so that the oversized event shares ProduceRequest batches with normal ones: the broker refuses
+  // the whole batch (max.message.bytes is checked per batch), and only the oversized event may end as a dead letter.
   EventWriter writer(table, makeAggregates(uniqueName("agg"), 10), 0, 61);
   for (int i = 0; i < 10; ++i) writer.writeTransaction(10, i % 2 == 0);
   std::string agg = uniqueName("dl");
