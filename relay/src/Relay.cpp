@@ -563,10 +563,20 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
   // Exactly-once: a record's opaque is its counter in the Kafka transaction (eos_.produced), not its transaction.
   uint64_t opaqueId = txn;
   if (exactlyOnce()) {
-    if (!eosEnsureOpen()) return;
-    if (auto rejectedCode = eosRejected()) {
-      // Refused for its content in a transaction that was aborted for it: its dead letter takes its place now.
-      deadLetterRejected(txn, record.bytes(), *rejectedCode, record, false);
+    auto rejected = eosRejected();
+    if (rejected && rejected->confirmed) {
+      // Refused alone for its content in a transaction that was aborted for it: its dead letter takes its place.
+      if (!eosEnsureOpen()) return;
+      deadLetterRejected(txn, record.bytes(), rejected->error, record, false);
+      return;
+    }
+    if (rejected) {
+      // A suspect: what comes before it commits first, then it goes alone in a Kafka transaction of its own (one
+      // record, one batch), committed at once below.
+      if (eos_.open && !eosCommit()) return;  // an abort, a failure or a stop: the loop handles it
+      if (!eosEnsureOpen()) return;
+      eos_.isolating = true;
+    } else if (!eosEnsureOpen()) {
       return;
     }
     opaqueId = eos_.nextCounter;
@@ -575,7 +585,10 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
     switch (publisher_->produce(record, packOpaque(opaqueId, labels), error, code)) {
       case KafkaPublisher::ProduceStatus::Queued:
         inflight_.addEvent(txn, record.bytes());
-        if (exactlyOnce()) eosProduced(txn, record.bytes(), labels);
+        if (exactlyOnce()) {
+          eosProduced(txn, record.bytes(), labels);
+          if (eos_.isolating) eosCommit();  // failing, it sets needAbort (the loop aborts and replays)
+        }
         return;
       case KafkaPublisher::ProduceStatus::QueueFull:
         metrics_.publishErrors("queue_full").Increment();

@@ -143,7 +143,13 @@ class Relay {
   // Opens the Kafka transaction before the first record of it; false after a failure (the relay stops).
   bool eosEnsureOpen();
   void eosProduced(InflightTransactions::Sequence txn, uint64_t bytes, uint16_t labels);
-  std::optional<rd_kafka_resp_err_t> eosRejected() const;
+  // The event being published was refused for its content in an aborted Kafka transaction: the error, and
+  // whether it was refused alone (confirmed: dead-letter it) or in a batch (a suspect: send it alone).
+  struct EosRejected {
+    rd_kafka_resp_err_t error;
+    bool confirmed;
+  };
+  std::optional<EosRejected> eosRejected() const;
   void eosOnDelivery(const KafkaPublisher::Delivery& delivery);
   // Whether the open Kafka transaction should be committed now (`idle`: the WAL stream had nothing more).
   bool eosShouldCommit(bool idle) const;
@@ -153,6 +159,10 @@ class Relay {
   // Aborts the open Kafka transaction (if any) and forgets what it held.
   void eosAbort(const std::string& why);
   void eosNeedAbort(std::string why);
+  // The Kafka transaction's bookkeeping emptied (after a commit, or before a new one).
+  void eosCloseTransaction();
+  // And what was in flight with it (an abort purged its records).
+  void eosForgetTransaction();
   // Forgets the producer and the progress (the slot was lost to another relay); without aborting anything.
   void eosDropProducer();
 
@@ -187,9 +197,16 @@ class Relay {
     bool needAbort = false;
     bool abortForRejection = false;  // the replay dead-letters: no backoff
     std::string abortReason;
-    // Events Kafka refused for their content in an aborted transaction, by (unit, index): dead-lettered when the
-    // replay reaches them.
-    std::map<std::pair<Lsn, uint64_t>, rd_kafka_resp_err_t> rejected;
+    // Events Kafka refused for their content in an aborted transaction, by (unit, index). The broker refuses a
+    // whole batch (max.message.bytes counts the batch), so a refused event is first a suspect: the replay sends
+    // it alone in a Kafka transaction of its own. Refused alone, it is confirmed, and the next replay
+    // dead-letters it; taken alone, it was innocent.
+    struct Rejection {
+      rd_kafka_resp_err_t error = RD_KAFKA_RESP_ERR_NO_ERROR;
+      bool confirmed = false;
+    };
+    std::map<std::pair<Lsn, uint64_t>, Rejection> rejected;
+    bool isolating = false;  // the open Kafka transaction holds one suspect alone
     Lsn confirmed;
   };
   ExactlyOnceState eos_;

@@ -188,14 +188,9 @@ bool Relay::eosEnsureOpen() {
          "kafka: " + result.message + "; stopping without confirming anything more");
     return false;
   }
+  eosCloseTransaction();
   eos_.open = true;
   eos_.openedAt = Clock::now();
-  eos_.events = 0;
-  eos_.bytes = 0;
-  eos_.counterBase = eos_.nextCounter;
-  eos_.produced.clear();
-  eos_.commitTimes.clear();
-  eos_.acknowledged.clear();
   return true;
 }
 
@@ -206,10 +201,10 @@ void Relay::eosProduced(InflightTransactions::Sequence txn, uint64_t bytes, uint
   eos_.bytes += bytes;
 }
 
-std::optional<rd_kafka_resp_err_t> Relay::eosRejected() const {
+std::optional<Relay::EosRejected> Relay::eosRejected() const {
   auto it = eos_.rejected.find({eos_.unit, eos_.eventIndex});
   if (it == eos_.rejected.end()) return std::nullopt;
-  return it->second;
+  return EosRejected{it->second.error, it->second.confirmed};
 }
 
 void Relay::eosNeedAbort(std::string why) {
@@ -228,10 +223,15 @@ void Relay::eosOnDelivery(const KafkaPublisher::Delivery& delivery) {
     if (KafkaPublisher::contentRejection(delivery.error) && delivery.topic != config_.deadLetterTopic) {
       // librdkafka makes the whole transaction abortable. The replay sends this event's dead letter in its place,
       // in the same transaction as the events around it.
-      eos_.rejected[{event.unit, event.index}] = delivery.error;
-      log::warn("exactly-once: Kafka refused event {} of the transaction committing at {} (topic \"{}\"): {}; "
-                "aborting the Kafka transaction, the replay dead-letters it",
-                event.index, event.unit.toString(), delivery.topic, rd_kafka_err2str(delivery.error));
+      auto& rejection = eos_.rejected[{event.unit, event.index}];
+      rejection.error = delivery.error;
+      // Refused in a transaction of its own: its own fault. Else perhaps only its batch's.
+      rejection.confirmed = eos_.isolating;
+      log::warn("exactly-once: Kafka refused event {} of the transaction committing at {} (topic \"{}\"{}): {}; "
+                "aborting the Kafka transaction: the replay {}",
+                event.index, event.unit.toString(), delivery.topic, eos_.isolating ? ", sent alone" : "",
+                rd_kafka_err2str(delivery.error),
+                eos_.isolating ? "dead-letters it" : "sends it alone to tell whether it or its batch was refused");
       eos_.abortForRejection = true;
       eosNeedAbort("Kafka refused a record for its content");
       return;
@@ -344,15 +344,15 @@ bool Relay::eosCommit() {
   }
   // Only now may PostgreSQL hear of it: the flush LSN follows the committed progress.
   if (progress.endLsn > eos_.confirmed) eos_.confirmed = progress.endLsn;
+  if (eos_.isolating && !eos_.produced.empty()) {
+    // The suspect went through alone: it was its batch, not the event.
+    eos_.rejected.erase({eos_.produced.front().unit, eos_.produced.front().index});
+  }
   for (auto it = eos_.rejected.begin(); it != eos_.rejected.end();) {
     it = it->first.first <= progress.commitLsn ? eos_.rejected.erase(it) : std::next(it);
   }
   eos_.committed = std::move(progress);
-  eos_.open = false;
-  eos_.produced.clear();
-  eos_.commitTimes.clear();
-  eos_.acknowledged.clear();
-  eos_.counterBase = eos_.nextCounter;
+  eosCloseTransaction();
   return true;
 }
 
@@ -367,17 +367,29 @@ void Relay::eosDropProducer() {
   eos_.initialized = false;
   eos_.ready = false;
   eos_.committed.reset();
+  eos_.rejected.clear();
+  eosForgetTransaction();
+  metrics_.transactionalProducerReady.Set(0);
+}
+
+void Relay::eosCloseTransaction() {
   eos_.open = false;
-  eos_.needAbort = false;
+  eos_.isolating = false;
+  eos_.events = 0;
+  eos_.bytes = 0;
   eos_.produced.clear();
   eos_.commitTimes.clear();
   eos_.acknowledged.clear();
-  eos_.rejected.clear();
-  eos_.counterBase = eos_.nextCounter;
+  eos_.counterBase = eos_.nextCounter;  // a late report of one of its records matches nothing
+}
+
+void Relay::eosForgetTransaction() {
+  eosCloseTransaction();
+  eos_.needAbort = false;
+  eos_.abortReason.clear();
   deadLetters_.clear();
   pendingDeadLetters_.clear();
   inflight_.clear();
-  metrics_.transactionalProducerReady.Set(0);
 }
 
 void Relay::eosAbort(const std::string& why) {
@@ -398,16 +410,7 @@ void Relay::eosAbort(const std::string& why) {
     metrics_.kafkaTransactionsAborted.Increment();
     log::warn("exactly-once: aborted the Kafka transaction of {} records: {}", eos_.events, why);
   }
-  eos_.open = false;
-  eos_.needAbort = false;
-  eos_.abortReason.clear();
-  eos_.produced.clear();
-  eos_.commitTimes.clear();
-  eos_.acknowledged.clear();
-  eos_.counterBase = eos_.nextCounter;
-  deadLetters_.clear();
-  pendingDeadLetters_.clear();
-  inflight_.clear();
+  eosForgetTransaction();
 }
 
 }  // namespace outbox
