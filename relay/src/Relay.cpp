@@ -132,6 +132,19 @@ int Relay::run() {
       // outage, a timed-out transaction) waits the reconnect backoff first.
       milliseconds wait = eos_.abortForRejection ? milliseconds(0) : backoff_.next();
       eos_.abortForRejection = false;
+      if (eos_.needReset) {
+        // A fatal producer error that is not a fence by another relay: a new producer (created and initialised
+        // when the slot is taken again) and the progress as Kafka has it then. Bounded: five in a row without a
+        // commit stop the relay.
+        eosDropProducer();
+        eos_.needReset = false;
+        if (++eos_.resetsWithoutCommit > 5) {
+          fail(kExitDeliveryFailed, std::string("kafka: ") + e.what() +
+                                        "; five new transactional producers in a row failed before committing: "
+                                        "stopping (the log above says why)");
+          continue;
+        }
+      }
       log::warn("exactly-once: {}; replaying from the last committed progress in {} ms", e.what(), wait.count());
       waitServing(wait);
     } catch (const ReplicationError& e) {
@@ -199,7 +212,12 @@ void Relay::connectAndStream() {
   decoder_.reset();
   if (exactlyOnce()) {
     // Whatever the lost connection (or an aborted Kafka transaction) left open is aborted: the replay starts
-    // from the committed progress, which names exactly what Kafka has.
+    // from the committed progress, which names exactly what Kafka has. (A producer with a fatal error is not
+    // asked to abort: a new one's init_transactions aborts it.)
+    if (eos_.needReset) {
+      eosDropProducer();
+      eos_.needReset = false;
+    }
     if (eos_.open) eosAbort("the PostgreSQL connection was lost");
     inflight_.clear();
     resume_.reconnected();
@@ -236,6 +254,11 @@ void Relay::streamLoop() {
     pollKafka();
     retryPendingDeadLetters();
     if (failedStatus_) return;
+    if (exactlyOnce() && eos_.needReset) {
+      eosHandleFatal();
+      if (failedStatus_) return;
+      throw TransactionReplay(eos_.abortReason);
+    }
     if (exactlyOnce() && eos_.needAbort) {
       std::string why = eos_.abortReason;
       eosAbort(why);
@@ -322,6 +345,10 @@ int Relay::fatalExitStatus() const {
 void Relay::pollKafka() {
   if (!publisher_) return;
   publisher_->poll();
+  if (exactlyOnce()) {
+    if (publisher_->fatalError() && !failedStatus_) eosFatal("kafka: " + *publisher_->fatalError());
+    return;
+  }
   if (publisher_->fatalError() && !failedStatus_) {
     fail(fatalExitStatus(),
          publisher_->fenced()
@@ -597,6 +624,10 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
       case KafkaPublisher::ProduceStatus::Failed:
         if (KafkaPublisher::contentRejection(code) && record.topic != config_.deadLetterTopic) {
           deadLetterRejected(txn, record.bytes(), code, record, false);
+          return;
+        }
+        if (exactlyOnce() && (code == RD_KAFKA_RESP_ERR__FATAL || publisher_->fatalError())) {
+          eosFatal("kafka: " + (publisher_->fatalError() ? *publisher_->fatalError() : error));
           return;
         }
         if (exactlyOnce() && code == RD_KAFKA_RESP_ERR__STATE) {

@@ -163,6 +163,14 @@ class Relay {
   void eosCloseTransaction();
   // And what was in flight with it (an abort purged its records).
   void eosForgetTransaction();
+  // A fatal producer error: decided at the top of the loop (eosHandleFatal), never inside a librdkafka callback.
+  void eosFatal(std::string why);
+  // Fenced by another relay that holds the slot: exit 6. Fenced while this relay's own walsender still holds the
+  // slot (the coordinator timed the transaction out over a long outage: librdkafka 2.0.2 reports that epoch bump
+  // as fenced), or any other fatal error: a new producer, initialised afresh, replays from the committed progress.
+  void eosHandleFatal();
+  // Whether the slot's active walsender is this relay's (asked on a connection of its own).
+  bool holdsSlot();
   // Forgets the producer and the progress (the slot was lost to another relay); without aborting anything.
   void eosDropProducer();
 
@@ -195,6 +203,8 @@ class Relay {
     std::vector<double> commitTimes;      // unix seconds of the PostgreSQL commit of each acknowledged event
     std::unordered_map<uint16_t, std::pair<uint64_t, uint64_t>> acknowledged;  // labels -> (events, bytes)
     bool needAbort = false;
+    bool needReset = false;      // a fatal producer error: a new producer is needed
+    int resetsWithoutCommit = 0;  // consecutive producer resets with no commit in between (bounded)
     bool abortForRejection = false;  // the replay dead-letters: no backoff
     std::string abortReason;
     // Events Kafka refused for their content in an aborted transaction, by (unit, index). The broker refuses a

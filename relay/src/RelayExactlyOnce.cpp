@@ -18,6 +18,7 @@
 #include <algorithm>
 
 #include "common/Log.h"
+#include "common/PgConnection.h"
 #include "common/UnixTime.h"
 #include "src/ProgressStore.h"
 #include "src/Relay.h"
@@ -182,10 +183,10 @@ bool Relay::eosSkipEvent() {
 
 bool Relay::eosEnsureOpen() {
   if (eos_.open) return true;
+  if (eos_.needReset) return false;
   auto result = publisher_->beginTransaction();
   if (!result.ok()) {
-    fail(result.fenced ? kExitFenced : kExitDeliveryFailed,
-         "kafka: " + result.message + "; stopping without confirming anything more");
+    eosFatal("kafka: " + result.message);
     return false;
   }
   eosCloseTransaction();
@@ -205,6 +206,44 @@ std::optional<Relay::EosRejected> Relay::eosRejected() const {
   auto it = eos_.rejected.find({eos_.unit, eos_.eventIndex});
   if (it == eos_.rejected.end()) return std::nullopt;
   return EosRejected{it->second.error, it->second.confirmed};
+}
+
+void Relay::eosFatal(std::string why) {
+  if (eos_.needReset) return;
+  eos_.needReset = true;
+  // Every wait of the transaction's path gives up on needAbort; no librdkafka transaction call follows.
+  eos_.needAbort = true;
+  eos_.abortReason = std::move(why);
+}
+
+bool Relay::holdsSlot() {
+  if (!stream_ || stream_->backendPid() == 0) return false;
+  PGconn* conn = connectPostgres(config_.source.conninfo, config_.source.password, {},
+                                 defaultsNotSetBy(config_.source.conninfo, networkTimeoutDefaults()));
+  std::unique_ptr<PGconn, void (*)(PGconn*)> owned(conn, PQfinish);
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
+  const char* values[1] = {config_.source.slot.c_str()};
+  PgResult result(PQexecParams(conn, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", 1, nullptr,
+                               values, nullptr, nullptr, 0));
+  if (PQresultStatus(result.get()) != PGRES_TUPLES_OK || PQntuples(result.get()) != 1 ||
+      PQgetisnull(result.get(), 0, 0)) {
+    return false;
+  }
+  return std::atoi(PQgetvalue(result.get(), 0, 0)) == stream_->backendPid();
+}
+
+void Relay::eosHandleFatal() {
+  if (publisher_ && publisher_->fenced() && !holdsSlot()) {
+    fail(kExitFenced, "kafka: fenced: another relay with transactional.id \"" + eos_.transactionalId +
+                          "\" took over (" + eos_.abortReason +
+                          "); stopping without confirming anything it did not commit");
+    return;
+  }
+  log::warn("exactly-once: {}{}; replacing the transactional producer and replaying from the last committed progress",
+            eos_.abortReason,
+            publisher_ && publisher_->fenced()
+                ? " (this relay's walsender still holds the slot: the coordinator expired the transaction)"
+                : "");
 }
 
 void Relay::eosNeedAbort(std::string why) {
@@ -321,8 +360,7 @@ bool Relay::eosCommit() {
       return false;
     }
     if (result.kind == Kind::Fatal) {
-      fail(result.fenced ? kExitFenced : kExitDeliveryFailed,
-           "kafka: " + result.message + "; stopping without confirming the uncommitted Kafka transaction");
+      eosFatal("kafka: " + result.message);
       return false;
     }
     // Retriable (the coordinator is unreachable or slow): waited out, PostgreSQL kept served.
@@ -335,6 +373,7 @@ bool Relay::eosCommit() {
   }
 
   metrics_.kafkaTransactionsCommitted.Increment();
+  eos_.resetsWithoutCommit = 0;
   double now = unixSecondsNow();
   for (double committedAt : eos_.commitTimes) metrics_.commitToAckSeconds.Observe(std::max(0.0, now - committedAt));
   for (const auto& [labels, counts] : eos_.acknowledged) {
@@ -398,8 +437,7 @@ void Relay::eosAbort(const std::string& why) {
       auto result = publisher_->abortTransaction(kTransactionCallMs);
       if (result.ok()) break;
       if (result.kind != KafkaPublisher::TransactionResult::Kind::Retriable) {
-        fail(result.fenced ? kExitFenced : kExitDeliveryFailed,
-             "kafka: " + result.message + "; stopping without confirming the aborted Kafka transaction");
+        eosFatal("kafka: " + result.message);
         return;
       }
       keepAlive();

@@ -479,4 +479,6 @@ void ReplicationStream::close(std::chrono::milliseconds drainBound) {
   conn_ = nullptr;
 }
 
+int ReplicationStream::backendPid() const { return conn_ ? PQbackendPID(conn_) : 0; }
+
 }  // namespace outbox

@@ -117,6 +117,8 @@ class ReplicationStream {
   bool isOpen() const { return conn_ != nullptr; }
   // START_REPLICATION succeeded on the open connection: status updates can be sent.
   bool isStreaming() const { return conn_ != nullptr && streaming_; }
+  // The walsender serving this connection (PQbackendPID); 0 without a connection.
+  int backendPid() const;
 
  private:
   PGresult* exec(const std::string& sql);  // throws on failure
