@@ -21,40 +21,6 @@ using ::testing::HasSubstr;
 
 namespace {
 
-// Creates `topic` with the admin API and per-topic configs (e.g. max.message.bytes), and waits for the result.
-void createTopic(const std::string& topic, int partitions,
-                 const std::vector<std::pair<std::string, std::string>>& configs) {
-  char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", kafkaBootstrap().c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-    throw std::runtime_error(err);
-  }
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (rk == nullptr) throw std::runtime_error(err);
-  rd_kafka_NewTopic_t* newTopic = rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, err, sizeof err);
-  for (auto& [name, value] : configs) rd_kafka_NewTopic_set_config(newTopic, name.c_str(), value.c_str());
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
-  rd_kafka_CreateTopics(rk, &newTopic, 1, nullptr, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
-  std::string problem;
-  if (event == nullptr) {
-    problem = "no CreateTopics result within 30 s";
-  } else {
-    const rd_kafka_CreateTopics_result_t* result = rd_kafka_event_CreateTopics_result(event);
-    size_t count = 0;
-    const rd_kafka_topic_result_t** topics = rd_kafka_CreateTopics_result_topics(result, &count);
-    if (rd_kafka_event_error(event)) problem = rd_kafka_event_error_string(event);
-    for (size_t i = 0; i < count; ++i) {
-      if (rd_kafka_topic_result_error(topics[i])) problem = rd_kafka_topic_result_error_string(topics[i]);
-    }
-    rd_kafka_event_destroy(event);
-  }
-  rd_kafka_queue_destroy(queue);
-  rd_kafka_NewTopic_destroy(newTopic);
-  rd_kafka_destroy(rk);
-  if (!problem.empty()) throw std::runtime_error("cannot create topic " + topic + ": " + problem);
-}
-
 // The value of one series in the relay's /metrics, nullopt when it (or the endpoint) is not there.
 std::optional<double> metric(int port, const std::string& series) {
   CommandResult r = runCommand(

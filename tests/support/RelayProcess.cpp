@@ -16,7 +16,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -133,6 +132,23 @@ RelayConfigBuilder& RelayConfigBuilder::kafkaProperty(const std::string& key, co
   return *this;
 }
 
+RelayConfigBuilder& RelayConfigBuilder::kafkaOption(const std::string& key, const std::string& tomlValue) {
+  for (auto& [k, v] : kafkaOptions_) {
+    if (k == key) {
+      v = tomlValue;
+      return *this;
+    }
+  }
+  kafkaOptions_.emplace_back(key, tomlValue);
+  return *this;
+}
+
+RelayConfigBuilder& RelayConfigBuilder::exactlyOnce() {
+  if (progressTopic_.empty()) progressTopic_ = uniqueName("it_progress");
+  kafkaOption("delivery", tomlString("exactly_once"));
+  return kafkaOption("progress_topic", tomlString(progressTopic_));
+}
+
 RelayConfigBuilder& RelayConfigBuilder::limits(uint64_t maxInflightEvents, uint64_t maxInflightBytes) {
   limits_ = std::make_pair(maxInflightEvents, maxInflightBytes);
   return *this;
@@ -179,6 +195,7 @@ std::string RelayConfigBuilder::render() const {
   for (auto& [k, v] : sourceExtra_) out << k << " = " << v << "\n";
   out << "\n[kafka]\nbootstrap_servers = " << tomlString(bootstrapServers_ ? *bootstrapServers_ : kafkaBootstrap())
       << "\n";
+  for (auto& [k, v] : kafkaOptions_) out << k << " = " << v << "\n";
   if (!kafkaProperties_.empty()) {
     out << "[kafka.properties]\n";
     for (auto& [k, v] : kafkaProperties_) out << tomlString(k) << " = " << tomlString(v) << "\n";
@@ -335,6 +352,14 @@ void ChildProcess::sigterm() {
 
 void ChildProcess::sigkill() {
   if (running()) ::kill(pid_, SIGKILL);
+}
+
+void ChildProcess::sigstop() {
+  if (running()) ::kill(pid_, SIGSTOP);
+}
+
+void ChildProcess::sigcont() {
+  if (running()) ::kill(pid_, SIGCONT);
 }
 
 std::optional<ExitStatus> ChildProcess::waitExit(std::chrono::milliseconds timeout) {
@@ -595,6 +620,35 @@ int64_t KafkaOffsets::recordCount(const std::string& topic) {
     total += watermarks(rk_, topic, p).second;
   }
   return total;
+}
+
+void createTopic(const std::string& topic, int partitions,
+                 const std::vector<std::pair<std::string, std::string>>& configs) {
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, kafkaConf(kafkaBootstrap(), {}), err, sizeof err);
+  if (rk == nullptr) throw std::runtime_error(err);
+  rd_kafka_NewTopic_t* newTopic = rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, err, sizeof err);
+  for (auto& [name, value] : configs) rd_kafka_NewTopic_set_config(newTopic, name.c_str(), value.c_str());
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_CreateTopics(rk, &newTopic, 1, nullptr, queue);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
+  std::string problem;
+  if (event == nullptr) {
+    problem = "no CreateTopics result within 30 s";
+  } else {
+    const rd_kafka_CreateTopics_result_t* result = rd_kafka_event_CreateTopics_result(event);
+    size_t count = 0;
+    const rd_kafka_topic_result_t** topics = rd_kafka_CreateTopics_result_topics(result, &count);
+    if (rd_kafka_event_error(event)) problem = rd_kafka_event_error_string(event);
+    for (size_t i = 0; i < count; ++i) {
+      if (rd_kafka_topic_result_error(topics[i])) problem = rd_kafka_topic_result_error_string(topics[i]);
+    }
+    rd_kafka_event_destroy(event);
+  }
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_NewTopic_destroy(newTopic);
+  rd_kafka_destroy(rk);
+  if (!problem.empty()) throw std::runtime_error("cannot create topic " + topic + ": " + problem);
 }
 
 int64_t scanTopic(const std::string& bootstrap, const std::string& topic,
@@ -934,10 +988,11 @@ std::string adminAddressOf(ChildProcess& process) {
 std::optional<double> scrapeValue(const std::string& address, const std::string& name) {
   CommandResult r = runCommand({"/usr/bin/curl", "-sS", "--max-time", "10", "http://" + address + "/metrics"},
                                std::chrono::seconds(20));
-  std::regex line("(^|\n)" + name + " ([0-9.e+-]+)");
-  std::smatch m;
-  if (!std::regex_search(r.output, m, line)) return std::nullopt;
-  return std::stod(m[2]);
+  // Matched as text, not as a pattern: a labelled name is full of regex syntax ({, }, ").
+  std::string text = "\n" + r.output;
+  size_t at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return std::nullopt;
+  return std::stod(text.substr(at + name.size() + 2));
 }
 
 }  // namespace outbox::test

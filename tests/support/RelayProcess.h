@@ -59,6 +59,12 @@ class RelayConfigBuilder {
   // source("create_publication", "false").
   RelayConfigBuilder& source(const std::string& key, const std::string& tomlValue);
   RelayConfigBuilder& kafkaProperty(const std::string& key, const std::string& value);
+  // Any plain [kafka] key with its TOML value text, e.g. kafkaOption("transaction_max_events", "1000"); replaces an
+  // earlier value of the key.
+  RelayConfigBuilder& kafkaOption(const std::string& key, const std::string& tomlValue);
+  // Exactly-once delivery: delivery = "exactly_once", with a progress topic of this builder's own (so that no other
+  // test's progress records are read); the transactional id stays the relay's default unless kafkaOption sets it.
+  RelayConfigBuilder& exactlyOnce();
   RelayConfigBuilder& limits(uint64_t maxInflightEvents, uint64_t maxInflightBytes);
   RelayConfigBuilder& metricsListen(const std::string& address);  // enables [metrics]
   RelayConfigBuilder& logLevel(const std::string& level);
@@ -74,12 +80,14 @@ class RelayConfigBuilder {
   const std::string& slot() const { return slot_; }
   const std::string& publication() const { return publication_; }
   const std::string& messagePrefix() const { return messagePrefix_; }
+  const std::string& progressTopic() const { return progressTopic_; }  // the one exactlyOnce() sets
   std::string render() const;
 
  private:
   std::string slot_;
   std::string publication_;
   std::string messagePrefix_;
+  std::string progressTopic_;
   // Unset: on where the server sends logical messages (PostgreSQL 14 on; the relay refuses them before).
   std::optional<bool> messagesEnabled_;
   bool messagesSection_ = true;
@@ -87,6 +95,7 @@ class RelayConfigBuilder {
   std::string messagesTopic_;
   std::vector<std::pair<std::string, std::string>> messagesHeaders_;
   std::vector<std::pair<std::string, std::string>> sourceExtra_;
+  std::vector<std::pair<std::string, std::string>> kafkaOptions_;
   std::vector<std::pair<std::string, std::string>> kafkaProperties_;
   std::optional<std::pair<uint64_t, uint64_t>> limits_;
   std::optional<std::string> metricsListen_;
@@ -130,6 +139,10 @@ class ChildProcess {
   bool running();  // reaps the child if it has exited
   void sigterm();
   void sigkill();
+  // Freezes the process (SIGSTOP) and lets it go on (SIGCONT): a process that is alive but does nothing, as one
+  // stalled by a long GC pause, swapping or a suspended VM.
+  void sigstop();
+  void sigcont();
   // The exit status once the process has ended, nullopt if it still runs after `timeout`.
   std::optional<ExitStatus> waitExit(std::chrono::milliseconds timeout);
   // Peak resident set size in kB: the largest VmHWM read from /proc while it ran (waitExit keeps reading it until
@@ -183,7 +196,8 @@ CommandResult runCommand(const std::vector<std::string>& argv, std::chrono::mill
 // The relay or the sink logs "serving /metrics, /healthz and /readyz on HOST:PORT" once its admin server runs
 // (port 0 resolved): that HOST:PORT. Throws when the process exits or 60 s pass first.
 std::string adminAddressOf(ChildProcess& process);
-// The value of an unlabelled series in a scrape of http://ADDRESS/metrics; nullopt when it is absent.
+// The value of a series in a scrape of http://ADDRESS/metrics, named as exposed: a bare name, or one with its labels
+// (`outbox_sink_events_skipped_total{reason="duplicate"}`); nullopt when it is absent.
 std::optional<double> scrapeValue(const std::string& address, const std::string& name);
 
 // scripts/devstack CMD (stop-kafka, start-kafka, ...) on the stack named by DEVSTACK_STATE; throws when it fails.
@@ -358,6 +372,11 @@ class KafkaOffsets {
  private:
   rd_kafka_t* rk_ = nullptr;
 };
+
+// Creates `topic` with the admin API and per-topic configs (e.g. {"max.message.bytes", "4096"}); throws when Kafka
+// refuses or does not answer within 30 s.
+void createTopic(const std::string& topic, int partitions,
+                 const std::vector<std::pair<std::string, std::string>>& configs = {});
 
 // Reads every record of `topic` from the beginning up to its end at call time, handing each to `onRecord` without
 // keeping them (for topics too large for TopicReader). Returns the number of records read.

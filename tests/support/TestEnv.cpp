@@ -193,13 +193,16 @@ ConsumedRecord toRecord(const rd_kafka_message_t* msg) {
   return rec;
 }
 
-TopicReader::TopicReader(const std::string& bootstrap, const std::vector<std::string>& topicsOrRegex) {
+TopicReader::TopicReader(const std::string& bootstrap, const std::vector<std::string>& topicsOrRegex,
+                         Isolation isolation) {
   char err[512];
-  rd_kafka_conf_t* conf = makeConf(bootstrap, {{"group.id", uniqueName("test-reader")},
-                                               {"auto.offset.reset", "earliest"},
-                                               {"enable.auto.commit", "false"},
-                                               {"topic.metadata.refresh.interval.ms", "1000"},
-                                               {"allow.auto.create.topics", "true"}});
+  rd_kafka_conf_t* conf = makeConf(
+      bootstrap, {{"group.id", uniqueName("test-reader")},
+                  {"auto.offset.reset", "earliest"},
+                  {"enable.auto.commit", "false"},
+                  {"topic.metadata.refresh.interval.ms", "1000"},
+                  {"allow.auto.create.topics", "true"},
+                  {"isolation.level", isolation == Isolation::ReadCommitted ? "read_committed" : "read_uncommitted"}});
   consumer_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   if (!consumer_) throw std::runtime_error(std::string("consumer: ") + err);
   rd_kafka_poll_set_consumer(consumer_);

@@ -70,10 +70,15 @@ ConsumedRecord toRecord(const rd_kafka_message_t* msg);
 void produce(const std::string& bootstrap, const std::string& topic, const std::string& key, const std::string& value,
              const std::map<std::string, std::string>& headers = {});
 
+// A consumer's isolation.level. librdkafka's default is read_committed: records of open or aborted Kafka
+// transactions are never handed out. read_uncommitted hands out everything written to the log, aborted records too.
+enum class Isolation { ReadCommitted, ReadUncommitted };
+
 // Reads topics from the beginning with a fresh consumer group.
 class TopicReader {
  public:
-  TopicReader(const std::string& bootstrap, const std::vector<std::string>& topicsOrRegex);
+  TopicReader(const std::string& bootstrap, const std::vector<std::string>& topicsOrRegex,
+              Isolation isolation = Isolation::ReadCommitted);
   ~TopicReader();
   TopicReader(const TopicReader&) = delete;
   TopicReader& operator=(const TopicReader&) = delete;
