@@ -595,6 +595,7 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
       // Refused alone for its content in a transaction that was aborted for it: its dead letter takes its place.
       if (!eosEnsureOpen()) return;
       deadLetterRejected(txn, record.bytes(), rejected->error, record, false);
+      eos_.tracker.eventIncluded();  // its dead letter is in the transaction (or waits to be: before any commit)
       return;
     }
     if (rejected) {
@@ -624,6 +625,7 @@ void Relay::publish(const OutboxRecord& record, InflightTransactions::Sequence t
       case KafkaPublisher::ProduceStatus::Failed:
         if (KafkaPublisher::contentRejection(code) && record.topic != config_.deadLetterTopic) {
           deadLetterRejected(txn, record.bytes(), code, record, false);
+          if (exactlyOnce()) eos_.tracker.eventIncluded();
           return;
         }
         if (exactlyOnce() && (code == RD_KAFKA_RESP_ERR__FATAL || publisher_->fatalError())) {

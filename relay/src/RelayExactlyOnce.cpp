@@ -177,7 +177,7 @@ bool Relay::eosSkipEvent() {
     metrics_.replayedEventsSkipped.Increment();
     return true;
   }
-  eos_.eventIndex = eos_.tracker.nextEvent();
+  eos_.eventIndex = eos_.tracker.nextIndex();
   return false;
 }
 
@@ -197,6 +197,7 @@ bool Relay::eosEnsureOpen() {
 
 void Relay::eosProduced(InflightTransactions::Sequence txn, uint64_t bytes, uint16_t labels) {
   eos_.produced.push_back(KafkaTxnEvent{txn, eos_.unit, eos_.eventIndex, bytes, labels});
+  eos_.tracker.eventIncluded();
   ++eos_.nextCounter;
   ++eos_.events;
   eos_.bytes += bytes;
@@ -322,6 +323,14 @@ bool Relay::eosCommit() {
     stopRequested();
   };
 
+  // A dead letter still waiting for room in librdkafka's queue stands for an event the progress counts: it goes
+  // into this transaction first.
+  while (!pendingDeadLetters_.empty()) {
+    retryPendingDeadLetters();
+    if (pendingDeadLetters_.empty()) break;
+    serve(10);
+    if (failedStatus_ || eos_.needAbort || pastStopBound()) return false;
+  }
   ProgressRecord progress = eos_.tracker.current();
   std::string value = progress.toJson();
   OutboxRecord record;

@@ -66,8 +66,12 @@ class ProgressTracker {
   void reset(const ProgressRecord& base);
   // A unit begins; `alreadyInKafka` events of it (ReplayFilter) are counted as included.
   void beginUnit(Lsn commitLsn, uint64_t alreadyInKafka);
-  // The next event of the open unit: its index within the unit.
-  uint64_t nextEvent() { return openEvents_++; }
+  // The index within the open unit of its next event.
+  uint64_t nextIndex() const { return openEvents_; }
+  // That event is in the Kafka transaction now (its record, or the dead letter standing for it, was queued): a
+  // record written from here on counts it. Never before: a commit in between (one that isolates a suspect) must
+  // not claim an event that is not in Kafka.
+  void eventIncluded() { ++openEvents_; }
   // The open unit ended at `endLsn`: included whole from now.
   void endUnit(Lsn endLsn);
   bool unitOpen() const { return open_.has_value(); }
