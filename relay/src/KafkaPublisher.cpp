@@ -233,13 +233,6 @@ KafkaPublisher::TransactionResult KafkaPublisher::abortTransaction(int timeoutMs
   return transactionResult(rd_kafka_abort_transaction(producer_, timeoutMs), "abort_transaction");
 }
 
-bool KafkaPublisher::flush(int timeoutMs) {
-  char drain[64];
-  while (read(wakeupRead_, drain, sizeof drain) > 0) {
-  }
-  return rd_kafka_flush(producer_, timeoutMs) == RD_KAFKA_RESP_ERR_NO_ERROR;
-}
-
 int KafkaPublisher::queueLength() const { return rd_kafka_outq_len(producer_); }
 
 void KafkaPublisher::deliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {

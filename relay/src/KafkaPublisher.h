@@ -78,10 +78,6 @@ class KafkaPublisher {
   TransactionResult abortTransaction(int timeoutMs);
   bool transactional() const { return transactional_; }
 
-  // Waits up to `timeoutMs` for every queued record to be delivered, serving delivery reports (rd_kafka_flush:
-  // linger.ms is skipped meanwhile, so the last batches go out at once). True when nothing is left.
-  bool flush(int timeoutMs);
-
   // Serves waiting delivery reports and errors without blocking.
   void poll();
   int wakeupFd() const { return wakeupRead_; }

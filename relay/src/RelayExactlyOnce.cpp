@@ -352,15 +352,11 @@ bool Relay::eosCommit() {
   }
 
   // Every record of the transaction acknowledged (or refused: then abort instead) before the commit, so the
-  // delivery reports run here and not inside commit_transaction's flush. The last batches go out without waiting
-  // for linger.ms.
-  while (!publisher_->flush(10)) {
-    pollKafka();
-    keepAlive();
-    stopRequested();
+  // delivery reports run here and not inside commit_transaction's flush.
+  while (publisher_->queueLength() > 0) {
+    serve(10);
     if (failedStatus_ || eos_.needAbort || pastStopBound()) return false;
   }
-  pollKafka();
   if (eos_.needAbort) return false;
 
   auto lastLog = Clock::now();
