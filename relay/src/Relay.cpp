@@ -215,6 +215,10 @@ void Relay::connectAndStream() {
     // from the committed progress, which names exactly what Kafka has. (A producer with a fatal error is not
     // asked to abort: a new one's init_transactions aborts it.)
     if (eos_.needReset) {
+      // Decided as at the top of the stream loop: fenced by a relay that holds the slot now exits 6; anything
+      // else gets a new producer. (Dropping it unasked made a fenced zombie stand by instead of stopping.)
+      eosHandleFatal();
+      if (failedStatus_) return;
       eosDropProducer();
       eos_.needReset = false;
     }
