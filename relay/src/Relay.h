@@ -169,7 +169,8 @@ class Relay {
   // slot (the coordinator timed the transaction out over a long outage: librdkafka 2.0.2 reports that epoch bump
   // as fenced), or any other fatal error: a new producer, initialised afresh, replays from the committed progress.
   void eosHandleFatal();
-  // Whether the slot's active walsender is this relay's (asked on a connection of its own).
+  // Whether no other process streams from the slot: its active walsender is this relay's, or none is (asked on a
+  // connection of its own).
   bool holdsSlot();
   // Forgets the producer and the progress (the slot was lost to another relay); without aborting anything.
   void eosDropProducer();

@@ -226,10 +226,9 @@ bool Relay::holdsSlot() {
   const char* values[1] = {config_.source.slot.c_str()};
   PgResult result(PQexecParams(conn, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", 1, nullptr,
                                values, nullptr, nullptr, 0));
-  if (PQresultStatus(result.get()) != PGRES_TUPLES_OK || PQntuples(result.get()) != 1 ||
-      PQgetisnull(result.get(), 0, 0)) {
-    return false;
-  }
+  if (PQresultStatus(result.get()) != PGRES_TUPLES_OK || PQntuples(result.get()) != 1) return false;
+  // Nobody streams from it (this relay's connection is gone too): nobody else took over either.
+  if (PQgetisnull(result.get(), 0, 0)) return true;
   return std::atoi(PQgetvalue(result.get(), 0, 0)) == stream_->backendPid();
 }
 
