@@ -203,7 +203,8 @@ void Relay::connectAndStream() {
   std::optional<Lsn> slotPosition = prepareSlot(server, recreated);
   if (!slotPosition) return;  // a stop came first
   Lsn slotConfirmed = *slotPosition;
-  ensureCheckpointTopic();
+  // A slot just created needed Kafka (the checkpoint was read) anyway.
+  ensureCheckpointTopic(slotConfirmed == Lsn() || recreated);
   router_.reset();
   router_.setOutboxOids(std::move(oids));
   decoder_.reset();

@@ -149,8 +149,9 @@ class Relay {
   // record and a new slot (`recreated`). nullopt: a stop came first.
   std::optional<Lsn> prepareSlot(const ServerIdentity& server, bool& recreated);
   void publishGapRecord(const SlotLoss& loss, const ServerIdentity& server);
-  // At-least-once: the progress topic exists and is compacted before the first checkpoint goes to it.
-  void ensureCheckpointTopic();
+  // At-least-once: the progress topic exists and is compacted before the first checkpoint goes to it. `required`:
+  // Kafka unreachable is a ReplicationError (retried), else logged (the checkpoint waits).
+  void ensureCheckpointTopic(bool required);
   // At-least-once: the confirmed position to the progress topic, at most once per status interval (at once after
   // a (re)connect or a re-created slot).
   void maybeWriteCheckpoint();
@@ -290,6 +291,7 @@ class Relay {
   // another system identifier.
   std::optional<ServerIdentity> knownServer_;
   bool checkpointTopicReady_ = false;
+  std::chrono::steady_clock::time_point lastCheckpointTopicTry_{};
   bool checkpointUrgent_ = true;
   Lsn lastCheckpointLsn_;
   std::chrono::steady_clock::time_point lastCheckpointAt_{};  // a connection to PostgreSQL succeeded since start: a refused one is retried then

@@ -144,24 +144,34 @@ void Relay::publishGapRecord(const SlotLoss& loss, const ServerIdentity& server)
   log::info("slot-lost gap record written to \"{}\" (key \"{}\")", config_.deadLetterTopic, key);
 }
 
-void Relay::ensureCheckpointTopic() {
+void Relay::ensureCheckpointTopic(bool required) {
   if (exactlyOnce() || checkpointTopicReady_) return;
+  lastCheckpointTopicTry_ = Clock::now();
   try {
     ProgressStore store(config_.kafka, "");
     store.ensureTopic();
   } catch (const SetupError&) {
     throw;
   } catch (const std::runtime_error& e) {
-    throw ReplicationError(e.what());
+    if (required) throw ReplicationError(e.what());
+    // Streaming goes on (with Kafka unreachable nothing is confirmed anyway); tried again once a minute.
+    log::warn("{}; no checkpoint is written until the progress topic is there", e.what());
+    return;
   }
   checkpointTopicReady_ = true;
 }
 
 void Relay::maybeWriteCheckpoint() {
-  if (exactlyOnce() || !checkpointTopicReady_ || !knownServer_ || !publisher_) return;
+  if (exactlyOnce() || !knownServer_ || !publisher_) return;
   Lsn confirmed = inflight_.confirmedLsn();
   if (confirmed <= lastCheckpointLsn_) return;
   auto now = Clock::now();
+  if (!checkpointTopicReady_) {
+    // Bounded (the Admin API's request timeout), once a minute, only while Kafka was unreachable at connect.
+    if (now - lastCheckpointTopicTry_ < std::chrono::minutes(1)) return;
+    ensureCheckpointTopic(false);
+    if (!checkpointTopicReady_) return;
+  }
   if (!checkpointUrgent_ && now - lastCheckpointAt_ < milliseconds(config_.source.statusIntervalMs)) return;
   ProgressRecord checkpoint;
   checkpoint.slot = config_.source.slot;
