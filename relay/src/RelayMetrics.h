@@ -105,8 +105,9 @@ class RelayMetrics {
 
  private:
   // Sets the series of `family` labelled `label` = `value` to 1 and every other one to 0 (none when `value` is "").
-  void oneHot(prometheus::Family<prometheus::Gauge>& family, std::map<std::string, prometheus::Gauge*, std::less<>>& series,
-              const char* label, std::string_view value);
+  void oneHot(prometheus::Family<prometheus::Gauge>& family,
+              std::map<std::string, prometheus::Gauge*, std::less<>>& series, const char* label,
+              std::string_view value);
 
   prometheus::Family<prometheus::Counter>& eventsPublishedFamily_;
   prometheus::Family<prometheus::Counter>& bytesPublishedFamily_;

@@ -106,8 +106,8 @@ void ServerWalProbe::start() {
   answer_.reset();
   // The column list depends on the server connected to (a multi-host conninfo may land on another version).
   const char* slot = config_.slot.c_str();
-  if (!PQsendQueryParams(conn_, SlotHealth::query(PQserverVersion(conn_)).c_str(), 1, nullptr, &slot, nullptr,
-                         nullptr, 0)) {
+  if (!PQsendQueryParams(conn_, SlotHealth::query(PQserverVersion(conn_)).c_str(), 1, nullptr, &slot, nullptr, nullptr,
+                         0)) {
     drop("cannot send the query");
     return;
   }
@@ -174,8 +174,8 @@ std::optional<ServerWalProbe::Answer> ServerWalProbe::advanceQuery() {
       PGresult* r = result.get();
       std::map<std::string, std::optional<std::string>> row;
       for (int column = 1; column < PQnfields(r); ++column) {
-        row[PQfname(r, column)] = PQgetisnull(r, 0, column) ? std::nullopt
-                                                             : std::optional<std::string>(PQgetvalue(r, 0, column));
+        row[PQfname(r, column)] =
+            PQgetisnull(r, 0, column) ? std::nullopt : std::optional<std::string>(PQgetvalue(r, 0, column));
       }
       if (auto lsn = Lsn::parse(PQgetvalue(r, 0, 0))) {
         answer_ = Answer{*lsn, SlotHealth::parse(PQserverVersion(conn_), row)};

@@ -86,7 +86,7 @@ class ServerWalProbe {
   PGconn* conn_ = nullptr;
   State state_ = State::Idle;
   PostgresPollingStatusType connectWait_ = PGRES_POLLING_WRITING;
-  bool flushing_ = false;      // the query is not all sent yet
+  bool flushing_ = false;         // the query is not all sent yet
   std::optional<Answer> answer_;  // read, waiting for the end of the query's results
   Clock::time_point deadline_{};
 };

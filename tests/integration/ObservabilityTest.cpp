@@ -749,8 +749,7 @@ TEST(Observability, SlotHealthSeriesShowTheSlotAsTheServerReportsIt) {
   ASSERT_TRUE(safe.has_value());
   EXPECT_TRUE(std::isnan(*safe)) << "unlimited is NaN, got " << *safe;
   for (std::string_view reason : RelayMetrics::kSlotInvalidationReasons) {
-    EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_invalidated", {{"reason", std::string(reason)}}), 0.0)
-        << reason;
+    EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_invalidated", {{"reason", std::string(reason)}}), 0.0) << reason;
   }
   EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_conflicting"), 0.0);
   EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_inactive_seconds"), 0.0);
@@ -776,8 +775,8 @@ TEST(Observability, SlotHealthSeriesShowTheSlotAsTheServerReportsIt) {
       },
       60s, 200ms))
       << "safe_wal_size stayed NaN with max_slot_wal_keep_size = 1GB";
-  auto server = pg.scalar("SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = " +
-                          sqlLiteral(config.slot()));
+  auto server =
+      pg.scalar("SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = " + sqlLiteral(config.slot()));
   ASSERT_TRUE(server.has_value());
   EXPECT_GT(limited, 0.0);
   EXPECT_LE(limited, 1073741824.0 + 64.0 * 1048576) << "more than max_slot_wal_keep_size plus a WAL segment";
@@ -793,7 +792,8 @@ TEST(Observability, SlotHealthSeriesShowTheSlotAsTheServerReportsIt) {
       60s, 200ms))
       << "safe_wal_size still a number after max_slot_wal_keep_size was reset";
 
-  ShellResult lint = shell("curl -sS --max-time 20 " + shellQuote(base + "/metrics") + " | /usr/bin/promtool check metrics");
+  ShellResult lint =
+      shell("curl -sS --max-time 20 " + shellQuote(base + "/metrics") + " | /usr/bin/promtool check metrics");
   EXPECT_EQ(lint.status, 0) << "promtool check metrics failed:\n" << lint.output;
   EXPECT_TRUE(relay->running());
   std::cout << "[ metric ] slot_health_server_version=" << version << std::endl;

@@ -73,9 +73,9 @@ TEST(RelayMetrics, SlotHealthSeries) {
        {"outbox_relay_slot_exists 1", "outbox_relay_slot_active 1", "outbox_relay_slot_safe_wal_size_bytes Nan",
         "outbox_relay_slot_wal_status{status=\"reserved\"} 1", "outbox_relay_slot_wal_status{status=\"extended\"} 0",
         "outbox_relay_slot_wal_status{status=\"unreserved\"} 0", "outbox_relay_slot_wal_status{status=\"lost\"} 0",
-        "outbox_relay_slot_invalidated{reason=\"wal_removed\"} 0", "outbox_relay_slot_invalidated{reason=\"idle_timeout\"} 0",
-        "outbox_relay_slot_conflicting 0", "outbox_relay_slot_inactive_seconds 0", "outbox_relay_slot_failover 0",
-        "outbox_relay_slot_synced 0"}) {
+        "outbox_relay_slot_invalidated{reason=\"wal_removed\"} 0",
+        "outbox_relay_slot_invalidated{reason=\"idle_timeout\"} 0", "outbox_relay_slot_conflicting 0",
+        "outbox_relay_slot_inactive_seconds 0", "outbox_relay_slot_failover 0", "outbox_relay_slot_synced 0"}) {
     EXPECT_NE(text.find(std::string("\n") + series + "\n"), std::string::npos) << series << " in\n" << text;
   }
 
@@ -91,8 +91,9 @@ TEST(RelayMetrics, SlotHealthSeries) {
   for (const char* series :
        {"outbox_relay_slot_active 0", "outbox_relay_slot_safe_wal_size_bytes 1048576",
         "outbox_relay_slot_wal_status{status=\"reserved\"} 0", "outbox_relay_slot_wal_status{status=\"lost\"} 1",
-        "outbox_relay_slot_invalidated{reason=\"conflict\"} 1", "outbox_relay_slot_invalidated{reason=\"wal_removed\"} 0",
-        "outbox_relay_slot_conflicting 1", "outbox_relay_slot_inactive_seconds Nan", "outbox_relay_slot_failover 1"}) {
+        "outbox_relay_slot_invalidated{reason=\"conflict\"} 1",
+        "outbox_relay_slot_invalidated{reason=\"wal_removed\"} 0", "outbox_relay_slot_conflicting 1",
+        "outbox_relay_slot_inactive_seconds Nan", "outbox_relay_slot_failover 1"}) {
     EXPECT_NE(text.find(std::string("\n") + series + "\n"), std::string::npos) << series << " in\n" << text;
   }
 

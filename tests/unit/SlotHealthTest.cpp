@@ -32,9 +32,15 @@ TEST(SlotHealth, QueryNamesTheColumnsEachServerVersionHas) {
 
 TEST(SlotHealth, MissingRowIsAGoneSlot) {
   // What the LEFT JOIN gives when the slot has no row: every slot column NULL.
-  Row row = {{"slot_exists", "f"},        {"active", std::nullopt},         {"wal_status", std::nullopt},
-             {"safe_wal_size", std::nullopt}, {"conflicting", std::nullopt},   {"invalidation_reason", std::nullopt},
-             {"inactive_seconds", std::nullopt}, {"failover", std::nullopt}, {"synced", std::nullopt}};
+  Row row = {{"slot_exists", "f"},
+             {"active", std::nullopt},
+             {"wal_status", std::nullopt},
+             {"safe_wal_size", std::nullopt},
+             {"conflicting", std::nullopt},
+             {"invalidation_reason", std::nullopt},
+             {"inactive_seconds", std::nullopt},
+             {"failover", std::nullopt},
+             {"synced", std::nullopt}};
   SlotHealth slot = SlotHealth::parse(170002, row);
   EXPECT_FALSE(slot.exists);
   EXPECT_FALSE(slot.active);
@@ -74,8 +80,8 @@ TEST(SlotHealth, BeforeSeventeenTheInvalidationReasonIsDerived) {
   EXPECT_EQ(SlotHealth::parse(160006, conflicting).invalidationReason, "wal_removed");
 
   // A column a version does not have is ignored even if a row carried it.
-  Row stray = {{"slot_exists", "t"}, {"active", "t"}, {"wal_status", "extended"}, {"failover", "t"},
-               {"conflicting", "t"}};
+  Row stray = {
+      {"slot_exists", "t"}, {"active", "t"}, {"wal_status", "extended"}, {"failover", "t"}, {"conflicting", "t"}};
   SlotHealth on15 = SlotHealth::parse(150010, stray);
   EXPECT_FALSE(on15.failover);
   EXPECT_FALSE(on15.conflicting);
@@ -83,9 +89,9 @@ TEST(SlotHealth, BeforeSeventeenTheInvalidationReasonIsDerived) {
 }
 
 TEST(SlotHealth, SeventeenReadsEveryColumn) {
-  Row row = {{"slot_exists", "t"},        {"active", "f"},         {"wal_status", "unreserved"},
-             {"safe_wal_size", "-4096"},  {"conflicting", "f"},    {"invalidation_reason", std::nullopt},
-             {"inactive_seconds", "93.25"}, {"failover", "t"},     {"synced", "f"}};
+  Row row = {{"slot_exists", "t"},          {"active", "f"},      {"wal_status", "unreserved"},
+             {"safe_wal_size", "-4096"},    {"conflicting", "f"}, {"invalidation_reason", std::nullopt},
+             {"inactive_seconds", "93.25"}, {"failover", "t"},    {"synced", "f"}};
   SlotHealth slot = SlotHealth::parse(170002, row);
   EXPECT_FALSE(slot.active);
   EXPECT_EQ(slot.walStatus, "unreserved");
