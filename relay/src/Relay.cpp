@@ -464,9 +464,10 @@ void Relay::probeLag() {
     lastLagProbe_ = now;
     walProbe_.start();
   }
-  if (auto server = walProbe_.advance()) {
-    metrics_.serverWalLsn.Set(static_cast<double>(server->value()));
-    metrics_.replicationLagBytes.Set(static_cast<double>(server->bytesSince(confirmedLsn())));
+  if (auto answer = walProbe_.advance()) {
+    metrics_.serverWalLsn.Set(static_cast<double>(answer->serverWal.value()));
+    metrics_.replicationLagBytes.Set(static_cast<double>(answer->serverWal.bytesSince(confirmedLsn())));
+    metrics_.slotHealth(answer->slot);
   }
 }
 
