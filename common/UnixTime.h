@@ -3,6 +3,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ctime>
+#include <string>
+
+#include <fmt/chrono.h>
 
 namespace outbox {
 
@@ -13,6 +17,12 @@ inline double unixSecondsNow() {
 inline int64_t unixMicrosNow() {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// ISO 8601 in UTC to the second, e.g. "2026-12-01T16:32:03Z" (for records humans read).
+inline std::string utcIsoTime(int64_t unixMicros) {
+  std::time_t seconds = static_cast<std::time_t>(unixMicros / 1000000);
+  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(seconds));
 }
 
 }  // namespace outbox

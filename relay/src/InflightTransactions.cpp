@@ -94,6 +94,12 @@ void InflightTransactions::resetConfirmed(Lsn lsn) {
   if (lsn > received_) received_ = lsn;
 }
 
+void InflightTransactions::restartFrom(Lsn lsn) {
+  ring_.clear();
+  confirmed_ = lsn;
+  received_ = lsn;
+}
+
 std::optional<InflightTransactions::OpenTransaction> InflightTransactions::openTransaction() const {
   if (!hasOpenTransaction()) return std::nullopt;
   return OpenTransaction{ring_.back().seq, ring_.back().finalLsn, ring_.back().added};

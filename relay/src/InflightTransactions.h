@@ -47,6 +47,10 @@ class InflightTransactions {
   void serverWalEnd(Lsn walEnd);
   // Sets the starting point (the slot's confirmed position) after (re)connecting.
   void resetConfirmed(Lsn lsn);
+  // Starts over at `lsn` (the slot's position on a server the relay's positions do not hold on: a promoted standby,
+  // a re-created slot): forgets every transaction, and the confirmed and received positions, even when later.
+  // The in-flight counters keep counting what Kafka still holds; its late acknowledgements confirm nothing.
+  void restartFrom(Lsn lsn);
 
   Lsn confirmedLsn() const { return confirmed_; }
   // Commit time of the oldest transaction not yet fully acknowledged (for the source-lag metric: how long the

@@ -32,9 +32,11 @@ class ProgressStore {
   // then nullopt is returned and `gaveUp` set). Throws SetupError for what an operator must fix, std::runtime_error
   // for a failure worth retrying (Kafka unreachable).
   std::optional<ProgressRecord> load(const std::function<bool()>& serve, bool& gaveUp);
+  // Creates the topic when it is missing, refuses one without compaction (at-least-once mode, before the first
+  // checkpoint is written: a broker's auto-create would make it a deleting topic).
+  void ensureTopic();
 
  private:
-  void ensureTopic();
 
   const KafkaConfig& config_;
   std::string key_;

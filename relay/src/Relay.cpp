@@ -199,17 +199,38 @@ void Relay::connectAndStream() {
   outboxOids_ = oids;
   outboxOidsSystem_ = server.systemId;
   stream_->ensurePublication(resolved);
-  Lsn slotConfirmed;
-  try {
-    slotConfirmed =
-        stream_->ensureSlot(streamedFromSlot_ ? std::optional<Lsn>(inflight_.confirmedLsn()) : std::nullopt);
-  } catch (const SlotLostError&) {
-    metrics_.slotsLost.Increment();
-    throw;
-  }
+  bool recreated = false;
+  std::optional<Lsn> slotPosition = prepareSlot(server, recreated);
+  if (!slotPosition) return;  // a stop came first
+  Lsn slotConfirmed = *slotPosition;
+  // A slot just created needed Kafka (the checkpoint was read) anyway.
+  ensureCheckpointTopic(slotConfirmed == Lsn() || recreated);
   router_.reset();
   router_.setOutboxOids(std::move(oids));
   decoder_.reset();
+  // What the relay knows of the stream is true only of the history it was read from. Another system, another
+  // timeline (a promoted standby: its WAL after the promotion point is not what the old primary wrote), a
+  // position past this server's WAL end, or a slot just re-created: the slot's position is the only one that
+  // means something here. Resuming there may publish again what Kafka has; resuming past it would skip commits.
+  std::string restartWhy;
+  Lsn known = confirmedLsn();
+  if (recreated) {
+    restartWhy = "the slot was re-created";
+  } else if (knownServer_ && knownServer_->systemId != server.systemId) {
+    restartWhy = fmt::format("the server is another system ({}, was {})", server.systemId, knownServer_->systemId);
+  } else if (knownServer_ && knownServer_->timeline != server.timeline) {
+    restartWhy = fmt::format("the server is on timeline {} (was {}: a promotion)", server.timeline,
+                             knownServer_->timeline);
+  } else if (known > server.xlogPos) {
+    restartWhy = fmt::format("the relay's position {} is past this server's WAL end {}", known.toString(),
+                             server.xlogPos.toString());
+  }
+  if (!restartWhy.empty()) {
+    log::warn("postgres: {}: resuming from the slot's position {} (the relay had {}); events after it that Kafka "
+              "already has are published again",
+              restartWhy, slotConfirmed.toString(), known.toString());
+    checkpointUrgent_ = true;
+  }
   if (exactlyOnce()) {
     // Whatever the lost connection (or an aborted Kafka transaction) left open is aborted: the replay starts
     // from the committed progress, which names exactly what Kafka has. (A producer with a fatal error is not
@@ -225,22 +246,35 @@ void Relay::connectAndStream() {
     if (eos_.open) eosAbort("the PostgreSQL connection was lost");
     inflight_.clear();
     resume_.reconnected();
-    if (slotConfirmed > eos_.confirmed) eos_.confirmed = slotConfirmed;
+    if (!restartWhy.empty() || slotConfirmed > eos_.confirmed) eos_.confirmed = slotConfirmed;
     Lsn start = slotConfirmed;
     if (eos_.ready && eos_.committed && eos_.committed->endLsn > start) start = eos_.committed->endLsn;
     // START_REPLICATION takes the slot (SlotBusyError while another relay holds it: stand by) before the
     // transactional producer exists: initialising it would fence the relay that holds the slot.
     stream_->start(start);
     streamedFromSlot_ = true;
+    knownServer_ = server;
     if (!eosPrepare(server)) return;  // a stop came first
+    if (eos_.committed && eos_.committed->endLsn > server.xlogPos) {
+      fail(kExitSetup, eosBeyondServerMessage(server));
+      return;
+    }
   } else {
-    inflight_.resetConfirmed(slotConfirmed);
+    if (restartWhy.empty()) {
+      inflight_.resetConfirmed(slotConfirmed);
+    } else {
+      // Kafka may still acknowledge records of the old stream: they count against the in-flight budget until
+      // then, but confirm nothing.
+      inflight_.restartFrom(slotConfirmed);
+    }
     // What a lost connection left behind: the open transaction is re-sent from its start; the events of it
     // already with Kafka are skipped by count. Transactions received whole are not asked for again.
     resume_.reconnected();
     stream_->start(inflight_.resumeLsn());
     streamedFromSlot_ = true;
+    knownServer_ = server;
   }
+  checkpointUrgent_ = true;
   metrics_.standby.Set(0);
   metrics_.streaming.Set(1);
   backoff_.reset();
@@ -310,6 +344,7 @@ void Relay::streamLoop() {
       sendStatus();
       now = Clock::now();
     }
+    maybeWriteCheckpoint();
     refreshGauges();
     if (read >= 4096) continue;  // more is waiting: read it before sleeping
 
@@ -800,9 +835,16 @@ void Relay::onDeadLetterDelivery(const KafkaPublisher::Delivery& delivery) {
 }
 
 void Relay::onDelivery(const KafkaPublisher::Delivery& delivery) {
-  if (exactlyOnce() && delivery.opaque == kProgressOpaque) {
-    if (delivery.error != RD_KAFKA_RESP_ERR_NO_ERROR) {
+  if (delivery.opaque == kProgressOpaque) {
+    if (delivery.error == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    if (exactlyOnce()) {
       eosNeedAbort(std::string("the progress record was refused: ") + rd_kafka_err2str(delivery.error));
+    } else {
+      // The next one (within a status interval) supersedes it; until then a lost slot is told by this process.
+      log::warn("kafka: the checkpoint to \"{}\" was refused: {}", config_.kafka.progressTopic,
+                rd_kafka_err2str(delivery.error));
+      checkpointUrgent_ = true;
+      lastCheckpointLsn_ = Lsn();
     }
     return;
   }

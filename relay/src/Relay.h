@@ -131,6 +131,34 @@ class Relay {
   void keepAlive();
   int fatalExitStatus() const;
 
+  // The slot across connections (RelaySlot.cpp; README "High availability").
+  struct SlotLoss {
+    std::string systemId;
+    uint32_t timeline = 0;
+    Lsn lastConfirmed;
+    std::string time;  // when the checkpoint naming it was written; empty when unknown
+    std::string how;   // "while this relay was streaming from it", ...
+  };
+  // The checkpoint's key in the progress topic: the transactional id in exactly-once mode, else
+  // "outbox-relay.<database>.<slot>" (the exactly-once default, so either mode finds the other's record).
+  std::string checkpointKey(const std::string& database) const;
+  // The last record of `key` in the progress topic (nullopt: none, or `gaveUp` because a stop came first).
+  std::optional<ProgressRecord> loadProgress(const std::string& key, bool& gaveUp);
+  // The slot's confirmed position, creating the slot when it is new. A slot this relay streamed from before (this
+  // process, or its checkpoint, says so) is lost: SlotLostError, or with source.on_slot_lost = "recreate" a gap
+  // record and a new slot (`recreated`). nullopt: a stop came first.
+  std::optional<Lsn> prepareSlot(const ServerIdentity& server, bool& recreated);
+  void publishGapRecord(const SlotLoss& loss, const ServerIdentity& server);
+  // At-least-once: the progress topic exists and is compacted before the first checkpoint goes to it. `required`:
+  // Kafka unreachable is a ReplicationError (retried), else logged (the checkpoint waits).
+  void ensureCheckpointTopic(bool required);
+  // At-least-once: the confirmed position to the progress topic, at most once per status interval (at once after
+  // a (re)connect or a re-created slot).
+  void maybeWriteCheckpoint();
+  // Exactly-once: Kafka's committed progress is past this server's WAL end (an asynchronous failover lost
+  // transactions the relay had published): what happened and what to do.
+  std::string eosBeyondServerMessage(const ServerIdentity& server) const;
+
   // Exactly-once mode (RelayExactlyOnce.cpp; README "Guarantees").
   bool exactlyOnce() const { return config_.kafka.exactlyOnce(); }
   // After the slot was taken: the transactional producer (created, init_transactions) and the committed progress,
@@ -258,7 +286,15 @@ class Relay {
   std::vector<uint32_t> outboxOids_;
   std::string outboxOidsSystem_;  // the system identifier of the server they were resolved on
   bool streamedFromSlot_ = false;
-  bool connectedOnce_ = false;  // a connection to PostgreSQL succeeded since start: a refused one is retried then
+  bool connectedOnce_ = false;
+  // The server of the last connection that streamed: a promotion shows as another timeline, another cluster as
+  // another system identifier.
+  std::optional<ServerIdentity> knownServer_;
+  bool checkpointTopicReady_ = false;
+  std::chrono::steady_clock::time_point lastCheckpointTopicTry_{};
+  bool checkpointUrgent_ = true;
+  Lsn lastCheckpointLsn_;
+  std::chrono::steady_clock::time_point lastCheckpointAt_{};  // a connection to PostgreSQL succeeded since start: a refused one is retried then
   uint64_t messagesIgnoredSinceLog_ = 0;
 };
 

@@ -84,6 +84,17 @@ void readSource(ConfigTable root, SourceConfig& out) {
   }
   t.get("slot_busy_retry_ms", out.slotBusyRetryMs, 1);
   t.get("lag_poll_interval_ms", out.lagPollIntervalMs, 1);
+  t.get("failover", out.failover);
+  std::string onSlotLost;
+  if (t.get("on_slot_lost", onSlotLost)) {
+    if (onSlotLost == "fail") {
+      out.onSlotLost = SourceConfig::OnSlotLost::Fail;
+    } else if (onSlotLost == "recreate") {
+      out.onSlotLost = SourceConfig::OnSlotLost::Recreate;
+    } else {
+      t.invalid("on_slot_lost", fmt::format("must be \"fail\" or \"recreate\", got {}", tomlQuote(onSlotLost)));
+    }
+  }
 }
 
 const GuardedKafkaProperty* guardedProperty(std::string_view name) {
@@ -113,7 +124,7 @@ void readKafka(ConfigTable root, KafkaConfig& out) {
       t.invalid(key, "applies only with delivery = \"exactly_once\"; set that, or remove this key");
     }
   };
-  for (std::string_view key : {"transactional_id", "progress_topic", "transaction_max_events",
+  for (std::string_view key : {"transactional_id", "transaction_max_events",
                                "transaction_max_bytes", "transaction_max_ms"}) {
     onlyExactlyOnce(key);
   }
@@ -395,14 +406,16 @@ std::string RelayConfig::redactedSummary() const {
       {"reconnect_backoff_max_ms", source.reconnectBackoffMaxMs},
       {"slot_busy_retry_ms", source.slotBusyRetryMs},
       {"lag_poll_interval_ms", source.lagPollIntervalMs},
+      {"failover", source.failover},
+      {"on_slot_lost", source.onSlotLost == SourceConfig::OnSlotLost::Recreate ? "recreate" : "fail"},
   };
   addPasswordFileSummary(sourceTable, source.passwordFile);
   toml::table kafkaTable{{"bootstrap_servers", kafka.bootstrapServers}};
   if (kafka.unsafeOverrides) kafkaTable.insert("unsafe_overrides", true);
   kafkaTable.insert("delivery", kafka.exactlyOnce() ? "exactly_once" : "at_least_once");
+  kafkaTable.insert("progress_topic", kafka.progressTopic);
   if (kafka.exactlyOnce()) {
     if (!kafka.transactionalId.empty()) kafkaTable.insert("transactional_id", kafka.transactionalId);
-    kafkaTable.insert("progress_topic", kafka.progressTopic);
     kafkaTable.insert("transaction_max_events", static_cast<int64_t>(kafka.transactionMaxEvents));
     kafkaTable.insert("transaction_max_bytes", static_cast<int64_t>(kafka.transactionMaxBytes));
     kafkaTable.insert("transaction_max_ms", kafka.transactionMaxMs);

@@ -26,6 +26,14 @@ struct SourceConfig {
   int reconnectBackoffMaxMs = 30000;
   int slotBusyRetryMs = 5000;    // hot standby: how often to retry a slot another relay holds
   int lagPollIntervalMs = 5000;  // how often to read pg_current_wal_lsn() for the lag metric
+  // PostgreSQL 17+: the slot is created with FAILOVER (or switched to it), so a standby with
+  // sync_replication_slots = on keeps a copy that survives a promotion (README "High availability").
+  bool failover = false;
+  // The slot is missing although this relay streamed from it (its checkpoint in Kafka, or this process, says so):
+  // Fail stops with the gap named; Recreate creates a new slot at the current WAL position, counts the loss and
+  // records the gap on the dead-letter topic.
+  enum class OnSlotLost { Fail, Recreate };
+  OnSlotLost onSlotLost = OnSlotLost::Fail;
 };
 
 struct KafkaConfig {
@@ -46,7 +54,9 @@ struct KafkaConfig {
   Delivery delivery = Delivery::AtLeastOnce;
   // Exactly-once only. Empty: "outbox-relay.<database>.<slot>", the database as the server names it.
   std::string transactionalId;
-  std::string progressTopic = "outbox-relay.progress";  // compacted, keyed by the transactional id
+  // Compacted. Exactly-once: the progress record of each Kafka transaction, keyed by the transactional id.
+  // At-least-once: the relay's checkpoint (its confirmed position), keyed by "outbox-relay.<database>.<slot>".
+  std::string progressTopic = "outbox-relay.progress";
   // A Kafka transaction commits once it holds this many events or bytes or has been open this long, and as soon
   // as the WAL stream has nothing more at a PostgreSQL transaction boundary.
   uint64_t transactionMaxEvents = 10000;

@@ -85,22 +85,8 @@ bool Relay::eosPrepare(const ServerIdentity& server) {
     log::info("exactly-once: transactional producer ready (transactional.id \"{}\")", eos_.transactionalId);
   }
   if (!eos_.ready) {
-    std::optional<ProgressRecord> record;
     bool gaveUp = false;
-    try {
-      ProgressStore store(config_.kafka, eos_.transactionalId);
-      record = store.load(
-          [this] {
-            keepAlive();
-            pollKafka();
-            return !stopRequested() && !failedStatus_;
-          },
-          gaveUp);
-    } catch (const SetupError&) {
-      throw;
-    } catch (const std::runtime_error& e) {
-      throw ReplicationError(e.what());  // Kafka unreachable: retried with the reconnect backoff
-    }
+    std::optional<ProgressRecord> record = loadProgress(eos_.transactionalId, gaveUp);
     if (gaveUp) return false;
     if (record) {
       if (record->slot != eos_.identity.slot || record->database != eos_.identity.database) {

@@ -104,6 +104,19 @@ const ServerIdentity& ReplicationStream::connect() {
   } else if (PQstatus(conn_) != CONNECTION_OK) {
     failConnection("connection lost running SHOW wal_level");
   }
+  // A standby (a multi-host conninfo without target_session_attrs, or a server being demoted) has no slot the relay
+  // can stream from: PostgreSQL 16+ would decode there, from a slot of its own that no promotion keeps. Retried:
+  // it may be promoted, or the conninfo's next host may be the primary next time.
+  PgResult recovery(PQexec(conn_, "SELECT pg_catalog.pg_is_in_recovery()"));
+  if (PQresultStatus(recovery.get()) == PGRES_TUPLES_OK && PQntuples(recovery.get()) == 1 &&
+      std::string(PQgetvalue(recovery.get(), 0, 0)) == "t") {
+    std::string where = std::string(PQhost(conn_) ? PQhost(conn_) : "") + ":" + (PQport(conn_) ? PQport(conn_) : "");
+    failConnection("the server at " + where +
+                   " is in recovery (a standby): the relay streams from the primary only; list every host in "
+                   "source.conninfo with target_session_attrs=primary (or read-write)");
+  } else if (PQstatus(conn_) != CONNECTION_OK) {
+    failConnection("connection lost running pg_is_in_recovery()");
+  }
   return identity_;
 }
 
@@ -262,49 +275,23 @@ void ReplicationStream::ensurePublication(const std::vector<ResolvedOutboxTable>
   }
 }
 
-Lsn ReplicationStream::ensureSlot(std::optional<Lsn> streamedUpTo) {
+std::string ReplicationStream::createSlotSql() const {
+  return "SELECT pg_create_logical_replication_slot('" + config_.slot + "', 'pgoutput'" +
+         (config_.failover ? ", false, false, true" : "") + ");";
+}
+
+std::optional<ReplicationStream::SlotState> ReplicationStream::findSlot() {
   const std::string& slot = config_.slot;
-  PgResult found(
-      exec("SELECT plugin, database, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
-           "WHERE slot_name = " +
-           quoteLiteral(slot)));
-  if (PQntuples(found.get()) == 0 && streamedUpTo) {
-    // A new slot would start at the current WAL position: whatever was committed between the old slot's end and
-    // now would never be relayed, and nothing would say so.
-    throw SlotLostError(
-        "replication slot \"" + slot +
-        "\" disappeared while this relay was streaming from it (dropped, or a "
-        "failover to a server without it): events committed after " +
-        streamedUpTo->toString() +
-        " (the last position confirmed) may be missing from Kafka. Not re-creating it. To continue deliberately: "
-        "create the slot by hand (SELECT pg_create_logical_replication_slot('" +
-        slot +
-        "', 'pgoutput'); in "
-        "database " +
-        identity_.database +
-        ") and republish what is missing from the outbox table, or restart the "
-        "relay, which creates it at the current WAL position" +
-        (config_.createSlot ? "" : " (with source.create_slot = true)"));
+  const bool hasFailover = identity_.serverVersion >= 170000;  // pg_replication_slots.failover is new in 17
+  if (config_.failover && !hasFailover) {
+    throw SetupError("source.failover = true, but PostgreSQL " + versionString(identity_.serverVersion) +
+                     " has no failover slots (they are new in PostgreSQL 17): set source.failover = false (a "
+                     "promoted standby then has no slot: see source.on_slot_lost), or upgrade to PostgreSQL 17");
   }
-  if (PQntuples(found.get()) == 0) {
-    std::string createSql = "CREATE_REPLICATION_SLOT " + quoteIdentifier(slot) + " LOGICAL pgoutput NOEXPORT_SNAPSHOT";
-    if (!config_.createSlot) {
-      throw SetupError("replication slot \"" + slot +
-                       "\" does not exist and source.create_slot is false: run `SELECT "
-                       "pg_create_logical_replication_slot('" +
-                       slot + "', 'pgoutput');` in database " + identity_.database);
-    }
-    log::info("creating logical replication slot \"{}\" (pgoutput)", slot);
-    PGresult* created = PQexec(conn_, createSql.c_str());
-    auto status = PQresultStatus(created);
-    std::string state = pgSqlState(created);
-    PQclear(created);
-    if (status != PGRES_TUPLES_OK && state != kDuplicateObject) {
-      if (PQstatus(conn_) != CONNECTION_OK) failConnection("connection lost creating the replication slot");
-      throw SetupError("cannot create replication slot \"" + slot + "\": " + pgErrorMessage(conn_));
-    }
-    return Lsn();
-  }
+  PgResult found(exec(std::string("SELECT plugin, database, confirmed_flush_lsn, ") +
+                      (hasFailover ? "failover" : "false") +
+                      " FROM pg_catalog.pg_replication_slots WHERE slot_name = " + quoteLiteral(slot)));
+  if (PQntuples(found.get()) == 0) return std::nullopt;
   std::string plugin = PQgetvalue(found.get(), 0, 0);
   std::string database = PQgetvalue(found.get(), 0, 1);
   if (plugin != "pgoutput") {
@@ -317,7 +304,38 @@ Lsn ReplicationStream::ensureSlot(std::optional<Lsn> streamedUpTo) {
     throw SetupError("replication slot \"" + slot + "\" belongs to database \"" + database + "\", not \"" +
                      identity_.database + "\": configure another source.slot");
   }
-  return PQgetisnull(found.get(), 0, 2) ? Lsn() : Lsn::parse(PQgetvalue(found.get(), 0, 2)).value_or(Lsn());
+  SlotState state;
+  state.confirmedFlush =
+      PQgetisnull(found.get(), 0, 2) ? Lsn() : Lsn::parse(PQgetvalue(found.get(), 0, 2)).value_or(Lsn());
+  state.failover = std::string(PQgetvalue(found.get(), 0, 3)) == "t";
+  if (config_.failover && !state.failover) {
+    // The slot predates source.failover: switched in place, its position kept. (Refused while another process
+    // streams from it: SlotBusyError, retried as a hot standby.)
+    log::info("switching replication slot \"{}\" to FAILOVER (source.failover = true)", slot);
+    PgResult altered(exec("ALTER_REPLICATION_SLOT " + quoteIdentifier(slot) + " (FAILOVER true)"));
+    state.failover = true;
+  }
+  return state;
+}
+
+Lsn ReplicationStream::createSlot() {
+  const std::string& slot = config_.slot;
+  // PostgreSQL 15 and later take options in parentheses; FAILOVER is new in 17 (findSlot refused it before).
+  std::string createSql = "CREATE_REPLICATION_SLOT " + quoteIdentifier(slot) + " LOGICAL pgoutput " +
+                          (config_.failover ? "(SNAPSHOT 'nothing', FAILOVER true)" : "NOEXPORT_SNAPSHOT");
+  log::info("creating logical replication slot \"{}\" (pgoutput{})", slot, config_.failover ? ", failover" : "");
+  PgResult created(PQexec(conn_, createSql.c_str()));
+  auto status = PQresultStatus(created.get());
+  std::string state = pgSqlState(created.get());
+  if (status == PGRES_TUPLES_OK) {
+    // consistent_point: where decoding of the new slot begins.
+    return PQntuples(created.get()) == 1 && PQnfields(created.get()) >= 2 && !PQgetisnull(created.get(), 0, 1)
+               ? Lsn::parse(PQgetvalue(created.get(), 0, 1)).value_or(Lsn())
+               : Lsn();
+  }
+  if (state == kDuplicateObject) return Lsn();
+  if (PQstatus(conn_) != CONNECTION_OK) failConnection("connection lost creating the replication slot");
+  throw SetupError("cannot create replication slot \"" + slot + "\": " + pgErrorMessage(conn_));
 }
 
 int ReplicationStream::protocolVersionFor(int serverVersion) {

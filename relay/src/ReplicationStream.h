@@ -83,11 +83,20 @@ class ReplicationStream {
   // Makes sure the publication exists and carries every outbox table (creating it when config allows). A role that
   // may not create it (not the tables' owner) gets a SetupError with the statement a DBA runs and the setting.
   void ensurePublication(const std::vector<ResolvedOutboxTable>& tables);
-  // Makes sure the slot exists, uses pgoutput and belongs to this database (creating it when config allows).
-  // Returns the slot's confirmed_flush_lsn (0/0 when just created). `streamedUpTo`: this process already streamed
-  // from the slot and confirmed up to there; a missing slot is then never re-created (SlotLostError), since a new
-  // slot starts at the current WAL position and everything committed since the old one went would be lost.
-  Lsn ensureSlot(std::optional<Lsn> streamedUpTo = std::nullopt);
+  // The slot as the server has it, after checking that it uses pgoutput and belongs to this database (and, with
+  // source.failover, switching it to FAILOVER when it is not). nullopt: there is no such slot. Whether a missing
+  // slot may be created is the relay's decision (a slot it streamed from before, by this process's memory or its
+  // checkpoint in Kafka, is lost, not new).
+  struct SlotState {
+    Lsn confirmedFlush;  // 0/0 when not set yet
+    bool failover = false;
+  };
+  std::optional<SlotState> findSlot();
+  // Creates the slot (with FAILOVER under source.failover); returns its consistent point, where it starts. A
+  // slot created concurrently by another relay counts as created (0/0 returned: the server starts it there).
+  Lsn createSlot();
+  // The SQL a DBA runs to create the slot by hand, for error messages.
+  std::string createSlotSql() const;
   // The highest pgoutput protocol version this server and this relay both speak: 1 on PostgreSQL 13, 2 on 14, 3 on
   // 15, 4 on 16 and later. `serverVersion` as PQserverVersion (e.g. 160014).
   static int protocolVersionFor(int serverVersion);

@@ -49,6 +49,7 @@ std::string ProgressRecord::toJson() const {
                       {"timeline", timeline},    {"commit_lsn", commitLsn.toString()},
                       {"end_lsn", endLsn.toString()}};
   if (partial) j["partial"] = {{"commit_lsn", partial->commitLsn.toString()}, {"events", partial->events}};
+  if (!time.empty()) j["time"] = time;
   // Replace, not throw, on invalid UTF-8 in names taken from the server: the record must always be writable.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -79,6 +80,13 @@ ProgressRecord ProgressRecord::parse(std::string_view json) {
       throw std::invalid_argument("\"partial.commit_lsn\" is not after \"commit_lsn\"");
     }
     record.partial = p;
+  }
+  auto time = j.find("time");
+  if (time != j.end() && !time->is_null()) {
+    if (!time->is_string() || time->get_ref<const std::string&>().size() > 64) {
+      throw std::invalid_argument("\"time\" is not a string of at most 64 characters");
+    }
+    record.time = time->get<std::string>();
   }
   return record;
 }

@@ -38,6 +38,8 @@ struct ProgressRecord {
     bool operator==(const Partial&) const = default;
   };
   std::optional<Partial> partial;
+  // When it was written (ISO 8601 UTC), for the operator reading a slot-lost error; empty when not recorded.
+  std::string time;
 
   bool operator==(const ProgressRecord&) const = default;
   std::string toJson() const;

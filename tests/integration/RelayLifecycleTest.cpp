@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "support/RelayProcess.h"
@@ -170,6 +171,93 @@ TEST(RelayLifecycle, SlotDroppedWhileStreamingStopsTheRelayInsteadOfCreatingANew
   EXPECT_NE(log.find("may be missing from Kafka"), std::string::npos) << log;
   EXPECT_FALSE(slotExists(pg, config.slot())) << "the relay created a new slot at the current position";
   EXPECT_EQ(offsets.recordCount(topic), 5);
+
+  // A restart knows nothing of this process, but its checkpoint in Kafka says the slot existed: no new slot.
+  auto restarted = RelayProcess::start(config.render(), "relay-restarted");
+  auto again = restarted->waitExit(90s);
+  ASSERT_TRUE(again) << "the restarted relay runs on without its slot" << restarted->logTail();
+  EXPECT_EQ(again->code, 2) << again->toString();
+  std::string refused = restarted->log();
+  EXPECT_NE(refused.find("disappeared while no relay was streaming from it"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("on_slot_lost = \"recreate\""), std::string::npos) << "the message names the setting";
+  EXPECT_FALSE(slotExists(pg, config.slot())) << "the restart created a new slot at the current position";
+
+  // The operator chooses to go on: a new slot, the gap counted and on the dead-letter topic, new events relayed.
+  std::string deadLetters = uniqueName("t") + ".gaps";
+  config.source("on_slot_lost", "\"recreate\"");
+  config.metricsListen("127.0.0.1:0");
+  auto recreating = RelayProcess::start("dead_letter_topic = " + tomlString(deadLetters) + "\n" + config.render(),
+                                        "relay-recreate");
+  std::string admin = adminAddressOf(*recreating);
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << recreating->logTail();
+  EXPECT_EQ(scrapeValue(admin, "outbox_relay_slot_lost_total"), 1.0);
+  TopicReader gaps(kafkaBootstrap(), {deadLetters});
+  const auto& gapRecords = gaps.readUntil(1, 60s);
+  ASSERT_EQ(gapRecords.size(), 1u) << recreating->logTail();
+  EXPECT_EQ(gapRecords[0].headers.at("outbox_gap"), "slot_lost");
+  EXPECT_NE(gapRecords[0].headers.at("error").find("was lost"), std::string::npos);
+  ASSERT_TRUE(gapRecords[0].value);
+  auto gap = nlohmann::json::parse(*gapRecords[0].value);
+  EXPECT_EQ(gap.at("kind"), "slot_lost");
+  EXPECT_EQ(gap.at("slot"), config.slot());
+  EXPECT_FALSE(gap.at("last_confirmed_lsn").get<std::string>().empty());
+  EXPECT_TRUE(gap.at("checkpoint_time").is_string()) << "the checkpoint says when it was written";
+  insertEvents(pg, "public." + table, 4, "after");
+  EXPECT_TRUE(waitFor([&] { return offsets.recordCount(topic) == 9; }, 2min, 100ms))
+      << "the events written after the re-creation; the 5 written into the gap are lost, as recorded"
+      << recreating->logTail();
+  recreating->sigterm();
+  auto stopped = recreating->waitExit(60s);
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(stopped->code, 0) << stopped->toString();
+}
+
+// on_slot_lost = "recreate" while streaming: the slot dropped under the running relay is re-created at once, the
+// gap recorded and counted, and the relay streams on without a restart.
+TEST(RelayLifecycle, SlotDroppedWhileStreamingIsRecreatedWithTheGapRecordedWhenAsked) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "lcgap");
+  std::string topic = uniqueName("t") + ".gap";
+  std::string deadLetters = uniqueName("t") + ".gaps";
+  RelayConfigBuilder config;
+  config.addOutbox({table, topic, {}, {}});
+  config.source("reconnect_backoff_min_ms", "100");
+  config.source("on_slot_lost", "\"recreate\"");
+  config.metricsListen("127.0.0.1:0");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start("dead_letter_topic = " + tomlString(deadLetters) + "\n" + config.render());
+  std::string admin = adminAddressOf(*relay);
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  insertEvents(pg, "public." + table, 5, "before");
+  KafkaOffsets offsets(kafkaBootstrap());
+  ASSERT_TRUE(waitFor([&] { return offsets.recordCount(topic) == 5; }, 2min, 100ms)) << relay->logTail();
+  ASSERT_TRUE(waitFor([&] { return confirmedFlushLsn(pg, config.slot()).value_or(Lsn()) >= currentWalLsn(pg); },
+                      60s, 100ms));
+  Lsn confirmedBefore = *confirmedFlushLsn(pg, config.slot());
+
+  terminateAndDropSlot(pg, config.slot());
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(waitFor([&] { return scrapeValue(admin, "outbox_relay_slot_lost_total") == 1.0; }, 60s, 100ms))
+      << relay->logTail();
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  EXPECT_TRUE(relay->running());
+  TopicReader gaps(kafkaBootstrap(), {deadLetters});
+  const auto& gapRecords = gaps.readUntil(1, 60s);
+  ASSERT_EQ(gapRecords.size(), 1u) << relay->logTail();
+  auto gap = nlohmann::json::parse(gapRecords[0].value.value_or("{}"));
+  EXPECT_EQ(gap.at("kind"), "slot_lost");
+  // Where the gap starts: what this process had confirmed, at or after what the old slot had.
+  auto from = Lsn::parse(gap.at("last_confirmed_lsn").get<std::string>());
+  ASSERT_TRUE(from);
+  EXPECT_GE(*from, confirmedBefore);
+  EXPECT_NE(relay->log().find("Re-created it"), std::string::npos) << relay->logTail();
+
+  insertEvents(pg, "public." + table, 3, "after");
+  EXPECT_TRUE(waitFor([&] { return offsets.recordCount(topic) == 8; }, 2min, 100ms)) << relay->logTail();
+  relay->sigterm();
+  auto stopped = relay->waitExit(60s);
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(stopped->code, 0) << stopped->toString();
 }
 
 // A publication dropped while the relay streams: pgoutput fails on the next change ("publication ... does not

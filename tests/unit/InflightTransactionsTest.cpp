@@ -325,3 +325,33 @@ TEST(InflightTransactions, RandomOutOfOrderAcknowledgementsNeverConfirmPastAnUna
     EXPECT_TRUE(ring.empty());
   }
 }
+
+// A promoted standby's slot is behind what the relay confirmed on the old primary: resetConfirmed keeps the later
+// position (right on the same history), restartFrom goes back to the slot's, and the old stream's late
+// acknowledgements confirm nothing of the new one.
+TEST(InflightTransactions, RestartFromGoesBackToTheSlotAndIgnoresTheOldStream) {
+  InflightTransactions ring;
+  ring.resetConfirmed(Lsn(100));
+  auto old = ring.begin(Lsn(190), ts(1));
+  ring.addEvent(old, 10);
+  ring.commit(old, Lsn(200));
+  auto done = ring.begin(Lsn(290), ts(2));
+  ring.commit(done, Lsn(300));
+  ring.resetConfirmed(Lsn(50));
+  EXPECT_EQ(ring.confirmedLsn(), Lsn(100)) << "resetConfirmed never goes back";
+
+  ring.restartFrom(Lsn(150));
+  EXPECT_EQ(ring.confirmedLsn(), Lsn(150));
+  EXPECT_EQ(ring.resumeLsn(), Lsn(150));
+  EXPECT_TRUE(ring.empty());
+  EXPECT_EQ(ring.inflightEvents(), 1u) << "Kafka still holds the old stream's record";
+  auto fresh = ring.begin(Lsn(190), ts(3));
+  ring.addEvent(fresh, 10);
+  ring.commit(fresh, Lsn(200));
+  EXPECT_FALSE(ring.acknowledge(old, 10).has_value()) << "the old stream's acknowledgement matches nothing";
+  EXPECT_EQ(ring.confirmedLsn(), Lsn(150)) << "and confirms nothing of the new stream";
+  EXPECT_EQ(ring.inflightEvents(), 1u);
+  ring.acknowledge(fresh, 10);
+  EXPECT_EQ(ring.confirmedLsn(), Lsn(200));
+  EXPECT_EQ(ring.inflightEvents(), 0u);
+}

@@ -780,6 +780,27 @@ TEST(RelayConfigFile, SyntaxErrorHasLineAndColumn) {
   EXPECT_THAT(duplicate.issues[0].message, HasSubstr("TOML syntax error"));
 }
 
+TEST(RelayConfigValidation, FailoverAndSlotLoss) {
+  RelayConfig defaults = parseOk(kMinimal + kOutbox);
+  EXPECT_FALSE(defaults.source.failover);
+  EXPECT_EQ(defaults.source.onSlotLost, SourceConfig::OnSlotLost::Fail);
+  EXPECT_THAT(defaults.redactedSummary(), HasSubstr("on_slot_lost = \"fail\""));
+  // The checkpoint lives in the progress topic in both delivery modes.
+  EXPECT_EQ(defaults.kafka.progressTopic, "outbox-relay.progress");
+  EXPECT_EQ(parseOk(kMinimal + "progress_topic = \"relay.checkpoints\"\n" + kOutbox).kafka.progressTopic,
+            "relay.checkpoints");
+
+  std::string source = "[source]\nconninfo = \"dbname=x\"\n";
+  std::string rest = "[kafka]\nbootstrap_servers = \"k:9092\"\n" + kOutbox;
+  RelayConfig c = parseOk(source + "failover = true\non_slot_lost = \"recreate\"\n" + rest);
+  EXPECT_TRUE(c.source.failover);
+  EXPECT_EQ(c.source.onSlotLost, SourceConfig::OnSlotLost::Recreate);
+  EXPECT_THAT(c.redactedSummary(), HasSubstr("failover = true"));
+  EXPECT_THAT(onlyIssue(source + "on_slot_lost = \"ignore\"\n" + rest),
+              HasSubstr("source.on_slot_lost: must be \"fail\" or \"recreate\", got \"ignore\""));
+  EXPECT_THAT(onlyIssue(source + "failover = \"yes\"\n" + rest), HasSubstr("source.failover"));
+}
+
 TEST(RelayConfigValidation, DeliveryModeAndTransactionBounds) {
   RelayConfig defaults = parseOk(kMinimal + kOutbox);
   EXPECT_EQ(defaults.kafka.delivery, KafkaConfig::Delivery::AtLeastOnce);

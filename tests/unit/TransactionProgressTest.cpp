@@ -39,6 +39,12 @@ TEST(ProgressRecord, RoundTripsWithAndWithoutPartial) {
   r.partial = ProgressRecord::Partial{Lsn(0x2000000), 1234};
   EXPECT_EQ(ProgressRecord::parse(r.toJson()), r);
   EXPECT_THAT(r.toJson(), HasSubstr("\"partial\":{\"commit_lsn\":\"0/2000000\",\"events\":1234}"));
+  // The at-least-once checkpoint: no unit, a position, and when it was written.
+  ProgressRecord checkpoint = identity();
+  checkpoint.endLsn = Lsn(0x3000000);
+  checkpoint.time = "2026-12-01T16:32:03Z";
+  EXPECT_EQ(ProgressRecord::parse(checkpoint.toJson()), checkpoint);
+  EXPECT_THAT(checkpoint.toJson(), HasSubstr("\"time\":\"2026-12-01T16:32:03Z\""));
 }
 
 TEST(ProgressRecord, RefusesWhatThisRelayWouldNotWrite) {
@@ -48,6 +54,8 @@ TEST(ProgressRecord, RefusesWhatThisRelayWouldNotWrite) {
   const std::string base =
       R"("format":1,"slot":"s","database":"app","system_id":"1","timeline":1,"commit_lsn":"0/10","end_lsn":"0/20")";
   EXPECT_EQ(parseError("{" + base + "}"), "(parsed)");
+  EXPECT_THAT(parseError("{" + base + R"(,"time":3})"), HasSubstr("\"time\" is not a string"));
+  EXPECT_THAT(parseError("{" + base + R"(,"time":")" + std::string(65, 'x') + "\"}"), HasSubstr("\"time\""));
   EXPECT_THAT(parseError(R"({"format":1,"slot":"s","database":"app","system_id":"1","timeline":1,"commit_lsn":"x",)"
                          R"("end_lsn":"0/20"})"),
               HasSubstr("\"commit_lsn\" is not a WAL position"));
