@@ -283,6 +283,7 @@ TEST(RelayFailoverSlots, FivePromotionsAtRandomMomentsLoseNothingAndPublishNothi
     }
     ASSERT_TRUE(confirmed) << "round " << round << ": the relay confirmed nothing on the primary (port "
                            << pair.primaryPort() << ") within 2 min";
+    double confirmedAfter = secondsSince(roundStarted);
     ASSERT_TRUE(pair.waitSlotSynced(config.slot(), 2min, confirmed->toString()))
         << "round " << round << ": the standby's slot never became usable at " << confirmed->toString() << ": "
         << pair.standbySlotState(config.slot());
@@ -307,7 +308,8 @@ TEST(RelayFailoverSlots, FivePromotionsAtRandomMomentsLoseNothingAndPublishNothi
     }
     ASSERT_TRUE(load.waitForMore(200, 2min)) << "round " << round << ": the writers do not write on the new primary";
     ASSERT_TRUE(relay->running()) << "round " << round << ": the relay exited: " << relay->logTail(30);
-    std::cout << "[ info ] round " << round << ": slot synced after " << synced << " s, killed " << delay.count()
+    std::cout << "[ info ] round " << round << ": confirmed on the primary after " << confirmedAfter
+              << " s, slot synced after " << synced << " s, killed " << delay.count()
               << " ms later; standby rebuilt " << rebuilt << " s after the promotion, relay streaming on port "
               << pair.primaryPort() << " and writers on it " << secondsSince(promoted) << " s after it (round took "
               << secondsSince(roundStarted) << " s, " << load.committedEvents() << " events committed so far)"

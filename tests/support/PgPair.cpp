@@ -117,7 +117,24 @@ bool PgPair::waitSlotSynced(const std::string& slot, std::chrono::milliseconds t
       "slot_name = " +
       sqlLiteral(slot);
   if (!atLeast.empty()) sql += " AND confirmed_flush_lsn >= " + sqlLiteral(atLeast) + "::pg_lsn";
-  return waitFor([&] { return standby.scalar(sql).has_value(); }, timeout, 200ms);
+  // A synced slot stays temporary until the primary's slot has moved past the standby's copy, catalog_xmin
+  // included; a logical slot's restart_lsn and catalog_xmin move only at a running-transactions record, which the
+  // primary logs every 15 s on its own (LOG_SNAPSHOT_INTERVAL_MS): pg_log_standby_snapshot() logs one now, as
+  // PostgreSQL's own slot-synchronization tests do. And the synchronization worker naps twice as long after each
+  // cycle that changed no slot, up to 30 s (slotsync.c); a configuration reload (settings unchanged) sets its latch
+  // for a cycle at once. Both once a second while waiting.
+  PgConnection primary(primaryConninfo());
+  int polls = 0;
+  return waitFor(
+      [&] {
+        if (standby.scalar(sql).has_value()) return true;
+        if (++polls % 5 == 0) {
+          primary.exec("SELECT pg_log_standby_snapshot()");
+          standby.exec("SELECT pg_reload_conf()");
+        }
+        return false;
+      },
+      timeout, 200ms);
 }
 
 }  // namespace outbox::test
