@@ -501,8 +501,10 @@ TEST(RelayFailoverLegacy, PromotionWithoutFailoverSlotsStopsTheRelayAndRecreateR
   auto status = relay->waitExit(2min);
   ASSERT_TRUE(status) << "the relay still runs 2 min after a promotion to a server without its slot";
   EXPECT_TRUE(status->exited && status->code == 2) << status->toString() << "\n" << relay->logTail(20);
+  // The error names the slot, the gap's start (the timeline it was confirmed on: the pair starts on 1) and the fix.
   EXPECT_THAT(relay->log(), HasSubstr("on_slot_lost"));
   EXPECT_THAT(relay->log(), HasSubstr(config.slot()));
+  EXPECT_THAT(relay->log(), HasSubstr("timeline 1"));
   EXPECT_FALSE(slotExists(primary, config.slot())) << "the relay created a slot, skipping the events in between";
 
   // What the relay had confirmed when it stopped: its last checkpoint. Every commit that ended at or before it and
@@ -527,8 +529,11 @@ TEST(RelayFailoverLegacy, PromotionWithoutFailoverSlotsStopsTheRelayAndRecreateR
     EXPECT_TRUE(restartStatus->exited && restartStatus->code == 2)
         << restartStatus->toString() << "\n"
         << restarted->logTail(20);
+    // It found the checkpoint: the error names it and the position it holds.
     EXPECT_THAT(restarted->log(), HasSubstr("on_slot_lost"));
     EXPECT_THAT(restarted->log(), HasSubstr(config.slot()));
+    EXPECT_THAT(restarted->log(), HasSubstr(progressTopic));
+    EXPECT_THAT(restarted->log(), HasSubstr(checkpointLsn->toString()));
     EXPECT_FALSE(slotExists(primary, config.slot())) << "the restarted relay created a slot";
   }
 
@@ -557,7 +562,10 @@ TEST(RelayFailoverLegacy, PromotionWithoutFailoverSlotsStopsTheRelayAndRecreateR
   ASSERT_TRUE(gapJson.is_object()) << gap.value.value_or("(null)");
   EXPECT_EQ(gapJson.value("kind", ""), "slot_lost") << gapJson.dump();
   EXPECT_EQ(gapJson.value("slot", ""), config.slot()) << gapJson.dump();
-  EXPECT_TRUE(gapJson.contains("last_confirmed_lsn") && gapJson.contains("new_slot_lsn")) << gapJson.dump();
+  EXPECT_EQ(gapJson.value("last_confirmed_lsn", ""), checkpointLsn->toString()) << gapJson.dump();
+  EXPECT_EQ(gapJson.value("last_confirmed_timeline", 0), 1) << gapJson.dump();
+  EXPECT_EQ(gapJson.value("timeline", 0), 2) << gapJson.dump();
+  EXPECT_TRUE(gapJson.contains("new_slot_lsn")) << gapJson.dump();
   std::cout << "[ info ] gap record: " << gapJson.dump() << std::endl;
 
   // Due in Kafka: what survived the promotion and was confirmed before it (the checkpoint), and what was committed
