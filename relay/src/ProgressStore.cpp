@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common/KafkaClientConfig.h"
+#include "common/KafkaHealth.h"
 #include "common/Log.h"
 #include "src/ReplicationStream.h"
 
@@ -28,9 +29,15 @@ struct OptionsDeleter {
 };
 using Event = std::unique_ptr<rd_kafka_event_t, EventDeleter>;
 
-// Waits for the admin request's result on `queue`.
-Event adminResult(rd_kafka_queue_t* queue, const char* what) {
-  Event event(rd_kafka_queue_poll(queue, kRequestTimeoutMs + 5000));
+// Waits for the admin request's result on `queue`, serving `client`'s error callbacks meanwhile (a refused login
+// is reported there, while the request waits out its timeout).
+Event adminResult(rd_kafka_t* client, rd_kafka_queue_t* queue, const char* what) {
+  Event event;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRequestTimeoutMs + 5000);
+  while (!event && std::chrono::steady_clock::now() < deadline) {
+    event.reset(rd_kafka_queue_poll(queue, 100));
+    while (rd_kafka_message_t* served = rd_kafka_consumer_poll(client, 0)) rd_kafka_message_destroy(served);
+  }
   if (!event) throw std::runtime_error(std::string("kafka: no answer to ") + what + " within 15 s");
   if (rd_kafka_event_error(event.get()) != RD_KAFKA_RESP_ERR_NO_ERROR) {
     throw std::runtime_error(std::string("kafka: ") + what + " failed: " + rd_kafka_event_error_string(event.get()));
@@ -58,6 +65,11 @@ ProgressStore::ProgressStore(const KafkaConfig& config, std::string key) : confi
   conf.set("enable.partition.eof", "true");
   conf.set("auto.offset.reset", "earliest");
   conf.setUser(config.bootstrapServers, config.properties, config.secretValues);
+  // At a first start this is the relay's first Kafka client to reach the brokers (the checkpoint is read before a
+  // slot is created): a refused login gets the same hint as the producer's.
+  rd_kafka_conf_set_error_cb(conf.native(), [](rd_kafka_t* rk, int err, const char*, void*) {
+    logScramDefectHintOnce(rk, static_cast<rd_kafka_resp_err_t>(err));
+  });
   consumer_ = conf.create(RD_KAFKA_CONSUMER, "the progress topic's consumer");
   rd_kafka_poll_set_consumer(consumer_);
 }
@@ -83,7 +95,7 @@ void ProgressStore::ensureTopic() {
   rd_kafka_NewTopic_set_config(newTopic, "cleanup.policy", "compact");
   rd_kafka_CreateTopics(consumer_, &newTopic, 1, options.get(), queue.get());
   rd_kafka_NewTopic_destroy(newTopic);
-  Event created = adminResult(queue.get(), "creating the progress topic");
+  Event created = adminResult(consumer_, queue.get(), "creating the progress topic");
   size_t count = 0;
   bool mayExist = false;  // created now, or it existed already
   const rd_kafka_topic_result_t** results =
@@ -107,7 +119,7 @@ void ProgressStore::ensureTopic() {
     rd_kafka_ConfigResource_t* resource = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str());
     rd_kafka_DescribeConfigs(consumer_, &resource, 1, options.get(), queue.get());
     rd_kafka_ConfigResource_destroy(resource);
-    Event described = adminResult(queue.get(), "describing the progress topic");
+    Event described = adminResult(consumer_, queue.get(), "describing the progress topic");
     size_t resources = 0;
     const rd_kafka_ConfigResource_t** found = rd_kafka_DescribeConfigs_result_resources(
         rd_kafka_event_DescribeConfigs_result(described.get()), &resources);

@@ -249,14 +249,22 @@ void Relay::connectAndStream() {
     if (!restartWhy.empty() || slotConfirmed > eos_.confirmed) eos_.confirmed = slotConfirmed;
     Lsn start = slotConfirmed;
     if (eos_.ready && eos_.committed && eos_.committed->endLsn > start) start = eos_.committed->endLsn;
+    // Read before streaming (the connection is in copy mode after): checked once the progress is known.
+    std::string history = stream_->timelineHistory(server.timeline);
+    if (eos_.ready) {
+      if (std::string off = eosProgressOffHistory(server, history); !off.empty()) {
+        fail(kExitSetup, off);
+        return;
+      }
+    }
     // START_REPLICATION takes the slot (SlotBusyError while another relay holds it: stand by) before the
     // transactional producer exists: initialising it would fence the relay that holds the slot.
     stream_->start(start);
     streamedFromSlot_ = true;
     knownServer_ = server;
     if (!eosPrepare(server)) return;  // a stop came first
-    if (eos_.committed && eos_.committed->endLsn > server.xlogPos) {
-      fail(kExitSetup, eosBeyondServerMessage(server));
+    if (std::string off = eosProgressOffHistory(server, history); !off.empty()) {
+      fail(kExitSetup, off);
       return;
     }
   } else {
@@ -456,9 +464,10 @@ void Relay::probeLag() {
     lastLagProbe_ = now;
     walProbe_.start();
   }
-  if (auto server = walProbe_.advance()) {
-    metrics_.serverWalLsn.Set(static_cast<double>(server->value()));
-    metrics_.replicationLagBytes.Set(static_cast<double>(server->bytesSince(confirmedLsn())));
+  if (auto answer = walProbe_.advance()) {
+    metrics_.serverWalLsn.Set(static_cast<double>(answer->serverWal.value()));
+    metrics_.replicationLagBytes.Set(static_cast<double>(answer->serverWal.bytesSince(confirmedLsn())));
+    metrics_.slotHealth(answer->slot);
   }
 }
 

@@ -155,9 +155,10 @@ class Relay {
   // At-least-once: the confirmed position to the progress topic, at most once per status interval (at once after
   // a (re)connect or a re-created slot).
   void maybeWriteCheckpoint();
-  // Exactly-once: Kafka's committed progress is past this server's WAL end (an asynchronous failover lost
-  // transactions the relay had published): what happened and what to do.
-  std::string eosBeyondServerMessage(const ServerIdentity& server) const;
+  // Exactly-once: empty when Kafka's committed progress names positions of this server's history; else what
+  // happened and what to do (an asynchronous failover lost transactions the relay had published). `history`: the
+  // server's timeline history file (ReplicationStream::timelineHistory).
+  std::string eosProgressOffHistory(const ServerIdentity& server, const std::string& history) const;
 
   // Exactly-once mode (RelayExactlyOnce.cpp; README "Guarantees").
   bool exactlyOnce() const { return config_.kafka.exactlyOnce(); }

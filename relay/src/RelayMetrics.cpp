@@ -1,7 +1,10 @@
 #include "src/RelayMetrics.h"
 
+#include <limits>
+
 #include "common/MetricsSupport.h"
 #include "src/KafkaPublisher.h"
+#include "src/ServerWalProbe.h"
 
 namespace outbox {
 
@@ -21,6 +24,7 @@ constexpr const char* kConnectedHelp =
 constexpr const char* kKafkaTransactionsHelp =
     "Exactly-once mode: Kafka transactions ended, by outcome: committed (its events and progress record visible to "
     "read_committed consumers), aborted (replayed from the last committed progress).";
+constexpr double kUnknown = std::numeric_limits<double>::quiet_NaN();
 }  // namespace
 
 RelayMetrics::RelayMetrics(const RelayConfig& config)
@@ -82,6 +86,27 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
       replayedEventsSkipped(counter(*registry_, "outbox_relay_replayed_events_skipped_total",
                                     "Exactly-once mode: events the slot sent again that the committed progress "
                                     "record shows Kafka has already; skipped, not published twice.")),
+      slotExists(gauge(*registry_, "outbox_relay_slot_exists",
+                       "1 while the replication slot (source.slot) has a row in pg_replication_slots, 0 when it is "
+                       "gone; read every source.lag_poll_interval_ms, NaN until the first read.")),
+      slotActive(gauge(*registry_, "outbox_relay_slot_active",
+                       "1 while a walsender streams from the replication slot (this relay or the one holding it).")),
+      slotSafeWalSizeBytes(gauge(*registry_, "outbox_relay_slot_safe_wal_size_bytes",
+                                 "pg_replication_slots.safe_wal_size: bytes of WAL the server can write before the "
+                                 "slot is in danger of being lost (max_slot_wal_keep_size); NaN when unlimited "
+                                 "(max_slot_wal_keep_size = -1) or the slot is lost.")),
+      slotConflicting(gauge(*registry_, "outbox_relay_slot_conflicting",
+                            "1 when the slot was invalidated by a recovery conflict (pg_replication_slots.conflicting, "
+                            "PostgreSQL 16+; 0 before).")),
+      slotInactiveSeconds(gauge(*registry_, "outbox_relay_slot_inactive_seconds",
+                                "Seconds since the slot became inactive (now() - inactive_since, PostgreSQL 17+), "
+                                "0 while active; before 17, NaN while inactive.")),
+      slotFailover(gauge(*registry_, "outbox_relay_slot_failover",
+                         "1 when the slot is synchronised to standbys (pg_replication_slots.failover, PostgreSQL 17+; "
+                         "0 before).")),
+      slotSynced(gauge(*registry_, "outbox_relay_slot_synced",
+                       "1 when the slot read is a standby's copy synchronised from the primary "
+                       "(pg_replication_slots.synced, PostgreSQL 17+; 0 before).")),
       eventsPublishedFamily_(BuildCounter()
                                  .Name("outbox_relay_events_published_total")
                                  .Help("Outbox events acknowledged by Kafka, by outbox table (\"message\" for "
@@ -124,7 +149,19 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
                             .Help("1, labelled with the PostgreSQL server version (major.minor) last connected to "
                                   "and the pgoutput protocol version the relay asked of it (1 on 13, 2 on 14, 3 on "
                                   "15, 4 on 16+); absent until the first connection.")
-                            .Register(*registry_)) {
+                            .Register(*registry_)),
+      slotWalStatusFamily_(BuildGauge()
+                               .Name("outbox_relay_slot_wal_status")
+                               .Help("1 for the replication slot's pg_replication_slots.wal_status, 0 for the others: "
+                                     "reserved, extended (past max_wal_size, within max_slot_wal_keep_size), "
+                                     "unreserved (WAL it needs is due for removal at the next checkpoint), lost.")
+                               .Register(*registry_)),
+      slotInvalidatedFamily_(BuildGauge()
+                                 .Name("outbox_relay_slot_invalidated")
+                                 .Help("1 for the reason the replication slot was invalidated, 0 for the others: "
+                                       "pg_replication_slots.invalidation_reason on PostgreSQL 17+; before, "
+                                       "wal_removed for wal_status lost, and on 16 conflict for a conflicting slot.")
+                                 .Register(*registry_)) {
   metrics::buildInfo(*registry_, "outbox_relay_build_info", "The relay's version (value 1).");
   // Series that exist from the start read 0 instead of "no data" on dashboards, and rate()/increase() see their
   // first increment (a counter series born at 1 has no earlier sample to increase from). So every series whose
@@ -132,6 +169,19 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
   // itself (a failed delivery's reason is librdkafka's error name, known only when it happens), and per outbox.
   reconnects("postgres");
   reconnects("kafka");
+  // Slot health is unknown until the lag probe has read the slot: NaN, which no alert's comparison matches.
+  for (prometheus::Gauge* g : {&slotExists, &slotActive, &slotSafeWalSizeBytes, &slotConflicting, &slotInactiveSeconds,
+                               &slotFailover, &slotSynced}) {
+    g->Set(kUnknown);
+  }
+  for (std::string_view status : kSlotWalStatuses) {
+    slotWalStatus_.emplace(status, &slotWalStatusFamily_.Add({{"status", std::string(status)}}))
+        .first->second->Set(kUnknown);
+  }
+  for (std::string_view reason : kSlotInvalidationReasons) {
+    slotInvalidated_.emplace(reason, &slotInvalidatedFamily_.Add({{"reason", std::string(reason)}}))
+        .first->second->Set(kUnknown);
+  }
   publishErrors("queue_full");
   publishErrors("produce_failed");
   for (auto rejection : KafkaPublisher::kRejections) rejected(KafkaPublisher::rejectionName(rejection));
@@ -198,6 +248,28 @@ void RelayMetrics::sourceInfo(int pgoutputProtocol, const std::string& serverVer
   if (sourceInfo_ && sourceInfo_ != &current) sourceInfoFamily_.Remove(sourceInfo_);
   sourceInfo_ = &current;
   current.Set(1);
+}
+
+void RelayMetrics::oneHot(prometheus::Family<prometheus::Gauge>& family,
+                          std::map<std::string, prometheus::Gauge*, std::less<>>& series, const char* label,
+                          std::string_view value) {
+  if (!value.empty() && series.find(value) == series.end()) {
+    series.emplace(std::string(value), &family.Add({{label, std::string(value)}}));
+  }
+  for (auto& [name, gauge] : series) gauge->Set(name == value ? 1 : 0);
+}
+
+void RelayMetrics::slotHealth(const SlotHealth& slot) {
+  slotExists.Set(slot.exists ? 1 : 0);
+  if (!slot.exists) return;  // nothing else to read: the series keep how the slot was last seen
+  slotActive.Set(slot.active ? 1 : 0);
+  oneHot(slotWalStatusFamily_, slotWalStatus_, "status", slot.walStatus);
+  slotSafeWalSizeBytes.Set(slot.safeWalSize ? static_cast<double>(*slot.safeWalSize) : kUnknown);
+  slotConflicting.Set(slot.conflicting ? 1 : 0);
+  oneHot(slotInvalidatedFamily_, slotInvalidated_, "reason", slot.invalidationReason);
+  slotInactiveSeconds.Set(slot.inactiveSeconds.value_or(kUnknown));
+  slotFailover.Set(slot.failover ? 1 : 0);
+  slotSynced.Set(slot.synced ? 1 : 0);
 }
 
 }  // namespace outbox

@@ -21,6 +21,8 @@
 
 namespace outbox {
 
+struct SlotHealth;
+
 class RelayMetrics {
   // First member: every metric below is registered in it while the constructor runs.
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
@@ -52,6 +54,15 @@ class RelayMetrics {
   // outbox_relay_source_info{pgoutput_protocol, server_version} 1: the server connected to last and the pgoutput
   // protocol version asked of it. One series: a connection to another server version replaces it.
   void sourceInfo(int pgoutputProtocol, const std::string& serverVersion);
+  // The slot-health series from a read of the slot's row (the lag probe's). NaN until the first read; a failed
+  // probe leaves the last values. A missing row sets outbox_relay_slot_exists to 0 and leaves the others as the
+  // slot was last seen.
+  void slotHealth(const SlotHealth& slot);
+  // The wal_status values and (PostgreSQL 17, 18) invalidation reasons exported from the start; another value the
+  // server reports gets its own series when it first appears.
+  static constexpr std::string_view kSlotWalStatuses[] = {"reserved", "extended", "unreserved", "lost"};
+  static constexpr std::string_view kSlotInvalidationReasons[] = {"wal_removed", "rows_removed",
+                                                                  "wal_level_insufficient", "idle_timeout"};
 
   prometheus::Counter& transactions;
   // Logical messages with the configured prefix that publish nothing: non-transactional ones (unless
@@ -83,8 +94,21 @@ class RelayMetrics {
   prometheus::Counter& kafkaTransactionsAborted;
   prometheus::Gauge& transactionalProducerReady;
   prometheus::Counter& replayedEventsSkipped;
+  // Slot health (see slotHealth()).
+  prometheus::Gauge& slotExists;
+  prometheus::Gauge& slotActive;
+  prometheus::Gauge& slotSafeWalSizeBytes;
+  prometheus::Gauge& slotConflicting;
+  prometheus::Gauge& slotInactiveSeconds;
+  prometheus::Gauge& slotFailover;
+  prometheus::Gauge& slotSynced;
 
  private:
+  // Sets the series of `family` labelled `label` = `value` to 1 and every other one to 0 (none when `value` is "").
+  void oneHot(prometheus::Family<prometheus::Gauge>& family,
+              std::map<std::string, prometheus::Gauge*, std::less<>>& series, const char* label,
+              std::string_view value);
+
   prometheus::Family<prometheus::Counter>& eventsPublishedFamily_;
   prometheus::Family<prometheus::Counter>& bytesPublishedFamily_;
   prometheus::Family<prometheus::Counter>& ignoredFamily_;
@@ -94,6 +118,10 @@ class RelayMetrics {
   prometheus::Family<prometheus::Counter>& reconnectsFamily_;
   prometheus::Family<prometheus::Gauge>& sourceInfoFamily_;
   prometheus::Gauge* sourceInfo_ = nullptr;
+  prometheus::Family<prometheus::Gauge>& slotWalStatusFamily_;
+  prometheus::Family<prometheus::Gauge>& slotInvalidatedFamily_;
+  std::map<std::string, prometheus::Gauge*, std::less<>> slotWalStatus_;
+  std::map<std::string, prometheus::Gauge*, std::less<>> slotInvalidated_;
   std::vector<EventLabels> eventLabels_;
   struct PairLess {  // compares (table, topic) pairs of strings or string_views without allocating
     using is_transparent = void;

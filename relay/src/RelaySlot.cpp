@@ -44,11 +44,21 @@ std::optional<ProgressRecord> Relay::loadProgress(const std::string& key, bool& 
 
 std::optional<Lsn> Relay::prepareSlot(const ServerIdentity& server, bool& recreated) {
   recreated = false;
-  if (auto slot = stream_->findSlot()) return slot->confirmedFlush;
+  std::optional<ReplicationStream::SlotState> slot = stream_->findSlot();
+  if (slot && slot->invalidated.empty()) return slot->confirmedFlush;
 
-  // Missing. New only if this relay never streamed from it: neither this process nor its checkpoint says so.
+  // Missing (new only if this relay never streamed from it: neither this process nor its checkpoint says so), or
+  // invalidated by the server: lost either way.
   std::optional<SlotLoss> loss;
-  if (streamedFromSlot_ && knownServer_) {
+  if (slot) {
+    Lsn from = std::max(slot->confirmedFlush, streamedFromSlot_ ? confirmedLsn() : Lsn());
+    loss = SlotLoss{server.systemId, static_cast<uint32_t>(std::max(0, server.timeline)), from, "",
+                    "as the server invalidated it (" + slot->invalidated +
+                        (slot->invalidated == "wal_removed"
+                             ? ": the WAL it needed was removed, past max_slot_wal_keep_size"
+                             : "") +
+                        ")"};
+  } else if (streamedFromSlot_ && knownServer_) {
     loss = SlotLoss{knownServer_->systemId, static_cast<uint32_t>(std::max(0, knownServer_->timeline)),
                     confirmedLsn(), "", "while this relay was streaming from it"};
   } else {
@@ -73,20 +83,22 @@ std::optional<Lsn> Relay::prepareSlot(const ServerIdentity& server, bool& recrea
 
   metrics_.slotsLost.Increment();
   std::string gap = fmt::format(
-      "replication slot \"{}\" disappeared {}: events committed after {} (the last position confirmed, timeline {} "
-      "of system {}{}) may be missing from Kafka (dropped, or a failover to a server without it; this server: "
+      "replication slot \"{}\" {} {}: events committed after {} (the last position confirmed, timeline {} "
+      "of system {}{}) may be missing from Kafka ({}; this server: "
       "timeline {} of system {}, WAL at {})",
-      config_.source.slot, loss->how, loss->lastConfirmed.toString(), loss->timeline, loss->systemId,
-      loss->time.empty() ? "" : ", at " + loss->time, server.timeline, server.systemId, server.xlogPos.toString());
+      config_.source.slot, slot ? "is lost" : "disappeared", loss->how, loss->lastConfirmed.toString(), loss->timeline, loss->systemId,
+      loss->time.empty() ? "" : ", at " + loss->time,
+      slot ? "it can never stream again" : "dropped, or a failover to a server without it", server.timeline, server.systemId, server.xlogPos.toString());
   if (config_.source.onSlotLost == SourceConfig::OnSlotLost::Fail) {
     throw SlotLostError(gap + ". Not re-creating it. To continue deliberately: set source.on_slot_lost = \"recreate\" "
                               "(the relay creates the slot at the current WAL position and records the gap on the "
-                              "dead-letter topic), or create the slot by hand (" +
+                              "dead-letter topic), or " + std::string(slot ? "drop it and " : "") + "create the slot by hand (" +
                         stream_->createSlotSql() + " in database " + server.database +
                         "); then republish what is missing from the outbox table (README \"High availability\")");
   }
   // The gap record first: once the slot exists again, nothing would tell the next start that it was lost.
   publishGapRecord(*loss, server);
+  if (slot) stream_->dropSlot();
   Lsn start = stream_->createSlot();
   log::warn("{}. Re-created it (source.on_slot_lost = \"recreate\"), starting at {}: the events committed between "
             "{} and {} were not relayed; the gap record is on the dead-letter topic \"{}\"",
@@ -195,16 +207,35 @@ void Relay::maybeWriteCheckpoint() {
   checkpointUrgent_ = false;
 }
 
-std::string Relay::eosBeyondServerMessage(const ServerIdentity& server) const {
+std::string Relay::eosProgressOffHistory(const ServerIdentity& server, const std::string& history) const {
+  if (!eos_.committed || eos_.committed->endLsn == Lsn()) return "";
+  const ProgressRecord& committed = *eos_.committed;
+  // The progress names positions in the WAL of the timeline it was written on. On a later timeline they hold up
+  // to where that timeline ended; past it the new timeline has other transactions at the same positions.
+  std::optional<Lsn> end;
+  std::string where;
+  if (committed.endLsn > server.xlogPos) {
+    end = server.xlogPos;
+    where = fmt::format("this server's WAL ends at {} (timeline {})", server.xlogPos.toString(), server.timeline);
+  } else if (committed.timeline != 0 && committed.timeline != static_cast<uint32_t>(server.timeline)) {
+    end = ReplicationStream::timelineEnd(history, committed.timeline);
+    if (end && committed.endLsn <= *end) return "";
+    where = end ? fmt::format("timeline {} ended at {} and this server went on from there on timeline {}",
+                              committed.timeline, end->toString(), server.timeline)
+                : fmt::format("this server's timeline {} does not descend from timeline {}", server.timeline,
+                              committed.timeline);
+  } else {
+    return "";
+  }
   return fmt::format(
-      "exactly-once: Kafka's progress record for \"{}\" says the relay committed transactions up to {}, but this "
-      "server's WAL ends at {} (timeline {}): the server lost transactions whose events are in Kafka (a failover "
-      "to a standby that had not received them; synchronized_standby_slots on the primary prevents it, README "
-      "\"High availability\"). The relay does not guess which of the new server's transactions Kafka lacks. To "
-      "go on from the slot's position, delete the record (a tombstone: key \"{}\", null value, in topic \"{}\"); "
-      "consumers may then see events of the lost transactions and of the new ones at the same positions",
-      eos_.transactionalId, eos_.committed ? eos_.committed->endLsn.toString() : "?", server.xlogPos.toString(),
-      server.timeline, eos_.transactionalId, config_.kafka.progressTopic);
+      "exactly-once: Kafka's progress record for \"{}\" says the relay committed transactions up to {} on "
+      "timeline {}, but {}: the server lost transactions whose events are in Kafka (a failover to a standby that "
+      "had not received them; synchronized_standby_slots on the primary prevents it, README \"High "
+      "availability\"). The relay does not guess which of this server's transactions Kafka lacks. To go on from "
+      "the slot's position, delete the record (a tombstone: key \"{}\", null value, in topic \"{}\"); consumers "
+      "may then see events of the lost transactions and of the new ones",
+      eos_.transactionalId, committed.endLsn.toString(), committed.timeline, where, eos_.transactionalId,
+      config_.kafka.progressTopic);
 }
 
 }  // namespace outbox

@@ -288,8 +288,11 @@ std::optional<ReplicationStream::SlotState> ReplicationStream::findSlot() {
                      " has no failover slots (they are new in PostgreSQL 17): set source.failover = false (a "
                      "promoted standby then has no slot: see source.on_slot_lost), or upgrade to PostgreSQL 17");
   }
+  // wal_status is there from PostgreSQL 13 on; invalidation_reason from 17.
   PgResult found(exec(std::string("SELECT plugin, database, confirmed_flush_lsn, ") +
-                      (hasFailover ? "failover" : "false") +
+                      (hasFailover ? "failover" : "false") + ", " +
+                      (hasFailover ? "COALESCE(invalidation_reason, CASE WHEN wal_status = 'lost' THEN 'wal_removed' END)"
+                                   : "CASE WHEN wal_status = 'lost' THEN 'wal_removed' END") +
                       " FROM pg_catalog.pg_replication_slots WHERE slot_name = " + quoteLiteral(slot)));
   if (PQntuples(found.get()) == 0) return std::nullopt;
   std::string plugin = PQgetvalue(found.get(), 0, 0);
@@ -308,6 +311,10 @@ std::optional<ReplicationStream::SlotState> ReplicationStream::findSlot() {
   state.confirmedFlush =
       PQgetisnull(found.get(), 0, 2) ? Lsn() : Lsn::parse(PQgetvalue(found.get(), 0, 2)).value_or(Lsn());
   state.failover = std::string(PQgetvalue(found.get(), 0, 3)) == "t";
+  if (!PQgetisnull(found.get(), 0, 4)) {
+    state.invalidated = PQgetvalue(found.get(), 0, 4);
+    return state;
+  }
   if (config_.failover && !state.failover) {
     // The slot predates source.failover: switched in place, its position kept. (Refused while another process
     // streams from it: SlotBusyError, retried as a hot standby.)
@@ -316,6 +323,42 @@ std::optional<ReplicationStream::SlotState> ReplicationStream::findSlot() {
     state.failover = true;
   }
   return state;
+}
+
+void ReplicationStream::dropSlot() {
+  log::info("dropping replication slot \"{}\"", config_.slot);
+  PgResult dropped(exec("DROP_REPLICATION_SLOT " + quoteIdentifier(config_.slot)));
+}
+
+std::string ReplicationStream::timelineHistory(int timeline) {
+  if (timeline <= 1) return "";
+  PgResult history(exec("TIMELINE_HISTORY " + std::to_string(timeline)));
+  if (PQntuples(history.get()) != 1 || PQnfields(history.get()) < 2) return "";
+  return std::string(PQgetvalue(history.get(), 0, 1), static_cast<size_t>(PQgetlength(history.get(), 0, 1)));
+}
+
+std::optional<Lsn> ReplicationStream::timelineEnd(std::string_view history, uint32_t timeline) {
+  // Format of PostgreSQL's writeTimeLineHistory(): one line per ancestor, "parentTLI<TAB>switchpoint<TAB>reason";
+  // blank lines and lines starting with '#' are comments.
+  size_t pos = 0;
+  while (pos < history.size()) {
+    size_t end = history.find('\n', pos);
+    std::string_view line = history.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    pos = end == std::string_view::npos ? history.size() : end + 1;
+    size_t tab = line.find('\t');
+    if (line.empty() || line[0] == '#' || tab == std::string_view::npos) continue;
+    uint64_t tli = 0;
+    bool digits = tab > 0 && tab <= 10;
+    for (size_t i = 0; i < tab && digits; ++i) {
+      digits = line[i] >= '0' && line[i] <= '9';
+      tli = tli * 10 + static_cast<uint64_t>(line[i] - '0');
+    }
+    if (!digits || tli != timeline) continue;
+    std::string_view rest = line.substr(tab + 1);
+    size_t tab2 = rest.find('\t');
+    return Lsn::parse(std::string(rest.substr(0, tab2)));
+  }
+  return std::nullopt;
 }
 
 Lsn ReplicationStream::createSlot() {

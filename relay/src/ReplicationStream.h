@@ -90,6 +90,9 @@ class ReplicationStream {
   struct SlotState {
     Lsn confirmedFlush;  // 0/0 when not set yet
     bool failover = false;
+    // Set when the server invalidated the slot (wal_status "lost", or PostgreSQL 17's invalidation_reason, e.g.
+    // wal_removed past max_slot_wal_keep_size): it exists but can never stream again.
+    std::string invalidated;
   };
   std::optional<SlotState> findSlot();
   // Creates the slot (with FAILOVER under source.failover); returns its consistent point, where it starts. A
@@ -97,6 +100,14 @@ class ReplicationStream {
   Lsn createSlot();
   // The SQL a DBA runs to create the slot by hand, for error messages.
   std::string createSlotSql() const;
+  // Drops the slot (an invalidated one, before re-creating it).
+  void dropSlot();
+  // The server's timeline history file for `timeline` (TIMELINE_HISTORY; empty for timeline 1, which has none).
+  std::string timelineHistory(int timeline);
+  // In a timeline history file ("<parent tli>\t<switchpoint>\t<reason>" per line): where `timeline` ended, the
+  // switchpoint at which the next one branched off. nullopt when the history does not name it (the current
+  // timeline, or one that is not an ancestor). Pure; throws nothing.
+  static std::optional<Lsn> timelineEnd(std::string_view history, uint32_t timeline);
   // The highest pgoutput protocol version this server and this relay both speak: 1 on PostgreSQL 13, 2 on 14, 3 on
   // 15, 4 on 16 and later. `serverVersion` as PQserverVersion (e.g. 160014).
   static int protocolVersionFor(int serverVersion);

@@ -2,6 +2,9 @@
 
 #include <poll.h>
 
+#include <charconv>
+#include <cstdlib>
+
 #include "common/Log.h"
 #include "common/PgConnection.h"
 
@@ -14,7 +17,63 @@ bool ready(int fd, short events) {
   pollfd pfd{fd, events, 0};
   return ::poll(&pfd, 1, 0) > 0;
 }
+
+// Server versions (PQserverVersion) that added columns to pg_replication_slots.
+constexpr int kConflictingSince = 160000;  // conflicting
+constexpr int kFailoverSince = 170000;     // invalidation_reason, inactive_since, failover, synced
 }  // namespace
+
+std::string SlotHealth::query(int serverVersion) {
+  // One row whatever the slot: the WAL position joined with the slot's row, all NULL when it is gone. The
+  // inactivity is computed on the server, so the relay's clock does not enter it.
+  std::string columns = "s.slot_name IS NOT NULL AS slot_exists, s.active, s.wal_status, s.safe_wal_size";
+  if (serverVersion >= kConflictingSince) columns += ", s.conflicting";
+  if (serverVersion >= kFailoverSince) {
+    columns +=
+        ", s.invalidation_reason, CASE WHEN s.active THEN 0 ELSE EXTRACT(EPOCH FROM pg_catalog.now() - "
+        "s.inactive_since) END AS inactive_seconds, s.failover, s.synced";
+  }
+  return "SELECT pg_catalog.pg_current_wal_lsn() AS wal_lsn, " + columns +
+         " FROM (VALUES (1)) AS one (x) LEFT JOIN pg_catalog.pg_replication_slots AS s ON s.slot_name = $1";
+}
+
+SlotHealth SlotHealth::parse(int serverVersion, const std::map<std::string, std::optional<std::string>>& row) {
+  auto value = [&](const char* column) -> std::optional<std::string> {
+    auto it = row.find(column);
+    return it == row.end() ? std::nullopt : it->second;
+  };
+  auto flag = [&](const char* column) { return value(column) == "t"; };
+  SlotHealth slot;
+  slot.exists = flag("slot_exists");
+  if (!slot.exists) return slot;
+  slot.active = flag("active");
+  slot.walStatus = value("wal_status").value_or("");
+  if (auto text = value("safe_wal_size")) {
+    int64_t bytes = 0;
+    auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), bytes);
+    if (error == std::errc() && end == text->data() + text->size()) slot.safeWalSize = bytes;
+  }
+  if (serverVersion >= kConflictingSince) slot.conflicting = flag("conflicting");
+  if (serverVersion >= kFailoverSince) {
+    slot.invalidationReason = value("invalidation_reason").value_or("");
+    if (auto text = value("inactive_seconds")) {
+      char* end = nullptr;
+      double seconds = std::strtod(text->c_str(), &end);
+      if (end != text->c_str() && *end == '\0') slot.inactiveSeconds = seconds < 0 ? 0 : seconds;
+    }
+    slot.failover = flag("failover");
+    slot.synced = flag("synced");
+  } else {
+    // 16 sets wal_status "lost" for every invalidated slot, conflicting only for the recovery conflicts.
+    if (slot.conflicting) {
+      slot.invalidationReason = "conflict";
+    } else if (slot.walStatus == "lost") {
+      slot.invalidationReason = "wal_removed";
+    }
+    if (slot.active) slot.inactiveSeconds = 0.0;
+  }
+  return slot;
+}
 
 ServerWalProbe::~ServerWalProbe() {
   if (conn_) PQfinish(conn_);
@@ -45,7 +104,10 @@ void ServerWalProbe::start() {
   }
   state_ = State::Querying;
   answer_.reset();
-  if (!PQsendQuery(conn_, "SELECT pg_catalog.pg_current_wal_lsn()")) {
+  // The column list depends on the server connected to (a multi-host conninfo may land on another version).
+  const char* slot = config_.slot.c_str();
+  if (!PQsendQueryParams(conn_, SlotHealth::query(PQserverVersion(conn_)).c_str(), 1, nullptr, &slot, nullptr, nullptr,
+                         0)) {
     drop("cannot send the query");
     return;
   }
@@ -59,7 +121,7 @@ short ServerWalProbe::events() const {
   return flushing_ ? static_cast<short>(POLLIN | POLLOUT) : POLLIN;
 }
 
-std::optional<Lsn> ServerWalProbe::advance() {
+std::optional<ServerWalProbe::Answer> ServerWalProbe::advance() {
   if (state_ == State::Idle) return std::nullopt;
   if (Clock::now() >= deadline_) {
     drop(state_ == State::Connecting ? "no connection within 5 s" : "no answer within 5 s");
@@ -83,7 +145,7 @@ std::optional<Lsn> ServerWalProbe::advance() {
   return advanceQuery();
 }
 
-std::optional<Lsn> ServerWalProbe::advanceQuery() {
+std::optional<ServerWalProbe::Answer> ServerWalProbe::advanceQuery() {
   if (flushing_) {
     int flushed = PQflush(conn_);
     if (flushed < 0) {
@@ -104,12 +166,20 @@ std::optional<Lsn> ServerWalProbe::advanceQuery() {
     PgResult result(PQgetResult(conn_));
     if (!result) {
       state_ = State::Idle;
-      auto lsn = answer_;
+      auto answer = answer_;
       answer_.reset();
-      return lsn;
+      return answer;
     }
     if (PQresultStatus(result.get()) == PGRES_TUPLES_OK && PQntuples(result.get()) == 1) {
-      answer_ = Lsn::parse(PQgetvalue(result.get(), 0, 0));
+      PGresult* r = result.get();
+      std::map<std::string, std::optional<std::string>> row;
+      for (int column = 1; column < PQnfields(r); ++column) {
+        row[PQfname(r, column)] =
+            PQgetisnull(r, 0, column) ? std::nullopt : std::optional<std::string>(PQgetvalue(r, 0, column));
+      }
+      if (auto lsn = Lsn::parse(PQgetvalue(r, 0, 0))) {
+        answer_ = Answer{*lsn, SlotHealth::parse(PQserverVersion(conn_), row)};
+      }
     } else {
       log::debug("lag probe: {}", pgMessage(PQresultErrorMessage(result.get())));
     }

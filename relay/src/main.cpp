@@ -42,7 +42,12 @@ outbox::HealthCheck relayHealth(const outbox::RelayMetrics& metrics) {
   health.ready = [&metrics] {
     if (metrics.standby.Value() > 0)
       return outbox::HealthVerdict{false, "standby: the replication slot is held by another relay"};
-    if (metrics.streaming.Value() < 1) return outbox::HealthVerdict{false, "not streaming from PostgreSQL"};
+    if (metrics.streaming.Value() < 1) {
+      // Before a slot is created the checkpoint is read from Kafka: unreachable brokers hold streaming up too.
+      return outbox::HealthVerdict{false, metrics.kafkaConnected.Value() < 1
+                                              ? "not streaming from PostgreSQL; Kafka brokers unreachable"
+                                              : "not streaming from PostgreSQL"};
+    }
     if (metrics.kafkaConnected.Value() < 1) return outbox::HealthVerdict{false, "Kafka brokers unreachable"};
     return outbox::HealthVerdict{true, "ok"};
   };

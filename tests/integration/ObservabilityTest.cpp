@@ -9,9 +9,11 @@
 // HTTP goes through the curl command line tool; nothing here speaks HTTP itself.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +25,8 @@
 #include <set>
 #include <sstream>
 
+#include "src/RelayMetrics.h"
+#include "src/ServerWalProbe.h"
 #include "support/RelayProcess.h"
 #include "support/TestEnv.h"
 
@@ -672,4 +676,178 @@ TEST(Observability, SeriesWhoseLabelsAreKnownAtStartAreExportedAtZeroBeforeAnyEv
   ASSERT_TRUE(waitFor([&] { return httpGet(base + "/readyz").status == 200; }, 120s)) << httpGet(base + "/readyz").body;
   check("ready, no event yet");
   EXPECT_TRUE(relay->running());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Slot health (in the version matrix: the probe's query differs by server version, 13 to 18)
+
+namespace {
+// The value of one series of a scrape as a number ("Nan" and "NaN" alike); nullopt when the series is absent.
+std::optional<double> seriesNumber(const std::vector<Sample>& samples, const std::string& name,
+                                   const std::map<std::string, std::string>& labels = {}) {
+  auto text = seriesValue(samples, name, labels);
+  if (!text) return std::nullopt;
+  return std::strtod(text->c_str(), nullptr);
+}
+
+int serverVersionNum(PgConnection& pg) { return std::stoi(pg.scalar("SHOW server_version_num").value()); }
+
+// One probe, driven as the relay's loop drives it, until its answer (nullopt when it gives up).
+std::optional<ServerWalProbe::Answer> probeOnce(ServerWalProbe& probe) {
+  probe.start();
+  auto end = std::chrono::steady_clock::now() + 15s;
+  while (std::chrono::steady_clock::now() < end) {
+    if (auto answer = probe.advance()) return answer;
+    if (!probe.busy()) return std::nullopt;
+    pollfd pfd{probe.socket(), probe.events(), 0};
+    ::poll(&pfd, 1, 100);
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+// The relay's /metrics against the real server: the slot it streams from is there, active, its WAL reserved, and
+// safe_wal_size follows max_slot_wal_keep_size (NaN while unlimited, the dev stack's default; a byte count once set).
+TEST(Observability, SlotHealthSeriesShowTheSlotAsTheServerReportsIt) {
+  PgConnection pg(pgUrl());
+  int version = serverVersionNum(pg);
+  std::string table = createOutboxTable(pg, "obsh");
+  RelayConfigBuilder config;
+  config.addOutbox({table, uniqueName("obsh"), {}, {}});
+  config.metricsListen("127.0.0.1:0");
+  config.source("lag_poll_interval_ms", "200");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start(config.render());
+  std::string base = "http://" + waitForMetricsAddress(*relay);
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s));
+
+  auto scrape = [&] { return parseSamples(httpGet(base + "/metrics").body); };
+  std::vector<Sample> samples;
+  bool seen = waitFor(
+      [&] {
+        samples = scrape();
+        return seriesNumber(samples, "outbox_relay_slot_exists") == 1.0 &&
+               seriesNumber(samples, "outbox_relay_slot_active") == 1.0;
+      },
+      60s, 200ms);
+  ASSERT_TRUE(seen) << "the slot's row never showed on /metrics: exists "
+                    << seriesNumber(samples, "outbox_relay_slot_exists").value_or(-1) << ", active "
+                    << seriesNumber(samples, "outbox_relay_slot_active").value_or(-1);
+
+  // The server's own view of the slot, which the series must match.
+  auto row = pg.rows("SELECT wal_status, safe_wal_size IS NULL FROM pg_replication_slots WHERE slot_name = " +
+                     sqlLiteral(config.slot()));
+  ASSERT_EQ(row.size(), 1u);
+  EXPECT_EQ(row[0][0], "reserved") << "a fresh slot on the dev stack";
+  EXPECT_EQ(row[0][1], "t") << "the dev stack runs with max_slot_wal_keep_size = -1";
+  for (std::string_view status : RelayMetrics::kSlotWalStatuses) {
+    EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_wal_status", {{"status", std::string(status)}}),
+              status == "reserved" ? 1.0 : 0.0)
+        << status;
+  }
+  auto safe = seriesNumber(samples, "outbox_relay_slot_safe_wal_size_bytes");
+  ASSERT_TRUE(safe.has_value());
+  EXPECT_TRUE(std::isnan(*safe)) << "unlimited is NaN, got " << *safe;
+  for (std::string_view reason : RelayMetrics::kSlotInvalidationReasons) {
+    EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_invalidated", {{"reason", std::string(reason)}}), 0.0) << reason;
+  }
+  EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_conflicting"), 0.0);
+  EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_inactive_seconds"), 0.0);
+  EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_failover"), 0.0) << "source.failover is off";
+  EXPECT_EQ(seriesNumber(samples, "outbox_relay_slot_synced"), 0.0);
+
+  // A WAL limit: safe_wal_size becomes a byte count below it, and NaN again once the limit is gone.
+  struct ResetKeepSize {
+    PgConnection& pg;
+    ~ResetKeepSize() {
+      pg.exec("ALTER SYSTEM RESET max_slot_wal_keep_size");
+      pg.exec("SELECT pg_reload_conf()");
+    }
+  } reset{pg};
+  pg.exec("ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'");
+  pg.exec("SELECT pg_reload_conf()");
+  double limited = 0;
+  EXPECT_TRUE(waitFor(
+      [&] {
+        auto value = seriesNumber(scrape(), "outbox_relay_slot_safe_wal_size_bytes");
+        limited = value.value_or(std::nan(""));
+        return value && !std::isnan(*value);
+      },
+      60s, 200ms))
+      << "safe_wal_size stayed NaN with max_slot_wal_keep_size = 1GB";
+  auto server =
+      pg.scalar("SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = " + sqlLiteral(config.slot()));
+  ASSERT_TRUE(server.has_value());
+  EXPECT_GT(limited, 0.0);
+  EXPECT_LE(limited, 1073741824.0 + 64.0 * 1048576) << "more than max_slot_wal_keep_size plus a WAL segment";
+  EXPECT_LT(std::abs(limited - std::stod(*server)), 64.0 * 1048576)
+      << "the metric " << limited << " is far from the server's safe_wal_size " << *server;
+  pg.exec("ALTER SYSTEM RESET max_slot_wal_keep_size");
+  pg.exec("SELECT pg_reload_conf()");
+  EXPECT_TRUE(waitFor(
+      [&] {
+        auto value = seriesNumber(scrape(), "outbox_relay_slot_safe_wal_size_bytes");
+        return value && std::isnan(*value);
+      },
+      60s, 200ms))
+      << "safe_wal_size still a number after max_slot_wal_keep_size was reset";
+
+  ShellResult lint =
+      shell("curl -sS --max-time 20 " + shellQuote(base + "/metrics") + " | /usr/bin/promtool check metrics");
+  EXPECT_EQ(lint.status, 0) << "promtool check metrics failed:\n" << lint.output;
+  EXPECT_TRUE(relay->running());
+  std::cout << "[ metric ] slot_health_server_version=" << version << std::endl;
+}
+
+// The probe's query on the real server, whatever its version: a slot that does not exist is a row that says so; an
+// inactive slot (failover on 17+) has the columns its version has; and a multi-host conninfo whose first host
+// refuses, with target_session_attrs=primary, still reaches the server.
+TEST(Observability, TheLagProbeReadsTheSlotRowOnEveryServerVersion) {
+  PgConnection pg(pgUrl());
+  int version = serverVersionNum(pg);
+  SCOPED_TRACE("server_version_num " + std::to_string(version));
+  SourceConfig source;
+  source.conninfo = pgUrl();
+  source.slot = uniqueName("obs_probe");
+  ServerWalProbe probe(source);
+
+  auto gone = probeOnce(probe);
+  ASSERT_TRUE(gone.has_value()) << "no answer from a running server";
+  EXPECT_GT(gone->serverWal.value(), 0u);
+  EXPECT_FALSE(gone->slot.exists);
+
+  ReplicationCleanup cleanup(source.slot, uniqueName("obs_probe_nopub"));
+  pg.exec("SELECT pg_create_logical_replication_slot(" + sqlLiteral(source.slot) + ", 'pgoutput'" +
+          (version >= 170000 ? ", false, false, true)" : ")"));
+  auto there = probeOnce(probe);  // on the same connection
+  ASSERT_TRUE(there.has_value());
+  const SlotHealth& slot = there->slot;
+  EXPECT_TRUE(slot.exists);
+  EXPECT_FALSE(slot.active) << "nobody streams from it";
+  EXPECT_EQ(slot.walStatus, "reserved");
+  EXPECT_FALSE(slot.safeWalSize.has_value()) << "the dev stack runs with max_slot_wal_keep_size = -1";
+  EXPECT_FALSE(slot.conflicting);
+  EXPECT_EQ(slot.invalidationReason, "");
+  EXPECT_FALSE(slot.synced) << "a primary's own slot";
+  if (version >= 170000) {
+    ASSERT_TRUE(slot.inactiveSeconds.has_value()) << "inactive_since is set for a slot nobody streams from";
+    EXPECT_GE(*slot.inactiveSeconds, 0.0);
+    EXPECT_LT(*slot.inactiveSeconds, 600.0);
+    EXPECT_TRUE(slot.failover) << "created with failover = true";
+  } else {
+    EXPECT_FALSE(slot.inactiveSeconds.has_value()) << "no inactive_since before 17: unknown";
+    EXPECT_FALSE(slot.failover);
+  }
+
+  // Multi-host: the first host has nothing listening, libpq's asynchronous connect moves on to the second.
+  std::string port = PQport(pg.raw());
+  SourceConfig multi = source;
+  multi.conninfo = pgConninfoWith({{"host", "127.0.0.1,127.0.0.1"},
+                                   {"port", std::to_string(freeLoopbackPort()) + "," + port},
+                                   {"target_session_attrs", "primary"}});
+  ServerWalProbe multiProbe(multi);
+  auto viaMulti = probeOnce(multiProbe);
+  ASSERT_TRUE(viaMulti.has_value()) << "no answer through " << multi.conninfo;
+  EXPECT_TRUE(viaMulti->slot.exists);
+  EXPECT_EQ(viaMulti->slot.walStatus, "reserved");
 }

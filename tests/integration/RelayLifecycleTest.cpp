@@ -364,3 +364,86 @@ TEST(RelayLifecycle, WalLevelNotLogicalIsASetupErrorNamingTheFix) {
   EXPECT_NE(relay->log().find("wal_level = replica"), std::string::npos) << relay->logTail();
   EXPECT_NE(relay->log().find("ALTER SYSTEM SET wal_level = logical;"), std::string::npos) << relay->logTail();
 }
+
+namespace {
+// ALTER SYSTEM SET max_slot_wal_keep_size for the test, reset when the guard goes away (the stack is shared).
+class SlotWalLimit {
+ public:
+  explicit SlotWalLimit(PgConnection& pg, const std::string& size) : pg_(pg) {
+    pg_.exec("ALTER SYSTEM SET max_slot_wal_keep_size = " + sqlLiteral(size));
+    pg_.exec("SELECT pg_reload_conf()");
+  }
+  ~SlotWalLimit() {
+    try {
+      pg_.exec("ALTER SYSTEM RESET max_slot_wal_keep_size");
+      pg_.exec("SELECT pg_reload_conf()");
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "could not reset max_slot_wal_keep_size: " << e.what();
+    }
+  }
+  SlotWalLimit(const SlotWalLimit&) = delete;
+  SlotWalLimit& operator=(const SlotWalLimit&) = delete;
+
+ private:
+  PgConnection& pg_;
+};
+}  // namespace
+
+// The server invalidates a slot whose WAL it removed (max_slot_wal_keep_size): the slot is still listed, but can
+// never stream again. A relay that retried START_REPLICATION would loop forever; it treats the slot as lost.
+TEST(RelayLifecycle, SlotInvalidatedByTheServerIsALostSlot) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "lcinv");
+  std::string topic = uniqueName("t") + ".inv";
+  RelayConfigBuilder config;
+  config.addOutbox({table, topic, {}, {}});
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  {
+    auto relay = RelayProcess::start(config.render());
+    ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+    insertEvents(pg, "public." + table, 3, "before");
+    KafkaOffsets offsets(kafkaBootstrap());
+    ASSERT_TRUE(waitFor([&] { return offsets.recordCount(topic) == 3; }, 2min, 100ms)) << relay->logTail();
+    relay->sigterm();
+    ASSERT_TRUE(relay->waitExit(60s));
+  }
+  {
+    SlotWalLimit limit(pg, "1MB");
+    std::string scratch = uniqueName("walfill");
+    pg.exec("CREATE TABLE " + scratch + " (n int, pad text)");
+    bool lost = waitFor(
+        [&] {
+          pg.exec("INSERT INTO " + scratch + " SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g");
+          pg.exec("SELECT pg_switch_wal()");
+          pg.exec("CHECKPOINT");
+          return pg.scalar("SELECT wal_status FROM pg_replication_slots WHERE slot_name = " +
+                           sqlLiteral(config.slot())) == "lost";
+        },
+        2min, 200ms);
+    pg.exec("DROP TABLE " + scratch);
+    ASSERT_TRUE(lost) << "the server did not invalidate the slot";
+  }
+
+  auto refused = RelayProcess::start(config.render(), "relay-invalidated");
+  auto status = refused->waitExit(90s);
+  ASSERT_TRUE(status) << "the relay runs on with an invalidated slot" << refused->logTail();
+  EXPECT_EQ(status->code, 2) << status->toString();
+  EXPECT_NE(refused->log().find("as the server invalidated it (wal_removed"), std::string::npos) << refused->logTail();
+  EXPECT_NE(refused->log().find("on_slot_lost = \"recreate\""), std::string::npos) << refused->logTail();
+
+  config.source("on_slot_lost", "\"recreate\"");
+  config.metricsListen("127.0.0.1:0");
+  auto recreating = RelayProcess::start(config.render(), "relay-recreate");
+  std::string admin = adminAddressOf(*recreating);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return pg.scalar("SELECT wal_status FROM pg_replication_slots WHERE active AND slot_name = " +
+                         sqlLiteral(config.slot())) == "reserved";
+      },
+      120s, 100ms))
+      << "no new, streaming slot" << recreating->logTail();
+  EXPECT_EQ(scrapeValue(admin, "outbox_relay_slot_lost_total"), 1.0);
+  insertEvents(pg, "public." + table, 2, "after");
+  KafkaOffsets offsets(kafkaBootstrap());
+  EXPECT_TRUE(waitFor([&] { return offsets.recordCount(topic) == 5; }, 2min, 100ms)) << recreating->logTail();
+}

@@ -371,9 +371,9 @@ TEST(RelayLoop, TheLagProbeNeverBlocksOnAFrozenServerAndGivesUpAfterItsTimeout) 
     auto end = Clock::now() + bound;
     while (Clock::now() < end) {
       auto before = Clock::now();
-      auto lsn = probe.advance();
+      auto answer = probe.advance();
       slowestStep = std::max(slowestStep, std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - before));
-      if (lsn) return lsn;
+      if (answer) return std::optional<Lsn>(answer->serverWal);
       if (!probe.busy()) return std::optional<Lsn>();
       pollfd pfd{probe.socket(), probe.events(), 0};
       ::poll(&pfd, 1, 100);

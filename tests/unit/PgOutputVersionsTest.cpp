@@ -286,3 +286,22 @@ TEST(PgOutputProtocol, StreamAbortWithAndWithoutTheVersion4Fields) {
 }
 
 }  // namespace
+
+// A timeline history file as PostgreSQL writes it (00000003.history after two promotions): where each ancestor
+// timeline ended. Exactly-once mode checks its progress against it after a failover.
+TEST(TimelineHistory, NamesWhereEachAncestorEnded) {
+  const std::string history =
+      "1\t0/3000158\tno recovery target specified\n"
+      "\n"
+      "# a comment\n"
+      "2\t0/5A00D10\tno recovery target specified\n";
+  EXPECT_EQ(outbox::ReplicationStream::timelineEnd(history, 1), outbox::Lsn(0x3000158));
+  EXPECT_EQ(outbox::ReplicationStream::timelineEnd(history, 2), outbox::Lsn(0x5A00D10));
+  EXPECT_EQ(outbox::ReplicationStream::timelineEnd(history, 3), std::nullopt) << "the current timeline has no end";
+  EXPECT_EQ(outbox::ReplicationStream::timelineEnd("", 1), std::nullopt);
+  // Whatever the server sends: never a crash, never a made-up position.
+  EXPECT_EQ(outbox::ReplicationStream::timelineEnd("1", 1), std::nullopt);
+  EXPECT_EQ(outbox::ReplicationStream::timelineEnd("1\tnot-an-lsn\tx", 1), std::nullopt);
+  EXPECT_EQ(outbox::ReplicationStream::timelineEnd("99999999999\t0/1\tx", 1), std::nullopt);
+  EXPECT_EQ(outbox::ReplicationStream::timelineEnd("x1\t0/1\tx\n1\t0/2", 1), outbox::Lsn(0x2));
+}

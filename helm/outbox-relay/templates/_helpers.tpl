@@ -133,27 +133,33 @@ create_publication = {{ $v.source.createPublication }}
 {{ $toml }} = {{ int64 (index $v.source $key) }}
 {{- end }}
 {{- end }}
+{{- if $v.source.failover }}
+failover = true
+{{- end }}
+{{- with $v.source.onSlotLost }}
+on_slot_lost = {{ include "outbox-relay.tomlString" . }}
+{{- end }}
 
 [kafka]
 bootstrap_servers = {{ include "outbox-relay.tomlString" $v.kafka.bootstrapServers }}
 {{- if $v.kafka.unsafeOverrides }}
 unsafe_overrides = true
 {{- end }}
+{{- with $v.kafka.progressTopic }}
+progress_topic = {{ include "outbox-relay.tomlString" . }}
+{{- end }}
 {{- if eq ($v.kafka.delivery | default "at_least_once") "exactly_once" }}
 delivery = "exactly_once"
 {{- with $v.kafka.transactionalId }}
 transactional_id = {{ include "outbox-relay.tomlString" . }}
-{{- end }}
-{{- with $v.kafka.progressTopic }}
-progress_topic = {{ include "outbox-relay.tomlString" . }}
 {{- end }}
 {{- range $key, $toml := dict "transactionMaxEvents" "transaction_max_events" "transactionMaxBytes" "transaction_max_bytes" "transactionMaxMs" "transaction_max_ms" }}
 {{- if hasKey $v.kafka $key }}
 {{ $toml }} = {{ int64 (index $v.kafka $key) }}
 {{- end }}
 {{- end }}
-{{- else if or $v.kafka.transactionalId $v.kafka.progressTopic (hasKey $v.kafka "transactionMaxEvents") (hasKey $v.kafka "transactionMaxBytes") (hasKey $v.kafka "transactionMaxMs") }}
-{{- fail "kafka.transactionalId, progressTopic and transactionMax* apply only with kafka.delivery: exactly_once" }}
+{{- else if or $v.kafka.transactionalId (hasKey $v.kafka "transactionMaxEvents") (hasKey $v.kafka "transactionMaxBytes") (hasKey $v.kafka "transactionMaxMs") }}
+{{- fail "kafka.transactionalId and transactionMax* apply only with kafka.delivery: exactly_once" }}
 {{- end }}
 {{- with $v.kafka.properties }}
 
