@@ -572,11 +572,15 @@ TEST(RelayFailoverLegacy, PromotionWithoutFailoverSlotsStopsTheRelayAndRecreateR
   // after the slot was re-created. What lies between is the gap.
   auto rows = outboxRows(primary, table);
   std::set<std::string> confirmedIds, afterRecreateIds;
+  std::map<std::string, std::string> commitOf;  // event id -> its commit's WAL positions, for failure messages
   for (auto& commit : load.commits()) {
     for (auto& id : commit.ids) {
       if (!rows.count(id)) continue;  // acknowledged by the old primary, never reached the standby
       if (commit.after && *commit.after <= *checkpointLsn) confirmedIds.insert(id);
       if (commit.before >= recreatedAt) afterRecreateIds.insert(id);
+      commitOf[id] = "committed between " + commit.before.toString() + " and " +
+                     (commit.after ? commit.after->toString() : "?") + ", " + std::to_string(commit.ids.size()) +
+                     " events, payload " + rows.at(id).payload.value_or("null");
     }
   }
   std::set<std::string> due = confirmedIds;
@@ -596,12 +600,14 @@ TEST(RelayFailoverLegacy, PromotionWithoutFailoverSlotsStopsTheRelayAndRecreateR
   };
   for (auto& id : confirmedIds) {
     if (!inKafka.count(id)) {
-      problem("confirmed before the promotion (checkpoint " + checkpointLsn->toString() + "), not in Kafka: " + id);
+      problem("confirmed before the promotion (checkpoint " + checkpointLsn->toString() + "), not in Kafka: " + id +
+              " (" + commitOf[id] + ")");
     }
   }
   for (auto& id : afterRecreateIds) {
     if (!inKafka.count(id)) {
-      problem("committed after the slot was re-created (at " + recreatedAt.toString() + "), not in Kafka: " + id);
+      problem("committed after the slot was re-created (at " + recreatedAt.toString() + "), not in Kafka: " + id +
+              " (" + commitOf[id] + ")");
     }
   }
   for (auto& id : inKafkaBefore) {
