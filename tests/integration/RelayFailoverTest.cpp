@@ -490,9 +490,24 @@ TEST(RelayFailoverLegacy, PromotionWithoutFailoverSlotsStopsTheRelayAndRecreateR
     ASSERT_TRUE(load.waitForMore(300, 1min));
     ASSERT_TRUE(waitForConfirmedAdvance(primary, config.slot(), 2min)) << "the relay confirmed nothing more";
   }
-  KafkaOffsets offsets(kafkaBootstrap());
-  ASSERT_TRUE(waitFor([&] { return offsets.recordCount(progressTopic) > 0; }, 1min, 200ms))
-      << "the relay wrote no checkpoint to " << progressTopic;
+  // The latest checkpoint (a record of progressTopic with the relay's key) and the position it holds.
+  auto latestCheckpoint = [&] {
+    std::optional<Lsn> lsn;
+    scanTopic(
+        kafkaBootstrap(), progressTopic,
+        [&](const ConsumedRecord& r) {
+          if (r.key != checkpointKey || !r.value) return;
+          auto json = nlohmann::json::parse(*r.value, nullptr, false);
+          if (json.is_object() && json.contains("end_lsn")) lsn = Lsn::parse(json["end_lsn"].get<std::string>());
+        },
+        1min);
+    return lsn;
+  };
+  // A checkpoint past some of the load: the first one is written at the first confirmation, before any event.
+  Lsn loaded;
+  for (auto& commit : load.commits()) loaded = std::max(loaded, commit.after.value_or(Lsn()));
+  ASSERT_TRUE(waitFor([&] { return latestCheckpoint().value_or(Lsn()) >= loaded; }, 1min, 250ms))
+      << "the relay wrote no checkpoint at or past " << loaded.toString() << " to " << progressTopic;
   pair.killPrimary();
   pair.promote();
   PgConnection primary(pair.primaryConninfo());  // the promoted standby, without the slot
@@ -509,15 +524,7 @@ TEST(RelayFailoverLegacy, PromotionWithoutFailoverSlotsStopsTheRelayAndRecreateR
 
   // What the relay had confirmed when it stopped: its last checkpoint. Every commit that ended at or before it and
   // survived the promotion is in Kafka.
-  std::optional<Lsn> checkpointLsn;
-  scanTopic(
-      kafkaBootstrap(), progressTopic,
-      [&](const ConsumedRecord& r) {
-        if (r.key != checkpointKey || !r.value) return;
-        auto json = nlohmann::json::parse(*r.value, nullptr, false);
-        if (json.is_object() && json.contains("end_lsn")) checkpointLsn = Lsn::parse(json["end_lsn"].get<std::string>());
-      },
-      1min);
+  std::optional<Lsn> checkpointLsn = latestCheckpoint();
   ASSERT_TRUE(checkpointLsn) << "no checkpoint with key " << checkpointKey << " and an end_lsn in " << progressTopic;
   std::set<std::string> inKafkaBefore = idsInKafka(topicPrefix);
 
