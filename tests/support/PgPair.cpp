@@ -14,9 +14,18 @@ namespace outbox::test {
 using namespace std::chrono_literals;
 
 PgPair::PgPair(std::string name) : name_(std::move(name)) {
-  run("pair-up");
+  // A constructor that throws runs no destructor: what a half-made pair started (a node, its ports) goes here.
+  try {
+    run("pair-up");
+    refresh();
+  } catch (...) {
+    try {
+      run("pair-down");
+    } catch (...) {
+    }
+    throw;
+  }
   up_ = true;
-  refresh();
 }
 
 PgPair::~PgPair() {
