@@ -104,7 +104,7 @@ void ProgressStore::ensureTopic() {
     rd_kafka_resp_err_t error = rd_kafka_topic_result_error(results[i]);
     if (error == RD_KAFKA_RESP_ERR_NO_ERROR || error == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) mayExist = true;
     if (error == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      log::info("exactly-once: created the progress topic \"{}\" (cleanup.policy=compact)", topic);
+      log::info("created the progress topic \"{}\" (cleanup.policy=compact)", topic);
     } else if (error != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS && !isAuthorization(error)) {
       throw std::runtime_error(fmt::format("kafka: cannot create the progress topic \"{}\": {}", topic,
                                            rd_kafka_topic_result_error_string(results[i])));
@@ -137,7 +137,7 @@ void ProgressStore::ensureTopic() {
           topic, topic));
     }
     if (error != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      log::warn("exactly-once: cannot check the progress topic \"{}\"'s cleanup.policy ({}): make sure it is "
+      log::warn("cannot check the progress topic \"{}\"'s cleanup.policy ({}): make sure it is "
                 "compact",
                 topic, rd_kafka_ConfigResource_error_string(found[0]));
       return;
@@ -199,7 +199,7 @@ std::optional<ProgressRecord> ProgressStore::load(const std::function<bool()>& s
       if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         position = std::max(position, message->offset);
       } else if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        log::warn("exactly-once: reading the progress topic: {}", rd_kafka_message_errstr(message));
+        log::warn("reading the progress topic: {}", rd_kafka_message_errstr(message));
       } else {
         position = std::max(position, message->offset + 1);
         std::string_view key(static_cast<const char*>(message->key), message->key ? message->key_len : 0);
@@ -225,7 +225,7 @@ std::optional<ProgressRecord> ProgressStore::load(const std::function<bool()>& s
     if (Clock::now() - lastLog >= std::chrono::seconds(10)) {
       lastLog = Clock::now();
       log::warn(
-          "exactly-once: still reading the progress topic \"{}\" (at offset {} of {}, {} s): an open transaction of "
+          "still reading the progress topic \"{}\" (at offset {} of {}, {} s): an open transaction of "
           "another producer on it holds read_committed readers back until it ends (at most its "
           "transaction.timeout.ms)",
           topic, position, high,

@@ -118,7 +118,7 @@ void Relay::publishGapRecord(const SlotLoss& loss, const ServerIdentity& server)
                           {"last_confirmed_timeline", loss.timeline},
                           {"last_confirmed_system_id", loss.systemId},
                           {"checkpoint_time", loss.time.empty() ? nlohmann::json() : nlohmann::json(loss.time)},
-                          {"new_slot_lsn", server.xlogPos.toString()},
+                          {"new_slot_at_or_after_lsn", server.xlogPos.toString()},
                           {"detected_at", utcIsoTime(unixMicrosNow())}};
   std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::string error = fmt::format("replication slot \"{}\" was lost: events committed after {} (timeline {}) up to "

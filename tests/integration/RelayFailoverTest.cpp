@@ -572,7 +572,7 @@ TEST(RelayFailoverLegacy, PromotionWithoutFailoverSlotsStopsTheRelayAndRecreateR
   EXPECT_EQ(gapJson.value("last_confirmed_lsn", ""), checkpointLsn->toString()) << gapJson.dump();
   EXPECT_EQ(gapJson.value("last_confirmed_timeline", 0), 1) << gapJson.dump();
   EXPECT_EQ(gapJson.value("timeline", 0), 2) << gapJson.dump();
-  EXPECT_TRUE(gapJson.contains("new_slot_lsn")) << gapJson.dump();
+  EXPECT_TRUE(gapJson.contains("new_slot_at_or_after_lsn")) << gapJson.dump();
   std::cout << "[ info ] gap record: " << gapJson.dump() << std::endl;
 
   // Due in Kafka: what survived the promotion and was confirmed before it (the checkpoint), and what was committed
