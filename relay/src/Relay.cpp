@@ -833,6 +833,15 @@ void Relay::onDeadLetterDelivery(const KafkaPublisher::Delivery& delivery) {
   deadLetters_.erase(it);
   if (delivery.error != RD_KAFKA_RESP_ERR_NO_ERROR) {
     metrics_.publishErrors(rd_kafka_err2name(delivery.error)).Increment();
+    if (exactlyOnce() && !KafkaPublisher::contentRejection(delivery.error)) {
+      // Exactly-once: the dead letter is a record of the Kafka transaction like the events around it. A
+      // transaction error (an abort purged it, an epoch bump after skipped sequence numbers) aborts that
+      // transaction, and the replay puts the dead letter in the same place again. Only the dead-letter topic
+      // refusing the record itself stops the relay.
+      eosNeedAbort(std::string("the dead letter to \"") + std::string(delivery.topic) +
+                   "\" failed: " + rd_kafka_err2str(delivery.error));
+      return;
+    }
     fail(kExitDeliveryFailed, std::string("kafka: the dead-letter topic \"") + std::string(delivery.topic) +
                                   "\" refused the record standing for an event Kafka refused for topic \"" +
                                   letter.originalTopic + "\": " + rd_kafka_err2str(delivery.error) +
