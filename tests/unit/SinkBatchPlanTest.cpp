@@ -76,26 +76,26 @@ TEST(SinkBatchPlanTest, EachEventGetsItsMatchingProjectionsWithTheirParameters) 
   ASSERT_EQ(p.events.size(), 3u);
   EXPECT_EQ(p.events[0].index, 0u);
   EXPECT_FALSE(p.events[0].dedup);  // de-duplication is off
-  ASSERT_EQ(p.events[0].projections.size(), 1u);
-  EXPECT_EQ(p.events[0].projections[0].kind, Kind::Projection);
-  EXPECT_EQ(p.events[0].projections[0].projection, 0u);
-  EXPECT_THAT(p.events[0].projections[0].params, ElementsAre(Optional(std::string("o-1")), Optional(std::string("5"))));
-  EXPECT_TRUE(p.events[1].projections.empty());
+  ASSERT_EQ(p.events[0].statements.size(), 1u);
+  EXPECT_EQ(p.events[0].statements[0].kind, Kind::Projection);
+  EXPECT_EQ(p.events[0].statements[0].projection, 0u);
+  EXPECT_THAT(p.events[0].statements[0].params, ElementsAre(Optional(std::string("o-1")), Optional(std::string("5"))));
+  EXPECT_TRUE(p.events[1].statements.empty());
   EXPECT_FALSE(p.events[1].poison);
   EXPECT_EQ(p.events[2].index, 2u);
-  EXPECT_EQ(p.events[2].projections.size(), 1u);
+  EXPECT_EQ(p.events[2].statements.size(), 1u);
 }
 
 TEST(SinkBatchPlanTest, SeveralProjectionsInConfigOrder) {
   Events e({{"a", "OrderCreated", kOrder}, {"b", "OrderShipped", "{}"}});
   BatchPlan p = plan(config(false), e);
   ASSERT_EQ(p.events.size(), 2u);
-  ASSERT_EQ(p.events[0].projections.size(), 2u);
-  EXPECT_EQ(p.events[0].projections[0].projection, 0u);
-  EXPECT_EQ(p.events[0].projections[1].projection, 1u);
-  EXPECT_THAT(p.events[0].projections[1].params, ElementsAre(Optional(std::string("10")), Optional(std::string("a"))));
-  ASSERT_EQ(p.events[1].projections.size(), 1u);
-  EXPECT_EQ(p.events[1].projections[0].projection, 1u);
+  ASSERT_EQ(p.events[0].statements.size(), 2u);
+  EXPECT_EQ(p.events[0].statements[0].projection, 0u);
+  EXPECT_EQ(p.events[0].statements[1].projection, 1u);
+  EXPECT_THAT(p.events[0].statements[1].params, ElementsAre(Optional(std::string("10")), Optional(std::string("a"))));
+  ASSERT_EQ(p.events[1].statements.size(), 1u);
+  EXPECT_EQ(p.events[1].statements[0].projection, 1u);
 }
 
 TEST(SinkBatchPlanTest, DuplicatesAppliedBeforeOrEarlierInTheBatchAreLeftOut) {
@@ -115,7 +115,7 @@ TEST(SinkBatchPlanTest, DuplicatesAppliedBeforeOrEarlierInTheBatchAreLeftOut) {
   EXPECT_FALSE(p.events[1].dedup);  // no id header: nothing to record, always applied
   EXPECT_EQ(p.events[2].index, 4u);
   EXPECT_TRUE(p.events[2].dedup);
-  EXPECT_EQ(p.events[1].projections.size(), 2u);
+  EXPECT_EQ(p.events[1].statements.size(), 2u);
 }
 
 TEST(SinkBatchPlanTest, AnEventLackingAParameterRunsNoProjectionAndIsNotRecordedAsProcessed) {
@@ -126,14 +126,14 @@ TEST(SinkBatchPlanTest, AnEventLackingAParameterRunsNoProjectionAndIsNotRecorded
   for (size_t i = 0; i < 2; ++i) {
     SCOPED_TRACE(i);
     ASSERT_TRUE(p.events[i].poison);
-    EXPECT_TRUE(p.events[i].projections.empty());  // not even "log", whose parameters are there
+    EXPECT_TRUE(p.events[i].statements.empty());  // not even "log", whose parameters are there
     // Not processed: once the projection is fixed, the event replayed from the dead-letter topic is applied.
     EXPECT_FALSE(p.events[i].dedup);
   }
   EXPECT_THAT(*p.events[0].poison, HasSubstr("projection created: parameter /orderId: the payload has no field"));
   EXPECT_THAT(*p.events[1].poison, HasSubstr("not valid JSON"));
   EXPECT_FALSE(p.events[2].poison);
-  EXPECT_EQ(p.events[2].projections.size(), 2u);
+  EXPECT_EQ(p.events[2].statements.size(), 2u);
   EXPECT_TRUE(p.events[2].dedup);
 }
 

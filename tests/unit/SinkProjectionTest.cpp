@@ -50,7 +50,7 @@ ParamValues extract(const ProjectionConfig& config, const SinkEvent& event, std:
   EventView view(event, "eventType");
   ParamValues values;
   std::string error;
-  bool ok = p.extract(view, values, error);
+  bool ok = p.extract(view, 0, values, error);
   if (errorOut) *errorOut = error;
   if (!ok) return {};
   return values;
@@ -174,9 +174,9 @@ TEST(SinkProjectionTest, InterleavedViewsReadTheirOwnPayloads) {
   ParamValues values;
   std::string error;
   for (int round = 0; round < 3; ++round) {
-    ASSERT_TRUE(p.extract(va, values, error)) << error;
+    ASSERT_TRUE(p.extract(va, 0, values, error)) << error;
     EXPECT_THAT(values[0], Optional(std::string("a")));
-    ASSERT_TRUE(p.extract(vb, values, error)) << error;
+    ASSERT_TRUE(p.extract(vb, 0, values, error)) << error;
     EXPECT_THAT(values[0], Optional(std::string("b")));
   }
 }
@@ -321,6 +321,6 @@ TEST(SinkProjectionTest, EventTypeHeaderIsConfigurable) {
   EXPECT_THAT(out, ElementsAre(0));
   ParamValues values;
   std::string error;
-  ASSERT_TRUE(set.at(0).extract(typed, values, error)) << error;
+  ASSERT_TRUE(set.at(0).extract(typed, 0, values, error)) << error;
   EXPECT_THAT(values[0], Optional(std::string("OrderCreated")));
 }
