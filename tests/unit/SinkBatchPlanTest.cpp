@@ -181,3 +181,49 @@ TEST(SinkBatchPlanTest, TextArrayLiteralQuotesEveryItem) {
   EXPECT_EQ(textArrayLiteral({"a", "NULL", "", "x,y", "{z}"}), R"({"a","NULL","","x,y","{z}"})");
   EXPECT_EQ(textArrayLiteral({"b\"c", "d\\e"}), R"({"b\"c","d\\e"})");
 }
+
+// A multi-statement projection plans each of its statements, in order, each with its own parameters, between the
+// projections before and after it; a parameter missing in a later statement makes the event poison as a whole.
+TEST(SinkBatchPlanTest, AMultiStatementProjectionPlansItsStatementsInOrder) {
+  SinkConfig c = config(true);
+  ProjectionConfig multi;
+  multi.name = "reserve";
+  multi.topic = "orders";
+  multi.eventTypes = {"OrderCreated"};
+  multi.statements = {{"SELECT $1", {"/orderId"}}, {"SELECT $1, $2", {"/total", "@offset"}}, {"SELECT 1", {}},
+                      {"SELECT $1", {"?/coupon"}}};
+  c.projections.insert(c.projections.begin() + 1, multi);  // created, reserve, log
+  Events e({{"a", "OrderCreated", kOrder}, {"b", "OrderShipped", "{}"}});
+  BatchPlan p = plan(c, e);
+  ASSERT_EQ(p.events.size(), 2u);
+  const std::vector<PlannedStatement>& s = p.events[0].statements;
+  ASSERT_EQ(s.size(), 6u);
+  std::vector<std::pair<size_t, size_t>> order;
+  for (const PlannedStatement& one : s) {
+    EXPECT_EQ(one.kind, Kind::Projection);
+    order.emplace_back(one.projection, one.statement);
+  }
+  EXPECT_THAT(order, ElementsAre(std::pair<size_t, size_t>{0, 0}, std::pair<size_t, size_t>{1, 0},
+                                 std::pair<size_t, size_t>{1, 1}, std::pair<size_t, size_t>{1, 2},
+                                 std::pair<size_t, size_t>{1, 3}, std::pair<size_t, size_t>{2, 0}));
+  EXPECT_THAT(s[1].params, ElementsAre(Optional(std::string("o-1"))));
+  EXPECT_THAT(s[2].params, ElementsAre(Optional(std::string("5")), Optional(std::string("10"))));
+  EXPECT_TRUE(s[3].params.empty());
+  EXPECT_THAT(s[4].params, ElementsAre(std::nullopt));
+  ASSERT_EQ(p.events[1].statements.size(), 1u);  // only "log"
+  EXPECT_EQ(p.events[1].statements[0].projection, 2u);
+
+  // Statement 2 lacks its parameter: no statement at all runs for the event, and the text names the statement.
+  Events lacking({{"x", "OrderCreated", R"({"orderId":"o-2"})"}});
+  BatchPlan q = plan(c, lacking);
+  ASSERT_EQ(q.events.size(), 1u);
+  ASSERT_TRUE(q.events[0].poison);
+  EXPECT_TRUE(q.events[0].statements.empty());
+  EXPECT_FALSE(q.events[0].dedup);
+  EXPECT_THAT(*q.events[0].poison, HasSubstr("projection created: parameter /total"));
+  c.projections.erase(c.projections.begin());  // without "created", "reserve" is the one that lacks it
+  BatchPlan r = plan(c, lacking);
+  ASSERT_TRUE(r.events[0].poison);
+  EXPECT_THAT(*r.events[0].poison, HasSubstr("projection reserve statement 2: parameter /total: the payload has no "
+                                             "field /total"));
+}
