@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "src/RelayConfig.h"
 
@@ -840,4 +841,24 @@ TEST(RelayConfigValidation, DeliveryModeAndTransactionBounds) {
   // The relay owns transactional.id: set through [kafka.properties] it would bypass the progress record.
   EXPECT_THAT(onlyIssue(kMinimal + "[kafka.properties]\n\"transactional.id\" = \"x\"\n" + kOutbox),
               HasSubstr("is set by the relay in exactly-once mode"));
+}
+
+// examples/saga's two relays: valid; the commands/replies table routed by its destination column, with the
+// correlation headers README's Sagas and CQRS section names.
+TEST(RelayConfig, SagaExampleFilesParse) {
+  ScopedEnv order("ORDER_DB_URL", "postgresql://localhost/saga_order");
+  ScopedEnv customer("CUSTOMER_DB_URL", "postgresql://localhost/saga_customer");
+  ScopedEnv kafka("KAFKA_BOOTSTRAP", "localhost:19092");
+  for (const char* name : {"order-relay.toml", "customer-relay.toml"}) {
+    auto result = loadRelayConfig(std::string(OUTBOX_SOURCE_DIR) + "/examples/saga/" + name);
+    ASSERT_TRUE(result.ok()) << name << ": " << formatIssues(result.issues);
+    const RelayConfig& c = *result.config;
+    ASSERT_EQ(c.outboxes.size(), 2u) << name;
+    EXPECT_EQ(c.outboxes[0].topicTemplate, "saga.{aggregatetype}.events");
+    EXPECT_EQ(c.outboxes[1].table, "saga_messages");
+    EXPECT_EQ(c.outboxes[1].topicTemplate, "saga.{destination}");
+    std::set<std::string> headers;
+    for (const auto& [header, column] : c.outboxes[1].headers) headers.insert(header);
+    EXPECT_TRUE(headers.count("saga_id") && headers.count("causation_id")) << name;
+  }
 }

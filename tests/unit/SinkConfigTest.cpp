@@ -332,6 +332,29 @@ TEST(SinkConfigTest, ExampleConfigIsValid) {
   EXPECT_TRUE(r.ok()) << issuesText(r.issues);
 }
 
+// examples/saga's three sinks (scripts/demo saga and the Saga integration tests run them): valid, and shaped as
+// README's Sagas and CQRS section says.
+TEST(SinkConfigTest, SagaExampleConfigsAreValid) {
+  for (const char* name : {"ORDER_DB_URL", "CUSTOMER_DB_URL", "VIEW_DB_URL"}) ::setenv(name, "postgresql://localhost/x", 0);
+  ::setenv("KAFKA_BOOTSTRAP", ::getenv("KAFKA_BOOTSTRAP") ? ::getenv("KAFKA_BOOTSTRAP") : "localhost:9092", 0);
+  const std::string dir = std::string(OUTBOX_SOURCE_DIR) + "/examples/saga/";
+  auto order = loadSinkConfig(dir + "order-sink.toml");
+  ASSERT_TRUE(order.ok()) << issuesText(order.issues);
+  EXPECT_THAT(order.config->subscription(), ElementsAre("saga.customer.events", "saga.order.replies"));
+  EXPECT_TRUE(order.config->deduplication.enabled);
+  auto customer = loadSinkConfig(dir + "customer-sink.toml");
+  ASSERT_TRUE(customer.ok()) << issuesText(customer.issues);
+  EXPECT_THAT(customer.config->subscription(), ElementsAre("saga.order.events", "saga.customer.commands"));
+  ASSERT_EQ(customer.config->projections.size(), 4u);
+  EXPECT_EQ(customer.config->projections[2].name, "reserve_credit_command");
+  EXPECT_EQ(customer.config->projections[2].statements.size(), 3u);  // decide, the event, the reply
+  auto view = loadSinkConfig(dir + "view-sink.toml");
+  ASSERT_TRUE(view.ok()) << issuesText(view.issues);
+  EXPECT_THAT(view.config->database.searchPath, ElementsAre("view_v1"));
+  EXPECT_EQ(view.config->database.schema, "view_v1");
+  EXPECT_THAT(view.config->subscription(), ElementsAre("saga.order.events", "saga.customer.events"));
+}
+
 TEST(SinkSqlParametersTest, ScansPlaceholdersOutsideLiteralsAndComments) {
   EXPECT_EQ(scanSqlParameters("SELECT 1").highest, 0);
   EXPECT_EQ(scanSqlParameters("SELECT $1, $2").highest, 2);
