@@ -43,3 +43,9 @@ stop_daemon() {  # stop_daemon PID_FILE [WHAT]
   fi
   rm -f "$pid_file"
 }
+
+# The examples' metrics ports may be taken on this machine: the demos use another when so.
+port_free() { python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$1" 2>/dev/null; }
+free_port_like() {  # free_port_like PORT: PORT if free, else any free port
+  if port_free "$1"; then echo "$1"; else python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; fi
+}
