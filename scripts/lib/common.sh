@@ -29,7 +29,8 @@ pg_server_bin() {
 }
 tools_bin() { echo "$CACHE_DIR/bin"; }
 
-# Daemons the scripts start in the background (the demo's relay and sink) write "$STATE/<name>.pid"; they are
+# Daemons the scripts start in the background (scripts/demo's relay and sink: demo-*.pid; scripts/demo saga's
+# relays and sinks: saga-*.pid) write "$STATE/<name>.pid", where scripts/devstack down finds them; they are
 # stopped the way an operator would, SIGTERM (the relay flushes and confirms, the sink commits), then SIGKILL
 # after a bound. Only a process that still runs one of our binaries is signalled (a pid may have been reused).
 stop_daemon() {  # stop_daemon PID_FILE [WHAT]
