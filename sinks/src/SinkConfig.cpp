@@ -331,10 +331,12 @@ std::string SinkConfig::redactedSummary() const {
       {"conninfo", redactConninfo(database.conninfo)},
       {"create_tables", database.createTables},
       {"schema", database.schema},
-      {"search_path", fmt::format("{}", fmt::join(database.searchPath, ", "))},
       {"reconnect_backoff_min_ms", database.reconnectBackoffMinMs},
       {"reconnect_backoff_max_ms", database.reconnectBackoffMaxMs},
   };
+  if (!database.searchPath.empty()) {
+    databaseTable.insert("search_path", fmt::format("{}", fmt::join(database.searchPath, ", ")));
+  }
   addPasswordFileSummary(databaseTable, database.passwordFile);
   toml::table kafkaTable{
       {"bootstrap_servers", kafka.bootstrapServers}, {"group_id", kafka.groupId},
