@@ -85,10 +85,14 @@ log "databases saga_order, saga_customer, saga_view created (examples/saga/*.sql
 # run would replay its orders into this one. So the saga.* topics go too, and are created before anything
 # subscribes to them (a consumer learns of a topic created later only at its next metadata refresh).
 log "deleting the saga.* topics and creating them anew (scripts/lib/KafkaTopics.java)"
-java -cp "$(kafka_home)/libs/*" "$here/lib/KafkaTopics.java" "$KAFKA_BOOTSTRAP" saga. \
+# (Kafka 3.x's log4j 1 warns that it has no configuration: not worth showing.)
+if ! out="$(java -cp "$(kafka_home)/libs/*" "$here/lib/KafkaTopics.java" "$KAFKA_BOOTSTRAP" saga. \
   saga-order-service,saga-customer-service,saga-view,saga-view-v2 \
-  saga.order.events,saga.customer.events,saga.customer.commands,saga.order.replies >&2 \
-  || die "could not reset the saga.* topics in Kafka ($KAFKA_BOOTSTRAP)"
+  saga.order.events,saga.customer.events,saga.customer.commands,saga.order.replies 2>&1)"; then
+  printf '%s\n' "$out" >&2
+  die "could not reset the saga.* topics in Kafka ($KAFKA_BOOTSTRAP)"
+fi
+printf '%s\n' "$out" | grep -v '^log4j:WARN' >&2 || true
 
 # --- The daemons --------------------------------------------------------------------------------------------------
 # The example configs as they are, but for the metrics ports, which may be taken on this machine.
