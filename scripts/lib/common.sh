@@ -29,7 +29,8 @@ pg_server_bin() {
 }
 tools_bin() { echo "$CACHE_DIR/bin"; }
 
-# Daemons the scripts start in the background (the demo's relay and sink) write "$STATE/<name>.pid"; they are
+# Daemons the scripts start in the background (scripts/demo's relay and sink: demo-*.pid; scripts/demo saga's
+# relays and sinks: saga-*.pid) write "$STATE/<name>.pid", where scripts/devstack down finds them; they are
 # stopped the way an operator would, SIGTERM (the relay flushes and confirms, the sink commits), then SIGKILL
 # after a bound. Only a process that still runs one of our binaries is signalled (a pid may have been reused).
 stop_daemon() {  # stop_daemon PID_FILE [WHAT]
@@ -42,4 +43,10 @@ stop_daemon() {  # stop_daemon PID_FILE [WHAT]
     kill -0 "$pid" 2>/dev/null && { log "$what did not stop within 40 s: killing it"; kill -KILL "$pid" 2>/dev/null || true; }
   fi
   rm -f "$pid_file"
+}
+
+# The examples' metrics ports may be taken on this machine: the demos use another when so.
+port_free() { python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$1" 2>/dev/null; }
+free_port_like() {  # free_port_like PORT: PORT if free, else any free port
+  if port_free "$1"; then echo "$1"; else python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; fi
 }
