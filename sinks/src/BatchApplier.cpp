@@ -1,6 +1,7 @@
 #include "src/BatchApplier.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstring>
 #include <memory>
@@ -134,6 +135,15 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
     disconnect();
     return transient || broken ? ConnectResult::Transient : ConnectResult::Fatal;
   };
+
+  if (!config_.database.searchPath.empty()) {
+    // Before anything is prepared: unqualified names in the projections resolve through it, at PREPARE time.
+    std::string path = fmt::format("{}", fmt::join(config_.database.searchPath, ", "));
+    const char* values[] = {path.c_str()};
+    ResultPtr r(PQexecParams(conn_, "SELECT pg_catalog.set_config('search_path', $1, false)", 1, nullptr, values,
+                             nullptr, nullptr, 0));
+    if (!ok(r.get())) return failedSetup("cannot set database.search_path", describe(r.get()), true);
+  }
 
   if (config_.database.createTables) {
     // Two instances starting together would race on CREATE TABLE IF NOT EXISTS (a unique violation in the

@@ -1,6 +1,7 @@
 #include "src/SinkConfig.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <limits>
@@ -47,6 +48,26 @@ void readDatabase(ConfigTable root, SinkDatabaseConfig& out) {
   if (t.get("schema", out.schema) && !isIdentifier(out.schema)) {
     t.invalid("schema",
               fmt::format("must be a plain lowercase identifier ([a-z_][a-z0-9_]*), got {}", tomlQuote(out.schema)));
+  }
+  std::string searchPath;
+  if (t.get("search_path", searchPath)) {
+    // Plain identifiers only: the value goes into set_config() as a list PostgreSQL parses again.
+    size_t start = 0;
+    while (start <= searchPath.size()) {
+      size_t comma = std::min(searchPath.find(',', start), searchPath.size());
+      std::string_view part = std::string_view(searchPath).substr(start, comma - start);
+      while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+      while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
+      if (!isIdentifier(part)) {
+        t.invalid("search_path", fmt::format("must be a comma-separated list of plain lowercase identifiers "
+                                             "([a-z_][a-z0-9_]*), got {}",
+                                             tomlQuote(searchPath)));
+        out.searchPath.clear();
+        break;
+      }
+      out.searchPath.emplace_back(part);
+      start = comma + 1;
+    }
   }
   bool minSet = t.get("reconnect_backoff_min_ms", out.reconnectBackoffMinMs, 1);
   t.get("reconnect_backoff_max_ms", out.reconnectBackoffMaxMs, 1);
@@ -283,6 +304,9 @@ std::string SinkConfig::redactedSummary() const {
       {"reconnect_backoff_min_ms", database.reconnectBackoffMinMs},
       {"reconnect_backoff_max_ms", database.reconnectBackoffMaxMs},
   };
+  if (!database.searchPath.empty()) {
+    databaseTable.insert("search_path", fmt::format("{}", fmt::join(database.searchPath, ", ")));
+  }
   addPasswordFileSummary(databaseTable, database.passwordFile);
   toml::table kafkaTable{
       {"bootstrap_servers", kafka.bootstrapServers}, {"group_id", kafka.groupId},

@@ -20,6 +20,9 @@ struct SinkDatabaseConfig {
   std::string password;                     // secret: never logged
   bool createTables = true;                 // CREATE TABLE IF NOT EXISTS the sink's own tables at start-up
   std::string schema = "public";            // where outbox_sink_offsets / outbox_sink_processed_events live
+  // The projections' search_path ("view_v2, public"), set on every connection: the same projections build a
+  // read model in another schema (a rebuild beside the live version). Empty: the database's default.
+  std::vector<std::string> searchPath;
   int reconnectBackoffMinMs = 200;
   int reconnectBackoffMaxMs = 10000;
 };

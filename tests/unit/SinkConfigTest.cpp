@@ -305,6 +305,26 @@ TEST(SinkConfigTest, SummaryParsesBack) {
   EXPECT_TRUE(again.ok()) << issuesText(again.issues);
 }
 
+TEST(SinkConfigTest, SearchPathIsAListOfIdentifiers) {
+  const std::string withPath = "[database]\nconninfo = \"x\"\nsearch_path = \"view_v2, public\"\n" +
+                               kMinimal.substr(kMinimal.find("[kafka]"));
+  auto r = parse(withPath);
+  ASSERT_TRUE(r.ok()) << issuesText(r.issues);
+  EXPECT_THAT(r.config->database.searchPath, ElementsAre("view_v2", "public"));
+  auto again = parse(r.config->redactedSummary());
+  ASSERT_TRUE(again.ok()) << issuesText(again.issues);
+  EXPECT_THAT(again.config->database.searchPath, ElementsAre("view_v2", "public"));
+  EXPECT_TRUE(parse(kMinimal).config->database.searchPath.empty());
+  for (const char* bad : {"view_v2; DROP TABLE x", "", "a,,b", "Quoted"}) {
+    std::string text = withPath;
+    text.replace(text.find("view_v2, public"), 15, bad);
+    auto b = parse(text);
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_THAT(issuesText(b.issues), HasSubstr("sink.toml:3:15: database.search_path: must be a comma-separated list"))
+        << bad;
+  }
+}
+
 TEST(SinkConfigTest, ExampleConfigIsValid) {
   ::setenv("PGURL", ::getenv("PGURL") ? ::getenv("PGURL") : "postgresql://localhost/x", 0);
   ::setenv("KAFKA_BOOTSTRAP", ::getenv("KAFKA_BOOTSTRAP") ? ::getenv("KAFKA_BOOTSTRAP") : "localhost:9092", 0);
