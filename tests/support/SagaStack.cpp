@@ -207,11 +207,17 @@ SagaStack::SagaStack(SagaOptions options) : options_(std::move(options)), unique
     }
     PgConnection(conninfo(orderDb_)).exec(exampleFile("order-service.sql"));
     PgConnection(conninfo(customerDb_)).exec(exampleFile("customer-service.sql"));
-    if (options_.viewSchema.empty()) {
-      PgConnection(conninfo(viewDb_)).exec(exampleFile("view.sql"));
-    } else {
-      applyViewSchema(options_.viewSchema);
+    // The live read model's schema, as the example's view sink names it (search_path and schema alike).
+    std::string viewSink = exampleFile("view-sink.toml");
+    std::optional<std::string> searchPath = tomlKey(viewSink, "database", "search_path");
+    std::optional<std::string> schema = tomlKey(viewSink, "database", "schema");
+    if (!searchPath || searchPath != schema) {
+      throw std::runtime_error(fmt::format("view-sink.toml: [database] search_path {} and schema {} should name one "
+                                           "schema",
+                                           searchPath.value_or("(missing)"), schema.value_or("(missing)")));
     }
+    viewSchema_ = unquote(*schema);
+    applyViewSchema(viewSchema_);
 
     configs_["order-relay"] = renderRelay("order-relay.toml", "ORDER_DB_URL", orderDb_, "saga_order_relay");
     configs_["customer-relay"] =
@@ -220,9 +226,7 @@ SagaStack::SagaStack(SagaOptions options) : options_(std::move(options)), unique
         renderSink("order-sink.toml", "ORDER_DB_URL", conninfo(orderDb_), "saga-order-service", "order-service");
     configs_["customer-sink"] = renderSink("customer-sink.toml", "CUSTOMER_DB_URL", conninfo(customerDb_),
                                            "saga-customer-service", "customer-service");
-    configs_["view-sink"] = options_.viewSchema.empty()
-                                ? renderSink("view-sink.toml", "VIEW_DB_URL", conninfo(viewDb_), "saga-view", "view")
-                                : viewSinkConfigFor(options_.viewSchema, "view");
+    configs_["view-sink"] = renderSink("view-sink.toml", "VIEW_DB_URL", conninfo(viewDb_), "saga-view", "view");
 
     // The topics exist before anyone subscribes, with several partitions (each saga's messages keyed by its order
     // or customer, so per-key order is what the example may rely on, never a single partition's total order).
@@ -257,11 +261,7 @@ void SagaStack::dropEverything() {
   }
 }
 
-std::string SagaStack::conninfo(const std::string& db, const std::string& options) const {
-  std::vector<std::pair<std::string, std::string>> overrides{{"dbname", db}};
-  if (!options.empty()) overrides.emplace_back("options", options);
-  return pgConninfoWith(overrides);
-}
+std::string SagaStack::conninfo(const std::string& db) const { return pgConninfoWith({{"dbname", db}}); }
 
 std::vector<std::string> SagaStack::sagaTopics() const {
   return {topic("order.events"), topic("customer.events"), topic("customer.commands"), topic("order.replies")};
@@ -308,11 +308,15 @@ std::string SagaStack::renderSink(const std::string& file, const std::string& db
 }
 
 std::string SagaStack::viewSinkConfigFor(const std::string& schema, const std::string& groupSuffix) const {
-  std::string text =
-      renderSink("view-sink.toml", "VIEW_DB_URL", conninfo(viewDb_, "-c search_path=" + schema), "saga-view",
-                 groupSuffix);
-  text = setTomlKey(text, "database", "schema", tomlString(schema));
-  text = setTomlKey(text, "kafka", "initial_offset", tomlString("earliest"));
+  std::string text = renderSink("view-sink.toml", "VIEW_DB_URL", conninfo(viewDb_), "saga-view", groupSuffix);
+  for (const char* key : {"search_path", "schema"}) {
+    bool replaced = false;
+    text = setTomlKey(text, "database", key, tomlString(schema), &replaced);
+    if (!replaced) throw std::runtime_error(fmt::format("view-sink.toml: no [database] {} to set", key));
+  }
+  bool replaced = false;
+  text = setTomlKey(text, "kafka", "initial_offset", tomlString("earliest"), &replaced);
+  if (!replaced) throw std::runtime_error("view-sink.toml: no [kafka] initial_offset to set");
   return text;
 }
 
@@ -399,6 +403,10 @@ void SagaStack::killAndRestart(const std::string& name) {
 
 std::optional<ExitStatus> SagaStack::stop(const std::string& name) {
   Managed& m = process(name);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    m.stopped = true;
+  }
   m.process->sigterm();
   return m.process->waitExit(90s);
 }
@@ -407,7 +415,7 @@ std::vector<std::string> SagaStack::exitedOnItsOwn() {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::string> out = died_;
   for (auto& m : processes_) {
-    if (m->process && !m->process->running()) {
+    if (m->process && !m->stopped && !m->process->running()) {
       out.push_back(fmt::format("{} is not running\n{}", m->process->label(), m->process->logTail(30)));
     }
   }
@@ -428,9 +436,9 @@ std::map<std::string, int64_t> SagaStack::deadLetterCounts() {
   KafkaOffsets offsets(kafkaBootstrap());
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto& m : processes_) {
-    if (!m->sink) continue;
     std::optional<std::string> topic = tomlKey(m->config, "", "dead_letter_topic");
-    if (!topic) throw std::runtime_error(m->name + ": no dead_letter_topic in its config");
+    if (!topic && m->sink) throw std::runtime_error(m->name + ": no dead_letter_topic in its config");
+    if (!topic) continue;
     out[unquote(*topic)] = offsets.recordCount(unquote(*topic));
   }
   return out;
@@ -587,7 +595,7 @@ std::string SagaStack::creditMatchesApprovedOrders() {
 
 std::string SagaStack::viewMatchesServices(const std::string& schema) {
   Problems p;
-  std::string q = schema.empty() ? "" : schema + ".";
+  std::string q = (schema.empty() ? viewSchema_ : schema) + ".";
   std::map<std::string, OrderRow> all = orders(conninfo(orderDb_));
   std::map<std::string, std::vector<std::string>> customers;  // id -> name, limit
   std::string customerInfo = conninfo(customerDb_);
@@ -635,11 +643,11 @@ std::string SagaStack::viewMatchesServices(const std::string& schema) {
   for (auto& [id, v] : view) {
     if (!all.count(id)) p.add("orders_view has unknown order " + id);
   }
-  return p.text(fmt::format("the view{} vs the service tables", schema.empty() ? "" : " in " + schema));
+  return p.text(fmt::format("the view in {} vs the service tables", schema.empty() ? viewSchema_ : schema));
 }
 
-std::string SagaStack::unsettled(const std::string& viewSchema) {
-  return pendingWork() + reservationsMatchOrders() + creditMatchesApprovedOrders() + viewMatchesServices(viewSchema);
+std::string SagaStack::unsettled() {
+  return pendingWork() + reservationsMatchOrders() + creditMatchesApprovedOrders() + viewMatchesServices();
 }
 
 }  // namespace outbox::test::saga

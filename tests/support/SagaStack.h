@@ -45,10 +45,6 @@ std::optional<std::string> tomlKey(const std::string& text, const std::string& s
 struct SagaOptions {
   // delivery = "exactly_once" with a progress topic of their own in both relays, [deduplication] off in the sinks.
   bool exactlyOnce = false;
-  // The view sink's read model in this schema (view.sql applied there, conninfo search_path and [database]
-  // schema set, as in the spec's "Rebuilding the view"); empty: the example's view sink as it is (public).
-  std::string viewSchema;
-  // The example's credit limits are the test's: customers are created by the test.
 };
 
 // One of the stack's processes, restartable with the same config.
@@ -58,6 +54,7 @@ struct Managed {
   std::string config;
   std::unique_ptr<ChildProcess> process;
   int generation = 0;  // starts so far
+  bool stopped = false;  // by stop(): not running is what it should be
 };
 
 // Counters of a sink, from the scrapes of its instances (each instance starts from zero, so the largest value any
@@ -79,12 +76,14 @@ class SagaStack {
   const std::string& orderDb() const { return orderDb_; }
   const std::string& customerDb() const { return customerDb_; }
   const std::string& viewDb() const { return viewDb_; }
-  // A conninfo for one of the databases; `options` as libpq's options keyword (e.g. "-c search_path=view_v2").
-  std::string conninfo(const std::string& db, const std::string& options = "") const;
+  std::string conninfo(const std::string& db) const;  // PGURL's with dbname = db
   // The test's name of an example topic: "order.events" -> "<unique>.order.events".
   std::string topic(const std::string& suffix) const { return unique_ + "." + suffix; }
   std::vector<std::string> sagaTopics() const;  // the four topics of the example, as renamed
 
+  // The schema of the live read model: the example view sink's [database] search_path and schema (view_v1), where
+  // the stack applies view.sql.
+  const std::string& viewSchema() const { return viewSchema_; }
   // The view sink's config for a read model in `schema` (view.sql applied there by applyViewSchema) with its own
   // group "<unique>-<groupSuffix>" starting from the earliest offsets.
   std::string viewSinkConfigFor(const std::string& schema, const std::string& groupSuffix) const;
@@ -108,7 +107,7 @@ class SagaStack {
   std::vector<std::string> exitedOnItsOwn();  // "name#generation: status", for processes that died unkilled
   std::string logTails(size_t lines = 40);    // every current process's log tail
 
-  // What the sinks' dead-letter topics hold (topic -> records), from the rendered sink configs.
+  // What the dead-letter topics of the relays and the sinks hold (topic -> records), from the rendered configs.
   std::map<std::string, int64_t> deadLetterCounts();
 
   // The application.
@@ -121,9 +120,10 @@ class SagaStack {
   std::string pendingWork();                     // PENDING orders, saga instances not in a final state
   std::string reservationsMatchOrders();         // APPROVED<->RESERVED, CANCELLED<->RELEASED, REJECTED<->REJECTED
   std::string creditMatchesApprovedOrders();     // credit_reserved == sum(total) of APPROVED orders, per customer
-  std::string viewMatchesServices(const std::string& schema = "");  // orders_view, customers_view (schema: "" = search_path)
-  // Every fact together: what the tests wait for.
-  std::string unsettled(const std::string& viewSchema = "");
+  // orders_view and customers_view in `schema` ("" = the live one) against the service tables.
+  std::string viewMatchesServices(const std::string& schema = "");
+  // Every fact together (the view: the live one): what the tests wait for.
+  std::string unsettled();
 
  private:
   std::string renderRelay(const std::string& file, const std::string& dbVar, const std::string& db,
@@ -137,6 +137,7 @@ class SagaStack {
   std::string orderDb_, customerDb_, viewDb_;
   std::vector<std::string> slots_;
   std::vector<std::string> createdDbs_;
+  std::string viewSchema_;
   std::map<std::string, std::string> configs_;
   std::mutex mutex_;  // guards processes_, counters_, died_
   std::vector<std::unique_ptr<Managed>> processes_;
