@@ -49,10 +49,13 @@ StagedBatch countsOf(const BatchPlan& plan, size_t projections) {
 void count(const PlannedEvent& event, StagedBatch& batch) {
   if (event.poison) {
     batch.poison.push_back(PoisonEvent{event.index, *event.poison});
-  } else if (event.projections.empty()) {
+  } else if (event.statements.empty()) {
     ++batch.noProjection;
   } else {
-    for (const PlannedStatement& s : event.projections) ++batch.appliedByProjection[s.projection];
+    // Once per projection, not per statement: a projection's first statement stands for it.
+    for (const PlannedStatement& s : event.statements) {
+      if (s.statement == 0) ++batch.appliedByProjection[s.projection];
+    }
   }
 }
 
@@ -87,7 +90,12 @@ bool BatchApplier::environmentFailure(const PGresult* r) const {
 
 BatchApplier::BatchApplier(const SinkConfig& config, ProjectionSet& projections)
     : config_(config), projections_(projections) {
-  for (size_t i = 0; i < projections_.all().size(); ++i) projectionStatements_.push_back(fmt::format("p{}", i));
+  for (size_t i = 0; i < projections_.all().size(); ++i) {
+    const size_t n = projections_.at(i).statements().size();
+    std::vector<std::string> names;
+    for (size_t k = 0; k < n; ++k) names.push_back(n == 1 ? fmt::format("p{}", i) : fmt::format("p{}_{}", i, k));
+    projectionStatements_.push_back(std::move(names));
+  }
 }
 
 BatchApplier::~BatchApplier() { disconnect(); }
@@ -178,9 +186,12 @@ BatchApplier::ConnectResult BatchApplier::connect(std::string& error) {
   };
   for (size_t i = 0; i < projections_.all().size(); ++i) {
     const Projection& p = projections_.at(i);
-    if (auto why = prepare(projectionStatements_[i], p.sql(), static_cast<int>(p.paramCount()))) {
-      // It prepared at start-up: what changed since (a table renamed, a grant revoked) is the environment's.
-      return failedSetup(fmt::format("the sql of projection {} does not prepare", p.name()), *why, preparedBefore_);
+    for (size_t k = 0; k < p.statements().size(); ++k) {
+      const Projection::Statement& statement = p.statements()[k];
+      if (auto why = prepare(projectionStatements_[i][k], statement.sql, static_cast<int>(statement.params.size()))) {
+        // It prepared at start-up: what changed since (a table renamed, a grant revoked) is the environment's.
+        return failedSetup(fmt::format("the sql of {} does not prepare", p.label(k)), *why, preparedBefore_);
+      }
     }
   }
   std::string offsets = fmt::format(
@@ -252,7 +263,7 @@ const char* BatchApplier::statementName(const PlannedStatement& statement) const
     case PlannedStatement::Kind::Projection:
       break;
   }
-  return projectionStatements_[statement.projection].c_str();
+  return projectionStatements_[statement.projection][statement.statement].c_str();
 }
 
 StagedBatch BatchApplier::stopped(size_t index, const std::string& error) {
@@ -310,7 +321,7 @@ StagedBatch BatchApplier::sendPipelined(const BatchPlan& plan, bool& redo) {
   std::vector<const PlannedStatement*> statements;
   for (const PlannedEvent& e : plan.events) {
     if (e.dedup) statements.push_back(&*e.dedup);
-    for (const PlannedStatement& s : e.projections) statements.push_back(&s);
+    for (const PlannedStatement& s : e.statements) statements.push_back(&s);
   }
   const size_t firstOffset = statements.size();
   for (const PlannedOffset& o : plan.offsets) statements.push_back(&o.statement);
@@ -352,9 +363,8 @@ StagedBatch BatchApplier::sendPipelined(const BatchPlan& plan, bool& redo) {
       if (PQstatus(conn_) != CONNECTION_OK) return lost("connection lost");
       if (!failure) {
         transient = environmentFailure(r.get());
-        failure =
-            (s.kind == Kind::Projection ? "projection " + projections_.at(s.projection).name() + ": " : std::string()) +
-            describe(r.get());
+        failure = (s.kind == Kind::Projection ? projections_.at(s.projection).label(s.statement) + ": " : std::string()) +
+                  describe(r.get());
       }
     } else if (s.kind == Kind::Dedup && std::strcmp(PQcmdTuples(r.get()), "0") == 0) {
       dedupRace = true;  // another transaction recorded this id since the look-up: the exact way decides
@@ -395,7 +405,7 @@ StagedBatch BatchApplier::sendOneByOne(const BatchPlan& plan) {
       count(e, batch);
       continue;
     }
-    if (!e.dedup && e.projections.empty()) {
+    if (!e.dedup && e.statements.empty()) {
       count(e, batch);
       continue;
     }
@@ -414,11 +424,11 @@ StagedBatch BatchApplier::sendOneByOne(const BatchPlan& plan) {
         duplicate = true;
       }
     }
-    for (size_t k = 0; !poison && !duplicate && k < e.projections.size(); ++k) {
-      const PlannedStatement& s = e.projections[k];
+    for (size_t k = 0; !poison && !duplicate && k < e.statements.size(); ++k) {
+      const PlannedStatement& s = e.statements[k];
       ResultPtr r = execute(s);
       if (ok(r.get())) continue;
-      std::string why = fmt::format("projection {}: {}", projections_.at(s.projection).name(), describe(r.get()));
+      std::string why = fmt::format("{}: {}", projections_.at(s.projection).label(s.statement), describe(r.get()));
       if (environmentFailure(r.get())) return failed(Status::Transient, why);
       poison = std::move(why);
     }

@@ -118,7 +118,9 @@ class BatchApplier {
 
   const SinkConfig& config_;
   ProjectionSet& projections_;
-  std::vector<std::string> projectionStatements_;  // prepared statement names, "p<index>"
+  // Prepared statement names per projection and statement: "p<projection>", or "p<projection>_<statement>" for
+  // each of a multi-statement projection's.
+  std::vector<std::vector<std::string>> projectionStatements_;
   PGconn* conn_ = nullptr;
   bool inTransaction_ = false;
   bool preparedBefore_ = false;  // a connect() succeeded once: later prepare failures are the environment's

@@ -48,22 +48,26 @@ BatchPlan planBatch(const std::vector<SinkEvent>& events, const SinkConfig& conf
     }
     EventView view(event, config.kafka.eventTypeHeader);
     projections.matching(view, matches);
-    // Every parameter first: an event that lacks one runs no projection statement at all.
+    // Every parameter of every statement first: an event that lacks one runs no projection statement at all.
     for (size_t m : matches) {
-      PlannedStatement statement{Kind::Projection, m, {}};
-      std::string error;
-      if (!projections.at(m).extract(view, statement.params, error)) {
-        planned.poison = std::move(error);
-        planned.projections.clear();
-        break;
+      const Projection& projection = projections.at(m);
+      for (size_t k = 0; !planned.poison && k < projection.statements().size(); ++k) {
+        PlannedStatement statement{Kind::Projection, m, k, {}};
+        std::string error;
+        if (!projection.extract(view, k, statement.params, error)) {
+          planned.poison = std::move(error);
+          planned.statements.clear();
+          break;
+        }
+        planned.statements.push_back(std::move(statement));
       }
-      planned.projections.push_back(std::move(statement));
+      if (planned.poison) break;
     }
     // A poison event's id is not recorded: it is not processed, and once its projection is fixed, the event
     // replayed from the dead-letter topic must be applied, not skipped as a duplicate.
     if (id && !planned.poison) {
       processed.insert(std::string(*id));
-      planned.dedup = PlannedStatement{Kind::Dedup, 0, {group, std::string(*id)}};
+      planned.dedup = PlannedStatement{Kind::Dedup, 0, 0, {group, std::string(*id)}};
     }
     plan.events.push_back(std::move(planned));
   }
@@ -71,6 +75,7 @@ BatchPlan planBatch(const std::vector<SinkEvent>& events, const SinkConfig& conf
     auto it = expected.find(tp);
     std::optional<int64_t> before = it != expected.end() ? it->second : std::nullopt;
     PlannedStatement statement{Kind::Offset,
+                               0,
                                0,
                                {group, tp.first, std::to_string(tp.second), std::to_string(next),
                                 before ? std::optional<std::string>(std::to_string(*before)) : std::nullopt}};

@@ -26,11 +26,12 @@ using StoredOffsets = std::map<TopicPartition, std::optional<int64_t>>;
 struct PlannedStatement {
   enum class Kind {
     Dedup,       // "dedup": $1 group, $2 event id; inserts nothing when the id is recorded already
-    Projection,  // "p<projection>": the projection's own parameters
+    Projection,  // a projection's statement (prepared per statement, see BatchApplier): its own parameters
     Offset,      // "offsets": $1 group, $2 topic, $3 partition, $4 next offset, $5 expected offset (NULL: none)
   };
   Kind kind = Kind::Projection;
   size_t projection = 0;  // Kind::Projection: index into the ProjectionSet
+  size_t statement = 0;   // Kind::Projection: index into that projection's statements()
   ParamValues params;
 };
 
@@ -39,8 +40,9 @@ struct PlannedEvent {
   // Absent without de-duplication, without an id header, or for a poison event: a dead-lettered event is not
   // processed, so that replaying it from the dead-letter topic applies it.
   std::optional<PlannedStatement> dedup;
-  std::vector<PlannedStatement> projections;  // one per matching projection, in config order
-  std::optional<std::string> poison;          // a parameter cannot be had: no projection statement at all
+  // Every statement of every matching projection: the projections in config order, each one's statements in order.
+  std::vector<PlannedStatement> statements;
+  std::optional<std::string> poison;  // a parameter cannot be had: no projection statement at all
 };
 
 struct PlannedOffset {

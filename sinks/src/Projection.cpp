@@ -370,19 +370,33 @@ EventView::Selected EventView::select(std::string_view pointer, std::optional<st
 }
 
 Projection::Projection(const ProjectionConfig& config)
-    : name_(config.name), topic_(config.topic), eventTypes_(config.eventTypes), sql_(config.sql) {
+    : name_(config.name),
+      topic_(config.topic),
+      eventTypes_(config.eventTypes),
+      multiStatement_(!config.statements.empty()) {
   anyType_ = std::find(eventTypes_.begin(), eventTypes_.end(), "*") != eventTypes_.end();
   if (isTopicRegex(topic_)) {
     std::string error;
     topicRegex_ = TopicRegex::compile(topic_, error);
     if (!topicRegex_) throw std::invalid_argument("projection " + name_ + ": topic " + topic_ + ": " + error);
   }
-  for (const std::string& text : config.params) {
-    std::string error;
-    std::optional<ParamSource> source = parseParamSource(text, error);
-    if (!source) throw std::invalid_argument("projection " + name_ + ": parameter \"" + text + "\" " + error);
-    params_.push_back(std::move(*source));
+  std::vector<StatementConfig> configs = config.statements;
+  if (configs.empty()) configs.push_back(StatementConfig{config.sql, config.params});
+  for (size_t i = 0; i < configs.size(); ++i) {
+    Statement statement{configs[i].sql, {}};
+    for (const std::string& text : configs[i].params) {
+      std::string error;
+      std::optional<ParamSource> source = parseParamSource(text, error);
+      if (!source) throw std::invalid_argument(label(i) + ": parameter \"" + text + "\" " + error);
+      statement.params.push_back(std::move(*source));
+    }
+    statements_.push_back(std::move(statement));
   }
+}
+
+std::string Projection::label(size_t statement) const {
+  if (!multiStatement_) return "projection " + name_;
+  return fmt::format("projection {} statement {}", name_, statement + 1);
 }
 
 bool Projection::matchesTopic(std::string_view topic) const {
@@ -395,11 +409,12 @@ bool Projection::matchesType(std::optional<std::string_view> type) const {
   return type && std::find(eventTypes_.begin(), eventTypes_.end(), *type) != eventTypes_.end();
 }
 
-bool Projection::extract(EventView& view, ParamValues& values, std::string& error) const {
+bool Projection::extract(EventView& view, size_t statement, ParamValues& values, std::string& error) const {
   const SinkEvent& event = view.event();
+  const std::vector<ParamSource>& params = statements_.at(statement).params;
   values.clear();
-  values.reserve(params_.size());
-  for (const ParamSource& p : params_) {
+  values.reserve(params.size());
+  for (const ParamSource& p : params) {
     std::optional<std::string> value;
     bool missing = false;
     std::string why;
@@ -413,7 +428,7 @@ bool Projection::extract(EventView& view, ParamValues& values, std::string& erro
             break;
           case EventView::Selected::Unusable:
             // An unusable payload is an error even for optional parameters: the event itself is broken.
-            error = fmt::format("projection {}: parameter {}: {}", name_, p.text, why);
+            error = fmt::format("{}: parameter {}: {}", label(statement), p.text, why);
             return false;
         }
         break;
@@ -453,7 +468,7 @@ bool Projection::extract(EventView& view, ParamValues& values, std::string& erro
         break;
     }
     if (missing && !p.optional) {
-      error = fmt::format("projection {}: parameter {}: {}", name_, p.text, why);
+      error = fmt::format("{}: parameter {}: {}", label(statement), p.text, why);
       return false;
     }
     values.push_back(std::move(value));

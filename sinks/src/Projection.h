@@ -106,13 +106,23 @@ class Projection {
   // `config` must have passed parseSinkConfig's validation (throws std::invalid_argument otherwise).
   explicit Projection(const ProjectionConfig& config);
 
+  // One statement: its SQL and where each $n comes from. A projection written with sql + params has one.
+  struct Statement {
+    std::string sql;
+    std::vector<ParamSource> params;
+  };
+
   const std::string& name() const { return name_; }
-  const std::string& sql() const { return sql_; }
-  size_t paramCount() const { return params_.size(); }
+  // In the order they run, all in the event's unit.
+  const std::vector<Statement>& statements() const { return statements_; }
+  // What error texts about `statement` start with: "projection NAME", and " statement N" (1-based) after it when the
+  // projection has several ([[projection.statements]]).
+  std::string label(size_t statement) const;
   bool matchesTopic(std::string_view topic) const;
   bool matchesType(std::optional<std::string_view> type) const;
-  // The statement's parameters for `event`; false with `error` set when one cannot be had (the event is poison).
-  bool extract(EventView& event, ParamValues& values, std::string& error) const;
+  // The parameters of statement `statement` for `event`; false with `error` set when one cannot be had (the event
+  // is poison).
+  bool extract(EventView& event, size_t statement, ParamValues& values, std::string& error) const;
 
  private:
   std::string name_;
@@ -120,8 +130,8 @@ class Projection {
   std::shared_ptr<const TopicRegex> topicRegex_;
   std::vector<std::string> eventTypes_;
   bool anyType_ = false;
-  std::string sql_;
-  std::vector<ParamSource> params_;
+  bool multiStatement_ = false;  // written as [[projection.statements]]: error texts number the statements
+  std::vector<Statement> statements_;
 };
 
 // Every projection, in config order, with the per-topic match cached (a regex runs once per topic name).

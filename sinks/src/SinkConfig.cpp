@@ -128,6 +128,29 @@ void readDeduplication(ConfigTable root, DeduplicationConfig& out) {
   t.get("prune_interval_ms", out.pruneIntervalMs, 1000, int64_t{24} * 3600 * 1000);
 }
 
+// A statement's sql and params (a projection's own, or one of its [[projection.statements]]): every $1..$n used,
+// one param per $n.
+void readStatement(ConfigTable& t, std::string& sql, std::vector<std::string>& params) {
+  bool sqlOk = t.require("sql", sql);
+  bool paramsOk = t.get("params", params) || !t.has("params");
+  for (const std::string& param : params) {
+    std::string error;
+    if (!parseParamSource(param, error)) t.invalid("params", fmt::format("{} {}", tomlQuote(param), error));
+  }
+  if (sqlOk && paramsOk) {
+    SqlParameters used = scanSqlParameters(sql);
+    if (static_cast<size_t>(used.highest) != params.size()) {
+      t.invalid("params", fmt::format("lists {} parameter(s) but the sql uses {} ($1..${}); give one entry per "
+                                      "$n, in order",
+                                      params.size(), used.highest, used.highest));
+    } else if (!used.unused.empty()) {
+      t.invalid("sql", fmt::format("never uses ${} (PostgreSQL cannot infer the type of an unused parameter); "
+                                   "use every $1..${}",
+                                   used.unused.front(), used.highest));
+    }
+  }
+}
+
 void readProjections(ConfigTable root, std::vector<ProjectionConfig>& out) {
   std::vector<ConfigTable> tables = root.tables("projection");
   for (size_t index = 0; index < tables.size(); ++index) {
@@ -161,23 +184,30 @@ void readProjections(ConfigTable root, std::vector<ProjectionConfig>& out) {
       std::string type;
       if (t.require("event_type", type)) p.eventTypes = {type};
     }
-    bool sqlOk = t.require("sql", p.sql);
-    bool paramsOk = t.get("params", p.params) || !t.has("params");
-    for (const std::string& param : p.params) {
-      std::string error;
-      if (!parseParamSource(param, error)) t.invalid("params", fmt::format("{} {}", tomlQuote(param), error));
-    }
-    if (sqlOk && paramsOk) {
-      SqlParameters used = scanSqlParameters(p.sql);
-      if (static_cast<size_t>(used.highest) != p.params.size()) {
-        t.invalid("params", fmt::format("lists {} parameter(s) but the sql uses {} ($1..${}); give one entry per "
-                                        "$n, in order",
-                                        p.params.size(), used.highest, used.highest));
-      } else if (!used.unused.empty()) {
-        t.invalid("sql", fmt::format("never uses ${} (PostgreSQL cannot infer the type of an unused parameter); "
-                                     "use every $1..${}",
-                                     used.unused.front(), used.highest));
+    if (t.has("statements")) {
+      // Both forms at once would leave it unclear what runs: the issue is at the sql (and params) that is too many.
+      std::string ignoredSql;
+      std::vector<std::string> ignoredParams;
+      if (t.has("sql")) {
+        t.get("sql", ignoredSql);  // known, so not an unknown key on top
+        t.invalid("sql", "set either sql and params or [[projection.statements]], not both");
       }
+      if (t.has("params")) {
+        t.get("params", ignoredParams);
+        t.invalid("params", "set either sql and params or [[projection.statements]], not both");
+      }
+      std::vector<ConfigTable> statements = t.tables("statements");
+      if (statements.empty()) {
+        t.invalid("statements",
+                  "must not be empty; give each statement as [[projection.statements]] with sql and params");
+      }
+      for (ConfigTable& s : statements) {
+        StatementConfig statement;
+        readStatement(s, statement.sql, statement.params);
+        p.statements.push_back(std::move(statement));
+      }
+    } else {
+      readStatement(t, p.sql, p.params);
     }
     out.push_back(std::move(p));
   }
@@ -317,13 +347,22 @@ std::string SinkConfig::redactedSummary() const {
 
   toml::array projectionArray;
   for (const ProjectionConfig& p : projections) {
-    projectionArray.push_back(toml::table{
+    toml::table projection{
         {"name", p.name},
         {"topic", p.topic},
         {"event_types", tomlArray(p.eventTypes)},
-        {"sql", p.sql},
-        {"params", tomlArray(p.params)},
-    });
+    };
+    if (p.statements.empty()) {
+      projection.insert("sql", p.sql);
+      projection.insert("params", tomlArray(p.params));
+    } else {
+      toml::array statements;
+      for (const StatementConfig& s : p.statements) {
+        statements.push_back(toml::table{{"sql", s.sql}, {"params", tomlArray(s.params)}});
+      }
+      projection.insert("statements", std::move(statements));
+    }
+    projectionArray.push_back(std::move(projection));
   }
 
   toml::table summary{

@@ -54,14 +54,23 @@ struct DeduplicationConfig {
 
 enum class OnError { DeadLetter, Stop };
 
+// One statement of a multi-statement projection ([[projection.statements]]).
+struct StatementConfig {
+  std::string sql;                  // a statement with $1..$n
+  std::vector<std::string> params;  // as ProjectionConfig::params
+};
+
 struct ProjectionConfig {
   std::string name;   // label of the applied-events metric
   std::string topic;  // a topic name, or a regular expression starting with "^"
   // Values of the event type header it applies to (TOML: event_type = "X", or event_types = ["X", "Y"]);
   // "*" = any event, with or without the header.
   std::vector<std::string> eventTypes;
+  // Either one statement (TOML: sql + params, as here) or several ([[projection.statements]], each with its own sql
+  // + params), never both.
   std::string sql;                  // a statement with $1..$n
   std::vector<std::string> params;  // JSON pointers into the payload ("/customerId") or record attributes ("@key")
+  std::vector<StatementConfig> statements;  // run in order, in the event's unit; empty: the one of sql + params
 };
 
 struct SinkMetricsConfig {

@@ -76,26 +76,26 @@ TEST(SinkBatchPlanTest, EachEventGetsItsMatchingProjectionsWithTheirParameters) 
   ASSERT_EQ(p.events.size(), 3u);
   EXPECT_EQ(p.events[0].index, 0u);
   EXPECT_FALSE(p.events[0].dedup);  // de-duplication is off
-  ASSERT_EQ(p.events[0].projections.size(), 1u);
-  EXPECT_EQ(p.events[0].projections[0].kind, Kind::Projection);
-  EXPECT_EQ(p.events[0].projections[0].projection, 0u);
-  EXPECT_THAT(p.events[0].projections[0].params, ElementsAre(Optional(std::string("o-1")), Optional(std::string("5"))));
-  EXPECT_TRUE(p.events[1].projections.empty());
+  ASSERT_EQ(p.events[0].statements.size(), 1u);
+  EXPECT_EQ(p.events[0].statements[0].kind, Kind::Projection);
+  EXPECT_EQ(p.events[0].statements[0].projection, 0u);
+  EXPECT_THAT(p.events[0].statements[0].params, ElementsAre(Optional(std::string("o-1")), Optional(std::string("5"))));
+  EXPECT_TRUE(p.events[1].statements.empty());
   EXPECT_FALSE(p.events[1].poison);
   EXPECT_EQ(p.events[2].index, 2u);
-  EXPECT_EQ(p.events[2].projections.size(), 1u);
+  EXPECT_EQ(p.events[2].statements.size(), 1u);
 }
 
 TEST(SinkBatchPlanTest, SeveralProjectionsInConfigOrder) {
   Events e({{"a", "OrderCreated", kOrder}, {"b", "OrderShipped", "{}"}});
   BatchPlan p = plan(config(false), e);
   ASSERT_EQ(p.events.size(), 2u);
-  ASSERT_EQ(p.events[0].projections.size(), 2u);
-  EXPECT_EQ(p.events[0].projections[0].projection, 0u);
-  EXPECT_EQ(p.events[0].projections[1].projection, 1u);
-  EXPECT_THAT(p.events[0].projections[1].params, ElementsAre(Optional(std::string("10")), Optional(std::string("a"))));
-  ASSERT_EQ(p.events[1].projections.size(), 1u);
-  EXPECT_EQ(p.events[1].projections[0].projection, 1u);
+  ASSERT_EQ(p.events[0].statements.size(), 2u);
+  EXPECT_EQ(p.events[0].statements[0].projection, 0u);
+  EXPECT_EQ(p.events[0].statements[1].projection, 1u);
+  EXPECT_THAT(p.events[0].statements[1].params, ElementsAre(Optional(std::string("10")), Optional(std::string("a"))));
+  ASSERT_EQ(p.events[1].statements.size(), 1u);
+  EXPECT_EQ(p.events[1].statements[0].projection, 1u);
 }
 
 TEST(SinkBatchPlanTest, DuplicatesAppliedBeforeOrEarlierInTheBatchAreLeftOut) {
@@ -115,7 +115,7 @@ TEST(SinkBatchPlanTest, DuplicatesAppliedBeforeOrEarlierInTheBatchAreLeftOut) {
   EXPECT_FALSE(p.events[1].dedup);  // no id header: nothing to record, always applied
   EXPECT_EQ(p.events[2].index, 4u);
   EXPECT_TRUE(p.events[2].dedup);
-  EXPECT_EQ(p.events[1].projections.size(), 2u);
+  EXPECT_EQ(p.events[1].statements.size(), 2u);
 }
 
 TEST(SinkBatchPlanTest, AnEventLackingAParameterRunsNoProjectionAndIsNotRecordedAsProcessed) {
@@ -126,14 +126,14 @@ TEST(SinkBatchPlanTest, AnEventLackingAParameterRunsNoProjectionAndIsNotRecorded
   for (size_t i = 0; i < 2; ++i) {
     SCOPED_TRACE(i);
     ASSERT_TRUE(p.events[i].poison);
-    EXPECT_TRUE(p.events[i].projections.empty());  // not even "log", whose parameters are there
+    EXPECT_TRUE(p.events[i].statements.empty());  // not even "log", whose parameters are there
     // Not processed: once the projection is fixed, the event replayed from the dead-letter topic is applied.
     EXPECT_FALSE(p.events[i].dedup);
   }
   EXPECT_THAT(*p.events[0].poison, HasSubstr("projection created: parameter /orderId: the payload has no field"));
   EXPECT_THAT(*p.events[1].poison, HasSubstr("not valid JSON"));
   EXPECT_FALSE(p.events[2].poison);
-  EXPECT_EQ(p.events[2].projections.size(), 2u);
+  EXPECT_EQ(p.events[2].statements.size(), 2u);
   EXPECT_TRUE(p.events[2].dedup);
 }
 
@@ -180,4 +180,50 @@ TEST(SinkBatchPlanTest, TextArrayLiteralQuotesEveryItem) {
   EXPECT_EQ(textArrayLiteral({}), "{}");
   EXPECT_EQ(textArrayLiteral({"a", "NULL", "", "x,y", "{z}"}), R"({"a","NULL","","x,y","{z}"})");
   EXPECT_EQ(textArrayLiteral({"b\"c", "d\\e"}), R"({"b\"c","d\\e"})");
+}
+
+// A multi-statement projection plans each of its statements, in order, each with its own parameters, between the
+// projections before and after it; a parameter missing in a later statement makes the event poison as a whole.
+TEST(SinkBatchPlanTest, AMultiStatementProjectionPlansItsStatementsInOrder) {
+  SinkConfig c = config(true);
+  ProjectionConfig multi;
+  multi.name = "reserve";
+  multi.topic = "orders";
+  multi.eventTypes = {"OrderCreated"};
+  multi.statements = {{"SELECT $1", {"/orderId"}}, {"SELECT $1, $2", {"/total", "@offset"}}, {"SELECT 1", {}},
+                      {"SELECT $1", {"?/coupon"}}};
+  c.projections.insert(c.projections.begin() + 1, multi);  // created, reserve, log
+  Events e({{"a", "OrderCreated", kOrder}, {"b", "OrderShipped", "{}"}});
+  BatchPlan p = plan(c, e);
+  ASSERT_EQ(p.events.size(), 2u);
+  const std::vector<PlannedStatement>& s = p.events[0].statements;
+  ASSERT_EQ(s.size(), 6u);
+  std::vector<std::pair<size_t, size_t>> order;
+  for (const PlannedStatement& one : s) {
+    EXPECT_EQ(one.kind, Kind::Projection);
+    order.emplace_back(one.projection, one.statement);
+  }
+  EXPECT_THAT(order, ElementsAre(std::pair<size_t, size_t>{0, 0}, std::pair<size_t, size_t>{1, 0},
+                                 std::pair<size_t, size_t>{1, 1}, std::pair<size_t, size_t>{1, 2},
+                                 std::pair<size_t, size_t>{1, 3}, std::pair<size_t, size_t>{2, 0}));
+  EXPECT_THAT(s[1].params, ElementsAre(Optional(std::string("o-1"))));
+  EXPECT_THAT(s[2].params, ElementsAre(Optional(std::string("5")), Optional(std::string("10"))));
+  EXPECT_TRUE(s[3].params.empty());
+  EXPECT_THAT(s[4].params, ElementsAre(std::nullopt));
+  ASSERT_EQ(p.events[1].statements.size(), 1u);  // only "log"
+  EXPECT_EQ(p.events[1].statements[0].projection, 2u);
+
+  // Statement 2 lacks its parameter: no statement at all runs for the event, and the text names the statement.
+  Events lacking({{"x", "OrderCreated", R"({"orderId":"o-2"})"}});
+  BatchPlan q = plan(c, lacking);
+  ASSERT_EQ(q.events.size(), 1u);
+  ASSERT_TRUE(q.events[0].poison);
+  EXPECT_TRUE(q.events[0].statements.empty());
+  EXPECT_FALSE(q.events[0].dedup);
+  EXPECT_THAT(*q.events[0].poison, HasSubstr("projection created: parameter /total"));
+  c.projections.erase(c.projections.begin());  // without "created", "reserve" is the one that lacks it
+  BatchPlan r = plan(c, lacking);
+  ASSERT_TRUE(r.events[0].poison);
+  EXPECT_THAT(*r.events[0].poison, HasSubstr("projection reserve statement 2: parameter /total: the payload has no "
+                                             "field /total"));
 }

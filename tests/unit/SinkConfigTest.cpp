@@ -341,3 +341,130 @@ TEST(SinkSqlParametersTest, ScansPlaceholdersOutsideLiteralsAndComments) {
   EXPECT_EQ(scanSqlParameters("SELECT $10").highest, 10);
   EXPECT_EQ(scanSqlParameters("SELECT $10").unused.size(), 9u);
 }
+
+const std::string kHead = "[database]\nconninfo = \"x\"\n[kafka]\nbootstrap_servers = \"k\"\n";
+
+TEST(SinkConfigTest, MultiStatementProjectionIsRead) {
+  auto r = parse(kHead + R"([[projection]]
+name = "reserve_credit"
+topic = "saga.order.events"
+event_type = "OrderCreated"
+  [[projection.statements]]
+  sql = "INSERT INTO credit_reservations (order_id, customer_id) SELECT $1, $2"
+  params = ["/orderId", "/customerId"]
+  [[projection.statements]]
+  sql = "UPDATE customers SET reserved = reserved + 1 WHERE id = $1"
+  params = ["/customerId"]
+  [[projection.statements]]
+  sql = "SELECT 1"
+[[projection]]
+name = "single"
+topic = "t"
+event_type = "*"
+sql = "SELECT $1"
+params = ["@key"]
+)");
+  ASSERT_TRUE(r.ok()) << issuesText(r.issues);
+  const ProjectionConfig& multi = r.config->projections[0];
+  EXPECT_EQ(multi.sql, "");
+  EXPECT_TRUE(multi.params.empty());
+  ASSERT_EQ(multi.statements.size(), 3u);
+  EXPECT_EQ(multi.statements[0].sql, "INSERT INTO credit_reservations (order_id, customer_id) SELECT $1, $2");
+  EXPECT_THAT(multi.statements[0].params, ElementsAre("/orderId", "/customerId"));
+  EXPECT_EQ(multi.statements[1].sql, "UPDATE customers SET reserved = reserved + 1 WHERE id = $1");
+  EXPECT_THAT(multi.statements[1].params, ElementsAre("/customerId"));
+  EXPECT_TRUE(multi.statements[2].params.empty());
+  // The single-statement form is unchanged.
+  const ProjectionConfig& single = r.config->projections[1];
+  EXPECT_EQ(single.sql, "SELECT $1");
+  EXPECT_THAT(single.params, ElementsAre("@key"));
+  EXPECT_TRUE(single.statements.empty());
+}
+
+TEST(SinkConfigTest, SqlAndStatementsAreMutuallyExclusive) {
+  auto r = parse(kHead + R"([[projection]]
+name = "both"
+topic = "t"
+event_type = "*"
+sql = "SELECT $1"
+params = ["@key"]
+  [[projection.statements]]
+  sql = "SELECT 1"
+)");
+  ASSERT_FALSE(r.ok());
+  std::string text = issuesText(r.issues);
+  EXPECT_THAT(text, HasSubstr("sink.toml:9:7: projection[0].sql: set either sql and params or "
+                              "[[projection.statements]], not both"));
+  EXPECT_THAT(text, HasSubstr("sink.toml:10:10: projection[0].params: set either sql and params or "
+                              "[[projection.statements]], not both"));
+  EXPECT_THAT(text, Not(HasSubstr("unknown key")));
+}
+
+TEST(SinkConfigTest, StatementsMustNotBeEmpty) {
+  auto r = parse(kHead + R"([[projection]]
+topic = "t"
+event_type = "*"
+statements = []
+)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(issuesText(r.issues), HasSubstr("sink.toml:8:14: projection[0].statements: must not be empty"));
+}
+
+TEST(SinkConfigTest, EachStatementIsValidatedOnItsOwn) {
+  auto r = parse(kHead + R"([[projection]]
+topic = "t"
+event_type = "*"
+  [[projection.statements]]
+  sql = "SELECT $1"
+  params = ["/a"]
+  [[projection.statements]]
+  sql = "SELECT $1, $2"
+  params = ["/a"]
+  [[projection.statements]]
+  sql = "SELECT $1, $3"
+  params = ["/a", "/b", "nope"]
+  [[projection.statements]]
+  params = []
+  frobnicate = 1
+)");
+  ASSERT_FALSE(r.ok());
+  std::string text = issuesText(r.issues);
+  EXPECT_THAT(text, Not(HasSubstr("statements[0]")));
+  EXPECT_THAT(text, HasSubstr("sink.toml:13:12: projection[0].statements[1].params: lists 1 parameter(s) but the sql "
+                              "uses 2"));
+  EXPECT_THAT(text, HasSubstr("projection[0].statements[2].params: \"nope\" must start with '/'"));
+  EXPECT_THAT(text, HasSubstr("projection[0].statements[3].sql: is required"));
+  EXPECT_THAT(text, HasSubstr("projection[0].statements[3].frobnicate: unknown key"));
+  auto unused = parse(kHead + R"([[projection]]
+topic = "t"
+event_type = "*"
+  [[projection.statements]]
+  sql = "SELECT $1, $3"
+  params = ["/a", "/b", "/c"]
+)");
+  ASSERT_FALSE(unused.ok());
+  EXPECT_THAT(issuesText(unused.issues), HasSubstr("sink.toml:9:9: projection[0].statements[0].sql: never uses $2"));
+}
+
+TEST(SinkConfigTest, SummaryShowsTheStatementsAndParsesBack) {
+  auto r = parse(kHead + R"toml([[projection]]
+name = "two"
+topic = "t"
+event_type = "*"
+  [[projection.statements]]
+  sql = "INSERT INTO a VALUES ($1)"
+  params = ["/a"]
+  [[projection.statements]]
+  sql = "UPDATE b SET n = n + 1 WHERE id = $1"
+  params = ["@key"]
+)toml");
+  ASSERT_TRUE(r.ok()) << issuesText(r.issues);
+  std::string summary = r.config->redactedSummary();
+  EXPECT_THAT(summary, HasSubstr("[[projection.statements]]"));
+  EXPECT_THAT(summary, HasSubstr("INSERT INTO a VALUES ($1)"));
+  EXPECT_THAT(summary, HasSubstr("UPDATE b SET n = n + 1 WHERE id = $1"));
+  auto again = parse(summary);
+  ASSERT_TRUE(again.ok()) << issuesText(again.issues) << summary;
+  ASSERT_EQ(again.config->projections[0].statements.size(), 2u);
+  EXPECT_THAT(again.config->projections[0].statements[1].params, ElementsAre("@key"));
+}

@@ -50,7 +50,7 @@ ParamValues extract(const ProjectionConfig& config, const SinkEvent& event, std:
   EventView view(event, "eventType");
   ParamValues values;
   std::string error;
-  bool ok = p.extract(view, values, error);
+  bool ok = p.extract(view, 0, values, error);
   if (errorOut) *errorOut = error;
   if (!ok) return {};
   return values;
@@ -174,9 +174,9 @@ TEST(SinkProjectionTest, InterleavedViewsReadTheirOwnPayloads) {
   ParamValues values;
   std::string error;
   for (int round = 0; round < 3; ++round) {
-    ASSERT_TRUE(p.extract(va, values, error)) << error;
+    ASSERT_TRUE(p.extract(va, 0, values, error)) << error;
     EXPECT_THAT(values[0], Optional(std::string("a")));
-    ASSERT_TRUE(p.extract(vb, values, error)) << error;
+    ASSERT_TRUE(p.extract(vb, 0, values, error)) << error;
     EXPECT_THAT(values[0], Optional(std::string("b")));
   }
 }
@@ -321,6 +321,36 @@ TEST(SinkProjectionTest, EventTypeHeaderIsConfigurable) {
   EXPECT_THAT(out, ElementsAre(0));
   ParamValues values;
   std::string error;
-  ASSERT_TRUE(set.at(0).extract(typed, values, error)) << error;
+  ASSERT_TRUE(set.at(0).extract(typed, 0, values, error)) << error;
   EXPECT_THAT(values[0], Optional(std::string("OrderCreated")));
+}
+
+TEST(SinkProjectionTest, MultiStatementProjectionExtractsEachStatementsParameters) {
+  ProjectionConfig c;
+  c.name = "reserve";
+  c.topic = "outbox.event.order";
+  c.eventTypes = {"OrderCreated"};
+  c.statements = {{"SELECT $1, $2", {"/orderId", "/total"}}, {"SELECT $1", {"/missing"}}, {"SELECT 1", {}}};
+  Projection p(c);
+  ASSERT_EQ(p.statements().size(), 3u);
+  EXPECT_EQ(p.statements()[1].sql, "SELECT $1");
+  EXPECT_EQ(p.label(0), "projection reserve statement 1");
+  EXPECT_EQ(p.label(2), "projection reserve statement 3");
+  Event e;
+  SinkEvent event = e.view();
+  EventView view(event, "eventType");
+  ParamValues values;
+  std::string error;
+  ASSERT_TRUE(p.extract(view, 0, values, error)) << error;
+  EXPECT_THAT(values, ElementsAre(Optional(std::string("o-1")), Optional(std::string("42.5"))));
+  EXPECT_FALSE(p.extract(view, 1, values, error));
+  EXPECT_EQ(error, "projection reserve statement 2: parameter /missing: the payload has no field /missing");
+  ASSERT_TRUE(p.extract(view, 2, values, error)) << error;
+  EXPECT_TRUE(values.empty());
+
+  // A single-statement projection's texts stay as they were: no statement number.
+  Projection single(projection("t", "*", {"/missing"}, "one"));
+  EXPECT_EQ(single.label(0), "projection one");
+  EXPECT_FALSE(single.extract(view, 0, values, error));
+  EXPECT_EQ(error, "projection one: parameter /missing: the payload has no field /missing");
 }
