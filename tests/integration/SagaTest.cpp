@@ -107,12 +107,15 @@ void placeOrders(SagaStack& stack, const std::string& prefix, int writers, int p
   for (auto& t : threads) t->join();
 }
 
-// Cancels random APPROVED orders until `done` is set or `limit` were cancelled; returns how many it cancelled.
-int cancelOrders(SagaStack& stack, const std::atomic<bool>& done, int limit, unsigned seed) {
+// Cancels random APPROVED orders until `done` is set, `limit` were cancelled or `timeout` passed; returns how many
+// it cancelled.
+int cancelOrders(SagaStack& stack, const std::atomic<bool>& done, int limit, unsigned seed,
+                 std::chrono::seconds timeout = 600s) {
   PgConnection order(stack.conninfo(stack.orderDb()));
   std::mt19937 rng(seed);
   int cancelled = 0;
-  while (!done && cancelled < limit) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done && cancelled < limit && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(100ms);
     auto approved = order.rows("SELECT id FROM orders WHERE status = 'APPROVED' ORDER BY id");
     if (approved.empty()) continue;
@@ -295,10 +298,10 @@ TEST(Saga, RebuildReadModel) {
       "CREATE VIEW public.customers_view AS SELECT * FROM view_v1.customers_view");
   stack.startAll();
   createCustomers(stack, kCustomers, rng);
-  placeOrders(stack, "a", 2, 150, kCustomers, 5ms, 1503);
+  placeOrders(stack, "a", 2, 250, kCustomers, 5ms, 1503);
   {
     std::atomic<bool> never{false};
-    EXPECT_GT(cancelOrders(stack, never, 20, 1504), 0);
+    EXPECT_EQ(cancelOrders(stack, never, 20, 1504, 120s), 20) << stack.logTails();
   }
   ASSERT_EQ(waitUntil(stack, [&] { return stack.unsettled(); }, 180s), "") << stack.logTails();
 

@@ -333,6 +333,13 @@ void SagaStack::startAll() {
   for (const char* name : {"order-relay", "customer-relay", "order-sink", "customer-sink", "view-sink"}) {
     start(name, std::string(name).find("sink") != std::string::npos, configs_.at(name));
   }
+  // A relay publishes what is committed after its slot exists: the application starts once both stream.
+  PgConnection admin(pgUrl());
+  for (const std::string& slot : slots_) {
+    if (!waitForSlotStreaming(admin, slot, 120s)) {
+      throw std::runtime_error("slot " + slot + " is not streaming after 120 s\n" + logTails());
+    }
+  }
 }
 
 Managed& SagaStack::start(const std::string& name, bool sink, const std::string& config) {

@@ -92,6 +92,7 @@ class SagaStack {
   const std::string& config(const std::string& name) const;  // the rendered config of a process
 
   // Processes: the example's five (order-relay, customer-relay, order-sink, customer-sink, view-sink) or more.
+  // startAll returns once both relays stream from their slots.
   void startAll();
   Managed& start(const std::string& name, bool sink, const std::string& config);
   Managed& process(const std::string& name);
