@@ -191,21 +191,24 @@ void chaos(bool exactlyOnce) {
   std::atomic<bool> writersDone{false};
   int cancelled = 0;
   auto chaosStarted = std::chrono::steady_clock::now();
-  Worker chaosThread([&] {
-    std::mt19937 moments(seed * 7);
-    std::uniform_int_distribution<int> delayMs(200, 1300);
-    for (const std::string& name : schedule) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(delayMs(moments)));
-      stack.killAndRestart(name);
-    }
-  });
+  // The writers and the canceller in threads; the kills from this one: a child dies with the thread that started it
+  // (PR_SET_PDEATHSIG is per thread), so every process is started by the test's main thread.
   Worker canceller([&] { cancelled = cancelOrders(stack, writersDone, kCancelLimit, seed * 3); });
-  placeOrders(stack, "o", kWriters, kOrdersPerWriter, kCustomers, 70ms, seed * 5);
-  double writing = secondsSince(chaosStarted);
+  double writing = 0;
+  Worker writers([&] {
+    placeOrders(stack, "o", kWriters, kOrdersPerWriter, kCustomers, 70ms, seed * 5);
+    writing = secondsSince(chaosStarted);
+  });
+  std::mt19937 moments(seed * 7);
+  std::uniform_int_distribution<int> delayMs(200, 1300);
+  for (const std::string& name : schedule) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(delayMs(moments)));
+    stack.killAndRestart(name);
+  }
+  double chaosSeconds = secondsSince(chaosStarted);
+  writers.join();
   writersDone = true;
   canceller.join();
-  chaosThread.join();
-  double chaosSeconds = secondsSince(chaosStarted);
   std::vector<std::string> died = stack.exitedOnItsOwn();
   EXPECT_TRUE(died.empty()) << "processes that exited without being killed:\n" << fmt::format("{}", fmt::join(died, "\n"));
 

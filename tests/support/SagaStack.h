@@ -92,7 +92,9 @@ class SagaStack {
   const std::string& config(const std::string& name) const;  // the rendered config of a process
 
   // Processes: the example's five (order-relay, customer-relay, order-sink, customer-sink, view-sink) or more.
-  // startAll returns once both relays stream from their slots.
+  // startAll returns once both relays stream from their slots. Call start, startAll and killAndRestart from one
+  // thread that outlives the processes (the test's own): a child dies with the thread that forked it
+  // (PR_SET_PDEATHSIG).
   void startAll();
   Managed& start(const std::string& name, bool sink, const std::string& config);
   Managed& process(const std::string& name);
