@@ -170,6 +170,15 @@ void chaos(bool exactlyOnce) {
   std::mt19937 rng(seed);
 
   SagaStack stack(SagaOptions{exactlyOnce});
+  // The mode is what the rendered configs say.
+  for (const char* relay : {"order-relay", "customer-relay"}) {
+    EXPECT_EQ(tomlKey(stack.config(relay), "kafka", "delivery"),
+              exactlyOnce ? "\"exactly_once\"" : "\"at_least_once\"")
+        << relay;
+  }
+  for (const char* sink : {"order-sink", "customer-sink", "view-sink"}) {
+    EXPECT_EQ(tomlKey(stack.config(sink), "deduplication", "enabled"), exactlyOnce ? "false" : "true") << sink;
+  }
   stack.startAll();
   createCustomers(stack, kCustomers, rng);
   // The customers are in the view (so the customer relay and the view sink work) before the first order.
@@ -254,6 +263,23 @@ void chaos(bool exactlyOnce) {
       EXPECT_EQ(c.duplicates, 0) << name << ": deduplication is off, nothing counts as one";
     }
     duplicatesSkipped += c.duplicates;
+  }
+
+  // Exactly-once: the relays ran transactional producers, and the sinks recorded no event ids (no de-duplication).
+  const std::vector<std::pair<std::string, std::string>> sinkTables{
+      {customerInfo, "public"}, {orderInfo, "public"}, {viewInfo, stack.viewSchema()}};
+  for (const auto& [info, schema] : sinkTables) {
+    int64_t recorded = count(info, fmt::format("SELECT count(*) FROM {}.outbox_sink_processed_events", schema));
+    if (exactlyOnce) {
+      EXPECT_EQ(recorded, 0) << info;
+    } else {
+      EXPECT_GT(recorded, 0) << info;
+    }
+  }
+  for (const char* relay : {"order-relay", "customer-relay"}) {
+    EXPECT_EQ(stack.currentLog(relay).find("exactly-once: transactional producer ready") != std::string::npos,
+              exactlyOnce)
+        << relay;
   }
 
   // What a read_committed consumer sees: exactly-once, every id once; at-least-once may repeat some (the sinks

@@ -418,6 +418,12 @@ std::optional<ExitStatus> SagaStack::stop(const std::string& name) {
   return m.process->waitExit(90s);
 }
 
+std::string SagaStack::currentLog(const std::string& name) {
+  Managed& m = process(name);
+  std::lock_guard<std::mutex> lock(mutex_);
+  return m.process->log();
+}
+
 std::vector<std::string> SagaStack::exitedOnItsOwn() {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::string> out = died_;

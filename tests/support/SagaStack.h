@@ -107,6 +107,7 @@ class SagaStack {
   // Scrapes the current instance of a sink into its counters (nothing if its admin server is not up yet).
   void scrapeSink(const std::string& name);
   SinkCounters counters(const std::string& name);
+  std::string currentLog(const std::string& name);  // the log of a process's current instance
   std::vector<std::string> exitedOnItsOwn();  // "name#generation: status", for processes that died unkilled
   std::string logTails(size_t lines = 40);    // every current process's log tail
 
