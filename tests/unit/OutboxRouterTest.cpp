@@ -387,3 +387,39 @@ TEST(OutboxRouter, ValidatesTopicNamesAsKafkaDoes) {
   EXPECT_FALSE(OutboxRouter::isValidTopic(std::string(250, 'a')));
   EXPECT_TRUE(OutboxRouter::isValidTopic(std::string(249, 'a')));
 }
+
+// The saga example's shape: a topic from a column, correlation columns as headers; a NULL column adds no header
+// (an event that caused nothing else has no causation_id), the others are copied as they are.
+TEST(OutboxRouter, NullHeaderColumnsAddNoHeaderAndATopicComesFromAColumn) {
+  RelayConfig config;
+  OutboxTableConfig table;
+  table.schema = "public";
+  table.table = "outbox";
+  table.topicTemplate = "saga.{destination}";
+  table.headers = {{"eventType", "type"}, {"destination", "destination"}, {"causation_id", "causation_id"},
+                   {"reply_to", "reply_to"}};
+  config.outboxes.push_back(table);
+  OutboxRouter router(config);
+  auto columns = kDebeziumColumns;
+  columns.insert(columns.end(), {{"destination", 25}, {"causation_id", 25}, {"reply_to", 25}});
+  router.onRelation(outboxRelation(16384, columns));
+  OutboxRecord record;
+  std::string error;
+  ASSERT_EQ(router.routeInsert(insertRow(16384, {text("i-1"), text("order"), text("o-1"), text("ReserveCredit"),
+                                                 text("{}"), text("customer.commands"), null(), text("order.replies")}),
+                               record, error),
+            OutboxRouter::Outcome::Routed)
+      << error;
+  EXPECT_EQ(record.topic, "saga.customer.commands");
+  EXPECT_EQ(header(record, "reply_to"), "order.replies");
+  EXPECT_EQ(header(record, "causation_id"), "<absent>");
+  EXPECT_EQ(record.headers.size(), 4u);  // id, eventType, destination, reply_to
+  ASSERT_EQ(router.routeInsert(insertRow(16384, {text("i-2"), text("order"), text("o-1"), text("CreditReserved"),
+                                                 text("{}"), text("order.replies"), text("i-1"), null()}),
+                               record, error),
+            OutboxRouter::Outcome::Routed)
+      << error;
+  EXPECT_EQ(record.topic, "saga.order.replies");
+  EXPECT_EQ(header(record, "causation_id"), "i-1");
+  EXPECT_EQ(header(record, "reply_to"), "<absent>");
+}
