@@ -1,5 +1,6 @@
 // outbox-sink against the real PostgreSQL and Kafka: projections of many events, de-duplication of re-published
-// events, poison events to the dead-letter topic, on_error = "stop", the command line, metrics, throughput.
+// events, poison events to the dead-letter topic, on_error = "stop", multi-statement projections, the command line,
+// metrics, throughput.
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -24,6 +25,13 @@ struct SinkDeliveryTest : ::testing::Test {
 std::string httpGet(const std::string& address, const std::string& path) {
   CommandResult r = runCommand({"/usr/bin/curl", "-s", "-S", "--max-time", "10", "http://" + address + path}, 15s);
   return r.output;
+}
+
+// The value of one series in a /metrics text ("name{labels}" as written), or -1 when absent.
+double metricValue(const std::string& metrics, const std::string& series) {
+  size_t at = metrics.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(metrics.substr(at + series.size() + 2));
 }
 
 }  // namespace
@@ -211,6 +219,139 @@ TEST_F(SinkDeliveryTest, SinkRefusesToStartWhenAProjectionDoesNotPrepare) {
   ASSERT_TRUE(status);
   EXPECT_EQ(status->code, 2) << status->toString();
   EXPECT_THAT(sink->log(), HasSubstr("the sql of projection broken does not prepare"));
+}
+
+TEST_F(SinkDeliveryTest, SinkRefusesToStartWhenAStatementOfAProjectionDoesNotPrepare) {
+  SinkConfigBuilder config;
+  config.projection("broken", topic, "*",
+                    {{"SELECT $1", {"@key"}}, {"INSERT INTO no_such_table_" + prefix + " VALUES ($1)", {"@key"}}});
+  auto sink = SinkProcess::start(config.render());
+  auto status = sink->waitExit(60s);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->code, 2) << status->toString();
+  EXPECT_THAT(sink->log(), HasSubstr("the sql of projection broken statement 2 does not prepare"));
+  EXPECT_THAT(sink->log(), HasSubstr("no_such_table_" + prefix));
+}
+
+// A credit reservation as a saga's participant writes it: one projection of three statements, all run for each event
+// in its unit, the outcome decided in SQL (a CTE whose UPDATE reserves only within the limit; a rejection only where
+// no reservation was made). Beside it a single-statement projection, unchanged. Applied events count once per
+// projection, not per statement.
+TEST_F(SinkDeliveryTest, SinkAppliesEveryStatementOfAMultiStatementProjection) {
+  pg.exec(fmt::format(
+      "CREATE TABLE {0}_customers (id text PRIMARY KEY, credit_limit numeric NOT NULL, reserved numeric NOT NULL "
+      "DEFAULT 0, orders integer NOT NULL DEFAULT 0, CHECK (reserved <= credit_limit));"
+      "CREATE TABLE {0}_reservations (order_id text PRIMARY KEY, customer_id text NOT NULL, amount numeric NOT NULL, "
+      "state text NOT NULL);"
+      "CREATE TABLE {0}_log (order_id text NOT NULL);"
+      "INSERT INTO {0}_customers (id, credit_limit) VALUES ('c1', 100), ('c2', 10)",
+      prefix));
+  auto order = [&](std::string id, std::string customer, int total) {
+    return TestEvent{topic, "same-key",
+                     fmt::format(R"({{"orderId":"{}","customerId":"{}","total":{}}})", id, customer, total),
+                     prefix + "-" + id, "OrderCreated"};
+  };
+  std::vector<TestEvent> events = {order("o1", "c1", 60), order("o2", "c1", 50), order("o3", "c1", 40),
+                                   order("o4", "c2", 5), order("o5", "c2", 10)};
+  produceAll(events);
+  SinkConfigBuilder config;
+  config.projection(
+      "reserve", topic, "OrderCreated",
+      {{fmt::format("WITH reserved AS (UPDATE {0}_customers SET reserved = reserved + $2::numeric WHERE id = $1 AND "
+                    "reserved + $2::numeric <= credit_limit RETURNING id) "
+                    "INSERT INTO {0}_reservations (order_id, customer_id, amount, state) "
+                    "SELECT $3::text, id, $2::numeric, 'RESERVED' FROM reserved",
+                    prefix),
+        {"/customerId", "/total", "/orderId"}},
+       {fmt::format("INSERT INTO {0}_reservations (order_id, customer_id, amount, state) "
+                    "SELECT $1::text, $2::text, $3::numeric, 'REJECTED' "
+                    "WHERE NOT EXISTS (SELECT 1 FROM {0}_reservations WHERE order_id = $1::text)",
+                    prefix),
+        {"/orderId", "/customerId", "/total"}},
+       {fmt::format("UPDATE {}_customers SET orders = orders + 1 WHERE id = $1", prefix), {"/customerId"}}});
+  config.projection("log", topic, "OrderCreated", fmt::format("INSERT INTO {}_log (order_id) VALUES ($1)", prefix),
+                    {"/orderId"});
+  config.set("", "dead_letter_topic", tomlString(prefix + ".dlq"))
+      .set("deduplication", "enabled", "true")
+      .set("batch", "max_events", "100")
+      .metricsListen("127.0.0.1:0");
+  auto sink = SinkProcess::start(config.render());
+  ASSERT_TRUE(waitForStoredOffsets(config.group(), topic, 5, 60s)) << sink->logTail();
+
+  EXPECT_EQ(pg.scalar(fmt::format("SELECT string_agg(order_id || ':' || customer_id || ':' || amount || ':' || state, "
+                                  "',' ORDER BY order_id) FROM {}_reservations",
+                                  prefix)),
+            "o1:c1:60:RESERVED,o2:c1:50:REJECTED,o3:c1:40:RESERVED,o4:c2:5:RESERVED,o5:c2:10:REJECTED");
+  EXPECT_EQ(pg.scalar(fmt::format(
+                "SELECT string_agg(id || ':' || reserved || ':' || orders, ',' ORDER BY id) FROM {}_customers", prefix)),
+            "c1:100:3,c2:5:2");
+  EXPECT_EQ(pg.scalar(fmt::format("SELECT count(*) FROM {}_log", prefix)), "5");
+  // The log shows that the config's line reached the sink in the multi-statement form.
+  EXPECT_THAT(sink->log(), HasSubstr("[[projection.statements]]"));
+  std::optional<std::string> address;
+  ASSERT_TRUE(waitFor([&] { return (address = sink->adminAddress()).has_value(); }, 30s)) << sink->logTail();
+  std::string metrics = httpGet(*address, "/metrics");
+  EXPECT_EQ(metricValue(metrics, "outbox_sink_events_applied_total{projection=\"reserve\"}"), 5) << metrics;
+  EXPECT_EQ(metricValue(metrics, "outbox_sink_events_applied_total{projection=\"log\"}"), 5) << metrics;
+  EXPECT_EQ(metricValue(metrics, "outbox_sink_events_dead_lettered_total"), 0) << metrics;
+  sink->sigterm();
+  EXPECT_TRUE(sink->waitExit(30s));
+  pg.exec(fmt::format("DROP TABLE {0}_customers, {0}_reservations, {0}_log", prefix));
+}
+
+// Statement 2 of a three-statement projection violates a CHECK constraint for one event: that event is
+// dead-lettered with statement 1's row rolled back by its savepoint (and statement 3 never run), its id not recorded
+// as processed, while the other events, before and after it, get all three statements.
+TEST_F(SinkDeliveryTest, SinkDeadLettersAnEventWhoseSecondStatementFailsWithTheFirstRolledBack) {
+  pg.exec(fmt::format("CREATE TABLE {0}_steps (order_id text NOT NULL, step integer NOT NULL);"
+                      "CREATE TABLE {0}_amounts (order_id text PRIMARY KEY, amount numeric NOT NULL CHECK (amount > 0))",
+                      prefix));
+  std::string dlq = prefix + ".dlq";
+  auto event = [&](std::string id, int amount) {
+    return TestEvent{topic, "same-key", fmt::format(R"({{"orderId":"{}","amount":{}}})", id, amount),
+                     prefix + "-" + id, "OrderPaid"};
+  };
+  std::vector<TestEvent> events = {event("a", 10), event("b", 20), event("c", -5), event("d", 30), event("e", 40)};
+  produceAll(events);
+  SinkConfigBuilder config;
+  config.projection("pay", topic, "OrderPaid",
+                    {{fmt::format("INSERT INTO {}_steps (order_id, step) VALUES ($1, 1)", prefix), {"/orderId"}},
+                     {fmt::format("INSERT INTO {}_amounts (order_id, amount) VALUES ($1, $2::numeric)", prefix),
+                      {"/orderId", "/amount"}},
+                     {fmt::format("INSERT INTO {}_steps (order_id, step) VALUES ($1, 3)", prefix), {"/orderId"}}});
+  config.set("", "dead_letter_topic", tomlString(dlq))
+      .set("deduplication", "enabled", "true")
+      .set("batch", "max_events", "100")
+      .set("batch", "max_wait_ms", "1000")
+      .metricsListen("127.0.0.1:0");
+  auto sink = SinkProcess::start(config.render());
+  ASSERT_TRUE(waitForStoredOffsets(config.group(), topic, 5, 60s)) << sink->logTail();
+
+  EXPECT_EQ(pg.scalar(fmt::format("SELECT string_agg(order_id || step, ',' ORDER BY order_id, step) FROM {}_steps",
+                                  prefix)),
+            "a1,a3,b1,b3,d1,d3,e1,e3");
+  EXPECT_EQ(pg.scalar(fmt::format("SELECT string_agg(order_id || '=' || amount, ',' ORDER BY order_id) FROM {}_amounts",
+                                  prefix)),
+            "a=10,b=20,d=30,e=40");
+  TopicReader reader(kafkaBootstrap(), {dlq});
+  const auto& records = reader.readUntil(1, 60s);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].headers.at("id"), prefix + "-c");
+  EXPECT_EQ(records[0].value, events[2].value);
+  EXPECT_THAT(records[0].headers.at("dlq.error"), HasSubstr("projection pay statement 2: "));
+  EXPECT_THAT(records[0].headers.at("dlq.error"), HasSubstr("23514"));
+  EXPECT_EQ(pg.scalar(fmt::format("SELECT string_agg(event_id, ',' ORDER BY event_id) FROM "
+                                  "outbox_sink_processed_events WHERE consumer_group = '{}'",
+                                  config.group())),
+            fmt::format("{0}-a,{0}-b,{0}-d,{0}-e", prefix));
+  std::optional<std::string> address;
+  ASSERT_TRUE(waitFor([&] { return (address = sink->adminAddress()).has_value(); }, 30s)) << sink->logTail();
+  std::string metrics = httpGet(*address, "/metrics");
+  EXPECT_EQ(metricValue(metrics, "outbox_sink_events_applied_total{projection=\"pay\"}"), 4) << metrics;
+  EXPECT_EQ(metricValue(metrics, "outbox_sink_events_dead_lettered_total"), 1) << metrics;
+  sink->sigterm();
+  EXPECT_TRUE(sink->waitExit(30s));
+  pg.exec(fmt::format("DROP TABLE {0}_steps, {0}_amounts", prefix));
 }
 
 // A series that only appears at its first increment reads "no data" on a dashboard until then, and rate() or

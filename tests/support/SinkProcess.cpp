@@ -64,6 +64,21 @@ SinkConfigBuilder& SinkConfigBuilder::projection(const std::string& name, const 
   return *this;
 }
 
+SinkConfigBuilder& SinkConfigBuilder::projection(const std::string& name, const std::string& topic,
+                                                 const std::string& eventType,
+                                                 const std::vector<SinkStatement>& statements) {
+  std::ostringstream out;
+  out << "[[projection]]\nname = " << tomlString(name) << "\ntopic = " << tomlString(topic)
+      << "\nevent_type = " << tomlString(eventType) << "\n";
+  for (const SinkStatement& s : statements) {
+    out << "  [[projection.statements]]\n  sql = " << tomlString(s.sql) << "\n  params = [";
+    for (size_t i = 0; i < s.params.size(); ++i) out << (i ? ", " : "") << tomlString(s.params[i]);
+    out << "]\n";
+  }
+  projections_.push_back(out.str());
+  return *this;
+}
+
 SinkConfigBuilder& SinkConfigBuilder::metricsListen(const std::string& address) {
   set("metrics", "enabled", "true");
   return set("metrics", "listen", tomlString(address));

@@ -20,6 +20,12 @@
 
 namespace outbox::test {
 
+// One statement of a multi-statement projection ([[projection.statements]]).
+struct SinkStatement {
+  std::string sql;
+  std::vector<std::string> params;
+};
+
 // Renders a sink config. Defaults: PGURL / KAFKA_BOOTSTRAP from the environment, a unique consumer group, metrics
 // off, quick metadata refresh and a short session timeout so that tests need not wait for Kafka's defaults.
 class SinkConfigBuilder {
@@ -31,6 +37,9 @@ class SinkConfigBuilder {
   SinkConfigBuilder& kafkaProperty(const std::string& name, const std::string& value);
   SinkConfigBuilder& projection(const std::string& name, const std::string& topic, const std::string& eventType,
                                 const std::string& sql, const std::vector<std::string>& params);
+  // A projection of several statements, rendered as [[projection.statements]] tables.
+  SinkConfigBuilder& projection(const std::string& name, const std::string& topic, const std::string& eventType,
+                                const std::vector<SinkStatement>& statements);
   SinkConfigBuilder& metricsListen(const std::string& address);  // enables [metrics]
   const std::string& group() const { return group_; }
   std::string render() const;
