@@ -99,10 +99,11 @@ class SagaStack {
   Managed& start(const std::string& name, bool sink, const std::string& config);
   Managed& process(const std::string& name);
   std::vector<std::string> processNames();
-  // kill -9, then the same config started again. Scrapes a sink's counters first. Returns the killed instance's
-  // exit status (a process that had exited on its own is reported by `exitedOnItsOwn`).
+  // kill -9, then the same config started again. Scrapes a sink's counters first; an instance that had exited on
+  // its own before the kill is recorded for `exitedOnItsOwn`.
   void killAndRestart(const std::string& name);
-  // SIGTERM and wait for a clean exit; returns the exit status (nullopt: still running after 90 s).
+  // SIGTERM and wait for the exit; returns the exit status (nullopt: still running after 90 s). A stopped process
+  // is not reported by `exitedOnItsOwn`.
   std::optional<ExitStatus> stop(const std::string& name);
   // Scrapes the current instance of a sink into its counters (nothing if its admin server is not up yet).
   void scrapeSink(const std::string& name);
