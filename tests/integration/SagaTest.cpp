@@ -72,6 +72,13 @@ std::string waitUntil(SagaStack& stack, const std::function<std::string()>& fact
   return problems;
 }
 
+// "topic=records, ..." for the dead-letter topics of the stack's relays and sinks.
+std::string deadLetterSummary(SagaStack& stack) {
+  std::string out;
+  for (auto& [topic, records] : stack.deadLetterCounts()) out += fmt::format("{}{}={}", out.empty() ? "" : ", ", topic, records);
+  return out;
+}
+
 // Customers c000..c(n-1) with random credit limits (2.00 .. 3,000.00).
 void createCustomers(SagaStack& stack, int n, std::mt19937& rng) {
   PgConnection customer(stack.conninfo(stack.customerDb()));
@@ -227,7 +234,9 @@ void chaos(bool exactlyOnce) {
   EXPECT_TRUE(died.empty()) << "processes that exited without being killed:\n" << fmt::format("{}", fmt::join(died, "\n"));
 
   auto settleStarted = std::chrono::steady_clock::now();
-  ASSERT_EQ(waitUntil(stack, [&] { return stack.unsettled(); }, 300s), "") << stack.logTails();
+  ASSERT_EQ(waitUntil(stack, [&] { return stack.unsettled(); }, 300s), "")
+      << "dead letters: " << deadLetterSummary(stack) << "\n"
+      << stack.logTails();
   double settling = secondsSince(settleStarted);
 
   // Every order, every saga finished; the outcomes.
