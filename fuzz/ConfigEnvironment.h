@@ -16,6 +16,9 @@ inline void prepareConfigEnvironment() {
   setenv("KAFKA_BOOTSTRAP", "localhost:9092", 1);                      // examples/*.toml
   setenv("PGHOST", "db.example", 1);                                   // helm/outbox-relay/ci/ha-values.yaml
   setenv("READ_MODEL_URL", "postgresql://sink@localhost:5432/rm", 1);  // helm/outbox-relay/ci/sinks-values.yaml
+  for (const char* name : {"ORDER_DB_URL", "CUSTOMER_DB_URL", "VIEW_DB_URL"}) {  // examples/saga/*.toml
+    setenv(name, "postgresql://service@localhost:5432/saga", 1);
+  }
 }
 
 }  // namespace outbox::fuzz

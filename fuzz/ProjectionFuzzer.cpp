@@ -35,6 +35,16 @@ topic = "^outbox\\.event\\..*"
 event_type = "*"
 sql = "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
 params = ["@id", "@key", "@topic", "@partition", "@offset", "@timestamp", "@payload", "@type", "?@header:trace", "?/id"]
+[[projection]]
+name = "statements"
+topic = "outbox.event.order"
+event_type = "*"
+  [[projection.statements]]
+  sql = "SELECT $1, $2"
+  params = ["?/orderId", "@header:trace"]
+  [[projection.statements]]
+  sql = "SELECT $1, $2, $3"
+  params = ["/items/0", "?/total", "@id"]
 )";
 
 const std::vector<ProjectionConfig>& projectionConfigs() {
@@ -66,7 +76,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     projections.matching(view, matching);
     ParamValues values;
     std::string error;
-    for (size_t index : matching) (void)projections.at(index).extract(view, values, error);
+    for (size_t index : matching) {
+      const Projection& projection = projections.at(index);
+      for (size_t k = 0; k < projection.statements().size(); ++k) (void)projection.extract(view, k, values, error);
+    }
   }
   return 0;
 }
