@@ -444,3 +444,49 @@ TEST(Saga, RebuildReadModel) {
                            placedDuringRebuild.load(), secondsSince(started))
             << std::endl;
 }
+
+// A command is only as trustworthy as whoever could write it to the command topic: one whose reply_to names a topic
+// that is not a reply channel (here the Order service's event topic, to forge an OrderApproved-looking record there)
+// is refused by the Customer service's CHECK on saga_messages.destination. The whole step is undone with it (no
+// reservation, no credit taken, no event, no reply) and the command is dead-lettered with the constraint's error;
+// a genuine command after it is answered as usual.
+TEST(Saga, CommandCannotRedirectItsReply) {
+  SagaStack stack;
+  stack.startAll();
+  {
+    PgConnection customer(stack.conninfo(stack.customerDb()));
+    stack.createCustomer(customer, "c-1", "Ada", 100000);
+  }
+  const std::string commands = stack.topic("customer.commands");
+  const std::string payload = R"({"orderId":"forged-1","customerId":"c-1","amount":10.00})";
+  produce(kafkaBootstrap(), commands, "forged-1", payload,
+          {{"id", "11111111-1111-4111-8111-111111111111"},
+           {"eventType", "ReserveCredit"},
+           {"saga_id", "forged-1:create"},
+           {"reply_to", "order.events"}});
+  std::string deadLetters = unquote(*tomlKey(stack.config("customer-sink"), "", "dead_letter_topic"));
+  TopicReader reader(kafkaBootstrap(), {deadLetters});
+  const auto& records = reader.readUntil(1, 120s);
+  ASSERT_EQ(records.size(), 1u) << stack.logTails();
+  EXPECT_EQ(records[0].headers.at("dlq.original.topic"), commands);
+  EXPECT_NE(records[0].headers.at("dlq.error").find("23514"), std::string::npos) << records[0].headers.at("dlq.error");
+  EXPECT_NE(records[0].headers.at("dlq.error").find("statement 3"), std::string::npos)
+      << records[0].headers.at("dlq.error");
+
+  // Then a genuine command, answered on its channel: the forged one left nothing behind.
+  produce(kafkaBootstrap(), commands, "real-1", R"({"orderId":"real-1","customerId":"c-1","amount":10.00})",
+          {{"id", "22222222-2222-4222-8222-222222222222"},
+           {"eventType", "ReserveCredit"},
+           {"saga_id", "real-1:create"},
+           {"reply_to", "order.replies"}});
+  std::string customerInfo = stack.conninfo(stack.customerDb());
+  ASSERT_TRUE(waitFor([&] { return !queryRows(customerInfo, "SELECT 1 FROM saga_messages WHERE aggregateid = 'real-1'").empty(); },
+                      120s, 250ms))
+      << stack.logTails();
+  EXPECT_EQ(queryRows(customerInfo, "SELECT credit_reserved::text FROM customers WHERE id = 'c-1'").at(0).at(0), "10.00");
+  EXPECT_TRUE(queryRows(customerInfo, "SELECT 1 FROM credit_reservations WHERE order_id = 'forged-1'").empty());
+  EXPECT_TRUE(queryRows(customerInfo, "SELECT 1 FROM outbox WHERE payload->>'orderId' = 'forged-1'").empty());
+  EXPECT_TRUE(queryRows(customerInfo, "SELECT 1 FROM saga_messages WHERE aggregateid = 'forged-1'").empty());
+  EXPECT_EQ(queryRows(customerInfo, "SELECT destination FROM saga_messages WHERE aggregateid = 'real-1'").at(0).at(0),
+            "order.replies");
+}

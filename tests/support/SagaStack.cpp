@@ -159,14 +159,14 @@ std::string tomlInside(const std::string& value) {
   return quoted.substr(1, quoted.size() - 2);
 }
 
+}  // namespace
+
 std::string unquote(const std::string& tomlValue) {
   if (tomlValue.size() >= 2 && tomlValue.front() == '"' && tomlValue.back() == '"') {
     return tomlValue.substr(1, tomlValue.size() - 2);
   }
   return tomlValue;
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
 // The stack

@@ -38,6 +38,8 @@ std::string setTomlKey(const std::string& text, const std::string& section, cons
                        const std::string& tomlValue, bool* replaced = nullptr);
 // The value text of `key` in `section`, nullopt when absent.
 std::optional<std::string> tomlKey(const std::string& text, const std::string& section, const std::string& key);
+// A TOML basic string's value text without its quotes (what tomlKey gives for "a.b" is "\"a.b\"").
+std::string unquote(const std::string& tomlValue);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The stack
