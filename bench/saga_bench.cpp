@@ -13,8 +13,10 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <exception>
 #include <fstream>
 #include <functional>
@@ -104,6 +106,17 @@ json processUsage(pid_t pid) {
     if (line.rfind("VmHWM:", 0) == 0) j["peak_rss_mib"] = std::stod(line.substr(6)) / 1024.0;  // kB
   }
   return j;
+}
+
+// p50 / p99 / max (ms) of `values`, nearest rank.
+json summary(std::vector<double> values) {
+  if (values.empty()) return json::object();
+  std::sort(values.begin(), values.end());
+  auto at = [&](double q) {
+    size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(values.size())));
+    return values[std::min(values.size() - 1, rank == 0 ? 0 : rank - 1)];
+  };
+  return {{"p50_ms", at(0.5)}, {"p99_ms", at(0.99)}, {"max_ms", values.back()}};
 }
 
 json runMode(const Options& o, const std::string& mode) {
@@ -259,6 +272,26 @@ json runMode(const Options& o, const std::string& mode) {
                       {"p50_ms", std::stod(row[3])},
                       {"p99_ms", std::stod(row[4])},
                       {"max_ms", std::stod(row[5])}};
+  }
+  // The two legs of each saga, by the customer DB's credit_reservations.decided_at (clock_timestamp(), the same
+  // server's clock): OrderCreated/ReserveCredit to the reservation (order relay, Kafka, customer sink), then the
+  // reservation to the order's decision (customer relay, Kafka, order sink).
+  std::map<std::string, double> reservedAt;
+  for (auto& row : queryRows(customerInfo, "SELECT order_id, extract(epoch FROM decided_at) FROM credit_reservations")) {
+    reservedAt[row[0]] = std::stod(row[1]);
+  }
+  std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> legs;
+  for (auto& row : queryRows(orderInfo, "SELECT id, saga, extract(epoch FROM created_at), "
+                                        "extract(epoch FROM decided_at) FROM orders")) {
+    auto it = reservedAt.find(row[0]);
+    if (it == reservedAt.end()) continue;  // a problem the facts above already name
+    legs[row[1]].first.push_back(1000 * (it->second - std::stod(row[2])));
+    legs[row[1]].second.push_back(1000 * (std::stod(row[3]) - it->second));
+  }
+  for (auto& [style, both] : legs) {
+    if (!styles.contains(style)) continue;
+    styles[style]["reserve_leg"] = summary(both.first);
+    styles[style]["decide_leg"] = summary(both.second);
   }
   r["styles"] = styles;
   json processes = json::object();
