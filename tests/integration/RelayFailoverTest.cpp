@@ -221,9 +221,20 @@ DeliveryCheck readAndCheck(const std::map<std::string, OutboxRow>& rows, const s
   TopicReader reader(kafkaBootstrap(), topicsOf(topicPrefix));
   *allArrived = readUntilDelivered(reader, idsOf(rows), 3min);
   reader.readUntilQuiet(2s, 60s);
-  return checkDelivery(
+  DeliveryCheck check = checkDelivery(
       rows, reader.records(), [&](const OutboxRow& r) { return topicPrefix + "." + r.aggregatetype; }, "eventType",
       true);
+  if (check.missing > 0) {
+    // Whether Kafka has what the reader did not hand out: a reader's fault, or records never stored.
+    std::set<std::string> missing = idsOf(rows);
+    for (const ConsumedRecord& r : reader.records()) {
+      auto h = r.headers.find("id");
+      if (h != r.headers.end()) missing.erase(h->second);
+    }
+    check.problems.push_back("the missing ids in Kafka's log:\n" +
+                             locateInLog(kafkaBootstrap(), topicsOf(topicPrefix), missing));
+  }
+  return check;
 }
 
 // The event ids of every record in `topics`, read until 2 s pass without one.

@@ -1,6 +1,7 @@
 #include "support/RelayProcess.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -264,6 +265,15 @@ std::string readFile(const std::string& path) {
 }
 
 bool testFailed() { return ::testing::Test::HasFailure(); }
+
+// OUTBOX_TEST_KEEP_LOGS=1 keeps every child's log and config, also of instances that ended before a failure (a
+// chaos test restarts each process ten times; the failure is often explained by an earlier instance's log).
+namespace {
+bool keepLogs() {
+  const char* v = std::getenv("OUTBOX_TEST_KEEP_LOGS");
+  return v != nullptr && std::string_view(v) == "1";
+}
+}  // namespace
 }  // namespace
 
 std::string writeTempFile(const std::string& name, const std::string& content) {
@@ -315,7 +325,7 @@ ChildProcess::~ChildProcess() {
     std::cerr << "----- " << label_ << " (pid " << pid_ << ", " << (exit_ ? exit_->toString() : "running")
               << ") log tail, full log in " << logPath_ << " -----\n"
               << logTail(80) << "----- end of " << label_ << " log -----" << std::endl;
-  } else {
+  } else if (!keepLogs()) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
@@ -408,7 +418,7 @@ RelayProcess::RelayProcess(const std::string& configToml, const std::string& lab
 RelayProcess::~RelayProcess() {
   if (testFailed()) {
     std::cerr << "----- " << label() << " ran with config " << configPath_ << " -----\n";
-  } else {
+  } else if (!keepLogs()) {
     std::error_code ec;
     std::filesystem::remove_all(std::filesystem::path(configPath_).parent_path(), ec);
   }
@@ -652,10 +662,14 @@ void createTopic(const std::string& topic, int partitions,
 }
 
 int64_t scanTopic(const std::string& bootstrap, const std::string& topic,
-                  const std::function<void(const ConsumedRecord&)>& onRecord, std::chrono::milliseconds timeout) {
+                  const std::function<void(const ConsumedRecord&)>& onRecord, std::chrono::milliseconds timeout,
+                  Isolation isolation) {
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER,
                                 kafkaConf(bootstrap, {{"group.id", uniqueName("test-scan")},
+                                                      {"isolation.level", isolation == Isolation::ReadCommitted
+                                                                              ? "read_committed"
+                                                                              : "read_uncommitted"},
                                                       {"enable.auto.commit", "false"},
                                                       {"enable.partition.eof", "true"},
                                                       {"auto.offset.reset", "earliest"},
@@ -702,6 +716,43 @@ int64_t scanTopic(const std::string& bootstrap, const std::string& topic,
     if (msg->offset + 1 >= ends[msg->partition]) done.insert(msg->partition);
   }
   return count;
+}
+
+std::string locateInLog(const std::string& bootstrap, const std::vector<std::string>& topics,
+                        const std::set<std::string>& ids) {
+  std::string out;
+  std::map<std::string, std::string> where;
+  for (const std::string& topic : topics) {
+    std::map<int32_t, int64_t> found;
+    try {
+      scanTopic(
+          bootstrap, topic,
+          [&](const ConsumedRecord& r) {
+            ++found[r.partition];
+            auto it = r.headers.find("id");
+            if (it != r.headers.end() && ids.count(it->second)) {
+              where[it->second] += fmt::format(" {}[{}]@{}", r.topic, r.partition, r.offset);
+            }
+          },
+          std::chrono::minutes(2), Isolation::ReadUncommitted);
+      char err[512];
+      rd_kafka_t* rk =
+          rd_kafka_new(RD_KAFKA_PRODUCER, kafkaConf(bootstrap, {{"allow.auto.create.topics", "false"}}), err, sizeof err);
+      if (rk == nullptr) throw std::runtime_error(err);
+      std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> guard(rk, rd_kafka_destroy);
+      for (int32_t p : partitionsOf(rk, topic)) {
+        auto [low, high] = watermarks(rk, topic, p);
+        out += fmt::format("  {}[{}]: watermarks {}..{}, {} record(s) read uncommitted\n", topic, p, low, high,
+                           found[p]);
+      }
+    } catch (const std::exception& e) {
+      out += fmt::format("  {}: cannot scan it: {}\n", topic, e.what());
+    }
+  }
+  for (const std::string& id : ids) {
+    out += fmt::format("  {}: in the log at:{}\n", id, where.count(id) ? where[id] : " nowhere");
+  }
+  return out;
 }
 
 }  // namespace outbox::test

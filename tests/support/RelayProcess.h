@@ -379,8 +379,17 @@ void createTopic(const std::string& topic, int partitions,
                  const std::vector<std::pair<std::string, std::string>>& configs = {});
 
 // Reads every record of `topic` from the beginning up to its end at call time, handing each to `onRecord` without
-// keeping them (for topics too large for TopicReader). Returns the number of records read.
+// keeping them (for topics too large for TopicReader). Returns the number of records read. ReadUncommitted hands
+// out the records of aborted and open Kafka transactions too: what the log holds, for explaining a missing record.
 int64_t scanTopic(const std::string& bootstrap, const std::string& topic,
-                  const std::function<void(const ConsumedRecord&)>& onRecord, std::chrono::milliseconds timeout);
+                  const std::function<void(const ConsumedRecord&)>& onRecord, std::chrono::milliseconds timeout,
+                  Isolation isolation = Isolation::ReadCommitted);
+
+// For a failure message about records that a reader did not find: each partition of `topics` with its low and high
+// watermark and how many records a read_uncommitted scan (no group) finds in it, then for each id of `ids` where the
+// log holds a record with that "id" header (records of aborted or open Kafka transactions included), or "nowhere".
+// Tells a reader that missed records Kafka has from records Kafka never stored.
+std::string locateInLog(const std::string& bootstrap, const std::vector<std::string>& topics,
+                        const std::set<std::string>& ids);
 
 }  // namespace outbox::test
