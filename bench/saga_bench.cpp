@@ -60,30 +60,6 @@ int64_t count(const std::string& conninfo, const std::string& sql) {
   return std::stoll(queryRows(conninfo, sql).at(0).at(0));
 }
 
-// A thread whose failure is rethrown by join().
-class Worker {
- public:
-  explicit Worker(std::function<void()> body)
-      : thread_([this, body = std::move(body)] {
-          try {
-            body();
-          } catch (...) {
-            failure_ = std::current_exception();
-          }
-        }) {}
-  ~Worker() {
-    if (thread_.joinable()) thread_.join();
-  }
-  void join() {
-    thread_.join();
-    if (failure_) std::rethrow_exception(failure_);
-  }
-
- private:
-  std::exception_ptr failure_;
-  std::thread thread_;
-};
-
 // CPU seconds (utime + stime, /proc/PID/stat) and peak RSS (VmHWM, /proc/PID/status) of a running process: read
 // right before the stack goes away, so both cover the process's whole life. Cheap, and nothing is sampled.
 json processUsage(pid_t pid) {

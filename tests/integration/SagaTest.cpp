@@ -33,30 +33,6 @@ double secondsSince(std::chrono::steady_clock::time_point start) {
 const std::vector<std::string> kProcesses{"order-relay", "customer-relay", "order-sink", "customer-sink",
                                           "view-sink"};
 
-// A thread whose failure is rethrown by join().
-class Worker {
- public:
-  explicit Worker(std::function<void()> body)
-      : thread_([this, body = std::move(body)] {
-          try {
-            body();
-          } catch (...) {
-            failure_ = std::current_exception();
-          }
-        }) {}
-  ~Worker() {
-    if (thread_.joinable()) thread_.join();
-  }
-  void join() {
-    thread_.join();
-    if (failure_) std::rethrow_exception(failure_);
-  }
-
- private:
-  std::exception_ptr failure_;
-  std::thread thread_;
-};
-
 // Waits until `facts` returns "" or a process of the stack has exited without being killed; returns what is still
 // wrong ("" when settled).
 std::string waitUntil(SagaStack& stack, const std::function<std::string()>& facts, std::chrono::seconds timeout) {

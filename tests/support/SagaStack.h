@@ -8,11 +8,14 @@
 // the relays' slots, then the databases.
 
 #include <chrono>
+#include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/RelayProcess.h"
@@ -20,6 +23,31 @@
 #include "support/TestEnv.h"
 
 namespace outbox::test::saga {
+
+// A thread whose failure is rethrown by join().
+class Worker {
+ public:
+  explicit Worker(std::function<void()> body)
+      : thread_([this, body = std::move(body)] {
+          try {
+            body();
+          } catch (...) {
+            failure_ = std::current_exception();
+          }
+        }) {}
+  ~Worker() {
+    if (thread_.joinable()) thread_.join();
+  }
+  void join() {
+    thread_.join();
+    if (failure_) std::rethrow_exception(failure_);
+  }
+
+ private:
+  std::exception_ptr failure_;
+  std::thread thread_;
+};
+
 
 // ---------------------------------------------------------------------------------------------------------------
 // Rendering configs
