@@ -315,12 +315,14 @@ void chaos(bool exactlyOnce) {
   }
   std::set<std::string> published;
   for (auto& [id, n] : ids) published.insert(id);
-  EXPECT_EQ(published.size(), rows.size());
   std::set<std::string> missing;
   std::set_difference(rows.begin(), rows.end(), published.begin(), published.end(),
                       std::inserter(missing, missing.begin()));
-  EXPECT_TRUE(published == rows) << "ids published but never written, or written but never published\n"
+  // The oracle's one-line summary comes first: a CI report may show only the first lines of a failure.
+  EXPECT_TRUE(published == rows) << stack.explainTransactions(missing)
+                                 << "ids published but never written, or written but never published\n"
                                  << explainMissing(stack, missing);
+  EXPECT_EQ(published.size(), rows.size());
   if (exactlyOnce) {
     EXPECT_EQ(repeated, 0) << "records repeating an id on the saga topics";
   }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include <cctype>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -207,6 +208,13 @@ SagaStack::SagaStack(SagaOptions options) : options_(std::move(options)), unique
     }
     PgConnection(conninfo(orderDb_)).exec(exampleFile("order-service.sql"));
     PgConnection(conninfo(customerDb_)).exec(exampleFile("customer-service.sql"));
+    // The audit slots, before anything is written (see explainTransactions).
+    for (const std::string& db : {orderDb_, customerDb_}) {
+      std::string slot = db + "_audit";
+      PgConnection(conninfo(db)).exec(
+          fmt::format("SELECT pg_create_logical_replication_slot({}, 'test_decoding')", sqlLiteral(slot)));
+      auditSlots_[db] = slot;
+    }
     // The live read model's schema, as the example's view sink names it (search_path and schema alike).
     std::string viewSink = exampleFile("view-sink.toml");
     std::optional<std::string> searchPath = tomlKey(viewSink, "database", "search_path");
@@ -253,6 +261,12 @@ void SagaStack::dropEverything() {
           "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}",
           sqlLiteral(slot)));
     }
+    for (const auto& [db, slot] : auditSlots_) {
+      admin.exec(fmt::format(
+          "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}",
+          sqlLiteral(slot)));
+    }
+    auditSlots_.clear();
     for (const std::string& db : createdDbs_) admin.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
     createdDbs_.clear();
     slots_.clear();
@@ -391,6 +405,21 @@ SinkCounters SagaStack::counters(const std::string& name) {
   return counters_[name];
 }
 
+namespace {
+// The lines of a relay's log that say where it resumed and what it aborted, prefixed by the instance's label.
+std::vector<std::string> historyLines(const std::string& label, const std::string& log) {
+  std::vector<std::string> out;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("exactly-once:") != std::string::npos || line.find("resuming") != std::string::npos ||
+        line.find("stopped; confirmed") != std::string::npos) {
+      out.push_back(label + " " + line);
+    }
+  }
+  return out;
+}
+}  // namespace
+
 void SagaStack::killAndRestart(const std::string& name) {
   scrapeSink(name);
   Managed& m = process(name);
@@ -399,6 +428,9 @@ void SagaStack::killAndRestart(const std::string& name) {
   m.process->sigkill();
   std::optional<ExitStatus> status = m.process->waitExit(30s);
   if (!status) throw std::runtime_error(m.process->label() + " did not die after SIGKILL");
+  if (!m.sink) {
+    for (std::string& line : historyLines(m.process->label(), m.process->log())) history_[name].push_back(std::move(line));
+  }
   if (!wasRunning || status->exited) {
     died_.push_back(fmt::format("{}: {}\n{}", m.process->label(), status->toString(), m.process->logTail(30)));
   }
@@ -442,6 +474,148 @@ std::string SagaStack::logTails(size_t lines) {
     if (m->process) out += "---- " + m->process->label() + "\n" + m->process->logTail(lines);
   }
   return out;
+}
+
+std::vector<std::string> SagaStack::relayHistory(const std::string& name) {
+  Managed& m = process(name);
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::string> out = history_[name];
+  for (std::string& line : historyLines(m.process->label(), m.process->log())) out.push_back(std::move(line));
+  return out;
+}
+
+namespace {
+
+// "16/B374D848" -> its 64-bit value; 0 when it is not one.
+uint64_t lsnValue(const std::string& text) {
+  size_t slash = text.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 >= text.size()) return 0;
+  try {
+    return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) | std::stoull(text.substr(slash + 1), nullptr, 16);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// A committed transaction as the audit slot decoded it.
+struct AuditTransaction {
+  std::string xid;
+  std::string firstLsn, endLsn;  // its first change, the end of its commit record
+  std::string commitLsn = "?";   // the start of its commit record (Begin.final_lsn): how the relay names it
+  std::vector<std::string> ids;  // its outbox rows (outbox and saga_messages), in decoding order
+};
+
+std::vector<AuditTransaction> auditTransactions(const std::string& conninfo, const std::string& slot) {
+  std::vector<AuditTransaction> out;
+  std::optional<AuditTransaction> open;
+  auto rows = queryRows(conninfo, fmt::format("SELECT lsn::text, data FROM pg_logical_slot_peek_changes({}, NULL, "
+                                              "NULL, 'include-xids', '1', 'skip-empty-xacts', '1')",
+                                              sqlLiteral(slot)));
+  for (auto& r : rows) {
+    const std::string& data = r[1];
+    if (data.rfind("BEGIN ", 0) == 0) {
+      open = AuditTransaction{};
+      open->xid = data.substr(6);
+      open->firstLsn = r[0];
+    } else if (data.rfind("COMMIT ", 0) == 0 && open) {
+      open->endLsn = r[0];
+      if (!open->ids.empty()) out.push_back(std::move(*open));
+      open.reset();
+    } else if (open && (data.rfind("table public.outbox: INSERT: id[uuid]:'", 0) == 0 ||
+                        data.rfind("table public.saga_messages: INSERT: id[uuid]:'", 0) == 0)) {
+      size_t start = data.find(":'") + 2;
+      open->ids.push_back(data.substr(start, data.find('\'', start) - start));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string SagaStack::explainTransactions(const std::set<std::string>& missing) {
+  if (missing.empty()) return "";
+  std::string summary, details;
+  std::set<std::string> seen;
+  size_t units = 0, decoded = 0;
+  for (const auto& [db, relay] : std::vector<std::pair<std::string, std::string>>{{orderDb_, "order-relay"},
+                                                                                  {customerDb_, "customer-relay"}}) {
+    std::vector<AuditTransaction> txns;
+    try {
+      txns = auditTransactions(conninfo(db), auditSlots_.at(db));
+    } catch (const std::exception& e) {
+      details += fmt::format("  {}: cannot read its audit slot: {}\n", db, e.what());
+      continue;
+    }
+    decoded += txns.size();
+    std::vector<std::string> history = relayHistory(relay);
+    bool walinspect = true;
+    try {
+      PgConnection(conninfo(db)).exec("CREATE EXTENSION IF NOT EXISTS pg_walinspect");
+    } catch (const std::exception&) {
+      walinspect = false;
+    }
+    for (size_t k = 0; k < txns.size(); ++k) {
+      AuditTransaction& t = txns[k];
+      std::vector<size_t> at;
+      for (size_t i = 0; i < t.ids.size(); ++i) {
+        if (missing.count(t.ids[i])) at.push_back(i);
+      }
+      if (at.empty()) continue;
+      ++units;
+      for (size_t i : at) seen.insert(t.ids[i]);
+      if (walinspect) {
+        try {
+          auto commit = queryRows(conninfo(db),
+                                  fmt::format("SELECT start_lsn::text FROM pg_get_wal_records_info({}, {}::pg_lsn + 1) "
+                                              "WHERE xid = {} AND resource_manager = 'Transaction' ORDER BY start_lsn "
+                                              "DESC LIMIT 1",
+                                              sqlLiteral(t.firstLsn), sqlLiteral(t.endLsn), t.xid));
+          if (!commit.empty()) t.commitLsn = commit[0][0];
+        } catch (const std::exception& e) {
+          details += fmt::format("  pg_walinspect: {}\n", e.what());
+          walinspect = false;
+        }
+      }
+      std::string indexes;
+      for (size_t i : at) indexes += (indexes.empty() ? "" : ",") + std::to_string(i);
+      summary += fmt::format(" [{} xid {} commit {} end {}: row(s) {} of {} missing]", relay, t.xid, t.commitLsn,
+                             t.endLsn, indexes, t.ids.size());
+      details += fmt::format("  {} transaction xid {} (first change {}, commit {}, end {}), {} outbox row(s), "
+                             "missing at index {}; the one before ends at {}, the one after at {}\n",
+                             db, t.xid, t.firstLsn, t.commitLsn, t.endLsn, t.ids.size(), indexes,
+                             k > 0 ? txns[k - 1].endLsn : "-", k + 1 < txns.size() ? txns[k + 1].endLsn : "-");
+      // What the relay said about positions from two transactions before to two after.
+      uint64_t from = lsnValue(txns[k >= 2 ? k - 2 : 0].firstLsn);
+      uint64_t to = lsnValue(txns[std::min(k + 2, txns.size() - 1)].endLsn);
+      for (const std::string& line : history) {
+        for (size_t pos = 0; (pos = line.find('/', pos)) != std::string::npos; ++pos) {
+          size_t b = pos, e = pos + 1;
+          while (b > 0 && std::isxdigit(static_cast<unsigned char>(line[b - 1]))) --b;
+          while (e < line.size() && std::isxdigit(static_cast<unsigned char>(line[e]))) ++e;
+          uint64_t v = lsnValue(line.substr(b, e - b));
+          if (v != 0 && v >= from && v <= to) {
+            details += "    " + line + "\n";
+            break;
+          }
+        }
+      }
+    }
+    size_t resumes = 0, aborts = 0, splits = 0;
+    for (const std::string& line : history) {
+      resumes += line.find("resuming after") != std::string::npos ? 1 : 0;
+      aborts += line.find("aborted the Kafka transaction") != std::string::npos ? 1 : 0;
+      splits += line.find("events of the one committing") != std::string::npos ? 1 : 0;
+    }
+    details += fmt::format("  {}: {} resume(s) from a progress record, {} of them inside a split transaction; {} "
+                           "abort(s)\n",
+                           relay, resumes, splits, aborts);
+  }
+  size_t notDecoded = 0;
+  for (const std::string& id : missing) notDecoded += seen.count(id) ? 0 : 1;
+  return fmt::format("{} missing row(s): in {} of the {} transactions with outbox rows that logical decoding "
+                     "sent{}; {} not among them\n",
+                     missing.size(), units, decoded, summary, notDecoded) +
+         details;
 }
 
 std::map<std::string, int64_t> SagaStack::deadLetterCounts() {

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -160,6 +161,17 @@ class SagaStack {
   // Every fact together (the view: the live one): what the tests wait for.
   std::string unsettled();
 
+  // The oracle for outbox rows missing from Kafka. Each service database has an audit slot (test_decoding, created
+  // before anything is written), so the transactions the relays were sent are known exactly: each missing row is
+  // named by its transaction (xid, commit LSN as the relay names it, end LSN), its index among that transaction's
+  // outbox rows and how many of the transaction's rows are missing, followed by what the relays logged about the
+  // positions around it (where each instance resumed, which Kafka transactions it aborted). The first line is a
+  // one-line summary.
+  std::string explainTransactions(const std::set<std::string>& missing);
+  // What every instance of a relay logged about where it resumed and what it aborted ("exactly-once:" and
+  // "resuming" lines), oldest first, each prefixed by the instance's label.
+  std::vector<std::string> relayHistory(const std::string& name);
+
  private:
   std::string renderRelay(const std::string& file, const std::string& dbVar, const std::string& db,
                           const std::string& slot) const;
@@ -171,6 +183,7 @@ class SagaStack {
   std::string unique_;
   std::string orderDb_, customerDb_, viewDb_;
   std::vector<std::string> slots_;
+  std::map<std::string, std::string> auditSlots_;  // database -> its audit slot (test_decoding)
   std::vector<std::string> createdDbs_;
   std::string viewSchema_;
   std::map<std::string, std::string> configs_;
@@ -178,6 +191,7 @@ class SagaStack {
   std::vector<std::unique_ptr<Managed>> processes_;
   std::map<std::string, SinkCounters> counters_;
   std::vector<std::string> died_;
+  std::map<std::string, std::vector<std::string>> history_;  // relay -> relayHistory lines of killed instances
 };
 
 // Rows of `sql` on a fresh connection to `conninfo`, as text ("\\N" for NULL).
