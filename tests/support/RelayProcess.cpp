@@ -718,6 +718,42 @@ int64_t scanTopic(const std::string& bootstrap, const std::string& topic,
   return count;
 }
 
+namespace {
+// Whether a read_committed consumer that starts at `offset` of topic[partition] gets the record there: "visible"
+// (committed: a scan from the beginning should have had it too), or the first offset it does get instead.
+std::string committedAt(const std::string& bootstrap, const std::string& topic, int32_t partition, int64_t offset) {
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER,
+                                kafkaConf(bootstrap, {{"group.id", uniqueName("test-visible")},
+                                                      {"isolation.level", "read_committed"},
+                                                      {"enable.auto.commit", "false"},
+                                                      {"enable.partition.eof", "true"},
+                                                      {"allow.auto.create.topics", "false"}}),
+                                err, sizeof err);
+  if (!rk) return std::string("no consumer: ") + err;
+  std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> guard(rk, [](rd_kafka_t* k) {
+    rd_kafka_consumer_close(k);
+    rd_kafka_destroy(k);
+  });
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset = offset;
+  rd_kafka_assign(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk, 500);
+    if (!msg) continue;
+    std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> m(msg, rd_kafka_message_destroy);
+    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return fmt::format("read_committed from there: nothing up to {}", msg->offset);
+    if (msg->err) return std::string("read_committed from there: ") + rd_kafka_message_errstr(msg);
+    if (msg->offset == offset) return "visible to read_committed from there";
+    return fmt::format("read_committed from there skips to {}", msg->offset);
+  }
+  return "read_committed from there: nothing within 30 s";
+}
+}  // namespace
+
 std::string locateInLog(const std::string& bootstrap, const std::vector<std::string>& topics,
                         const std::set<std::string>& ids) {
   std::string out;
@@ -731,7 +767,8 @@ std::string locateInLog(const std::string& bootstrap, const std::vector<std::str
             ++found[r.partition];
             auto it = r.headers.find("id");
             if (it != r.headers.end() && ids.count(it->second)) {
-              where[it->second] += fmt::format(" {}[{}]@{}", r.topic, r.partition, r.offset);
+              where[it->second] += fmt::format(" {}[{}]@{} ({})", r.topic, r.partition, r.offset,
+                                               committedAt(bootstrap, r.topic, r.partition, r.offset));
             }
           },
           std::chrono::minutes(2), Isolation::ReadUncommitted);
