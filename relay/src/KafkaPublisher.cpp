@@ -126,7 +126,7 @@ KafkaPublisher::ProduceStatus KafkaPublisher::produceImpl(const OutboxRecord& re
   size_t valueLen = record.value ? record.value->size() : 0;
   rd_kafka_resp_err_t rc = rd_kafka_producev(
       producer_, RD_KAFKA_V_RKT(topic), RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, keyLen),
-      RD_KAFKA_V_VALUE(value, valueLen),
+      RD_KAFKA_V_VALUE(value, valueLen), RD_KAFKA_V_TIMESTAMP(record.timestampMs),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
       RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(opaque))), RD_KAFKA_V_END);
   if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) return ProduceStatus::Queued;

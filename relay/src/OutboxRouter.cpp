@@ -118,6 +118,10 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
   require(route.id, table->idColumn, "id");
   require(route.aggregateId, table->aggregateIdColumn, "aggregate id");
   require(route.payload, table->payloadColumn, "payload");
+  if (!table->timestampColumn.empty()) {
+    route.timestamp = info.columnIndex(table->timestampColumn);
+    require(route.timestamp, table->timestampColumn, "timestamp");
+  }
   if (!route.problem.empty()) {
     log::error(
         "outbox table {} lacks columns the router needs ({}): its rows go to dead-letter topic \"{}\" until "
@@ -134,6 +138,96 @@ std::string_view OutboxRouter::outboxName(RelationId id) const {
 }
 
 bool OutboxRouter::isValidTopic(std::string_view topic) { return isValidKafkaTopic(topic); }
+
+namespace {
+// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's days_from_civil).
+int64_t daysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+bool isLeap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+// Reads exactly `n` digits at `pos` into `out`.
+bool digits(std::string_view t, size_t& pos, size_t n, int64_t& out) {
+  if (pos + n > t.size()) return false;
+  out = 0;
+  for (size_t i = 0; i < n; ++i) {
+    char c = t[pos + i];
+    if (c < '0' || c > '9') return false;
+    out = out * 10 + (c - '0');
+  }
+  pos += n;
+  return true;
+}
+}  // namespace
+
+std::optional<int64_t> OutboxRouter::parseTimestampMs(std::string_view t) {
+  constexpr int64_t kMaxMs = 253402300799999;  // 9999-12-31 23:59:59.999 UTC
+  if (t.empty() || t.size() > 64) return std::nullopt;
+  if (std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (t.size() > 15) return std::nullopt;
+    int64_t ms = 0;
+    for (char c : t) ms = ms * 10 + (c - '0');
+    return ms <= kMaxMs ? std::optional<int64_t>(ms) : std::nullopt;
+  }
+  size_t pos = 0;
+  int64_t year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  auto expect = [&](char c) {
+    if (pos >= t.size() || t[pos] != c) return false;
+    ++pos;
+    return true;
+  };
+  if (!digits(t, pos, 4, year) || !expect('-') || !digits(t, pos, 2, month) || !expect('-') ||
+      !digits(t, pos, 2, day)) {
+    return std::nullopt;
+  }
+  if (pos >= t.size() || (t[pos] != ' ' && t[pos] != 'T')) return std::nullopt;
+  ++pos;
+  if (!digits(t, pos, 2, hour) || !expect(':') || !digits(t, pos, 2, minute) || !expect(':') ||
+      !digits(t, pos, 2, second)) {
+    return std::nullopt;
+  }
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (year < 1970 || month < 1 || month > 12 || day < 1 ||
+      day > kDays[month - 1] + (month == 2 && isLeap(year) ? 1 : 0) || hour > 23 || minute > 59 || second > 59) {
+    return std::nullopt;
+  }
+  int64_t millis = 0;
+  if (pos < t.size() && t[pos] == '.') {
+    ++pos;
+    size_t start = pos;
+    while (pos < t.size() && t[pos] >= '0' && t[pos] <= '9') {
+      if (pos - start < 3) millis = millis * 10 + (t[pos] - '0');
+      ++pos;
+    }
+    size_t n = pos - start;
+    if (n == 0 || n > 9) return std::nullopt;
+    for (size_t i = n; i < 3; ++i) millis *= 10;
+  }
+  int64_t offsetSeconds = 0;
+  if (pos < t.size()) {
+    char sign = t[pos];
+    if (sign != '+' && sign != '-') return std::nullopt;
+    ++pos;
+    int64_t oh = 0, om = 0, os = 0;
+    // [+-]HH, [+-]HH:MM or [+-]HH:MM:SS, as PostgreSQL prints an offset.
+    if (!digits(t, pos, 2, oh)) return std::nullopt;
+    if (pos < t.size() && (!expect(':') || !digits(t, pos, 2, om))) return std::nullopt;
+    if (pos < t.size() && (!expect(':') || !digits(t, pos, 2, os))) return std::nullopt;
+    if (pos != t.size() || oh > 15 || om > 59 || os > 59) return std::nullopt;
+    offsetSeconds = (oh * 3600 + om * 60 + os) * (sign == '-' ? -1 : 1);
+  }
+  int64_t seconds = daysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day)) * 86400 +
+                    hour * 3600 + minute * 60 + second - offsetSeconds;
+  int64_t ms = seconds * 1000 + millis;
+  if (ms < 0 || ms > kMaxMs) return std::nullopt;
+  return ms;
+}
 
 std::optional<std::string_view> OutboxRouter::columnText(const pgoutput::TupleData& tuple, int index) const {
   if (index < 0 || static_cast<size_t>(index) >= tuple.size()) return std::nullopt;
@@ -186,6 +280,7 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
   const Route& route = it->second;
   const auto& tuple = insert.newTuple;
   record.headers.clear();
+  record.timestampMs = commitTimeMs_;
   auto id = columnText(tuple, route.id);
   auto key = columnText(tuple, route.aggregateId);
   auto value = payloadBytes(route, tuple);
@@ -216,6 +311,18 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
                       route.name + ": \"" + topic_ + "\" is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])",
                       key, value);
   }
+  if (auto text = columnText(tuple, route.timestamp)) {
+    std::optional<int64_t> ms = parseTimestampMs(*text);
+    if (!ms) {
+      return deadLetter(record, error,
+                        route.name + ": column \"" + route.table->timestampColumn + "\" (timestamp_column) is \"" +
+                            std::string(text->substr(0, 64)) +
+                            "\", not a time from 1970 on (a timestamptz, a timestamp or an integer of epoch "
+                            "milliseconds)",
+                        key, value);
+    }
+    record.timestampMs = *ms;
+  }
   for (const auto& [header, index] : route.headers) {
     if (auto text = columnText(tuple, index)) record.headers.emplace_back(header, *text);
   }
@@ -229,6 +336,9 @@ OutboxRouter::Outcome OutboxRouter::routeMessage(const pgoutput::Message& messag
                                                  std::string& error) {
   if (!config_.messages.enabled || message.prefix != config_.messages.prefix) return Outcome::NotOutbox;
   record.headers.clear();
+  // A transactional message has its transaction's commit time; a non-transactional one none (it is decoded when
+  // written, outside any transaction).
+  record.timestampMs = message.transactional ? commitTimeMs_ : 0;
   std::string where = "logical message (prefix \"" + config_.messages.prefix + "\") at " + message.lsn.toString();
   if (message.content.size() > config_.messages.maxBytes) {
     // Without its content: a dead letter that large would be refused by Kafka as well.

@@ -37,6 +37,13 @@ class OutboxRouter {
   const OutboxTableConfig* onRelation(const pgoutput::Relation& relation);
   // A new connection: relations will be described again.
   void reset();
+  // A transaction begins: the records of its rows (and transactional messages) get its commit time, Unix epoch
+  // milliseconds (0: none known, librdkafka's time of production), unless a timestamp column gives one.
+  void beginTransaction(int64_t commitTimeMs) { commitTimeMs_ = commitTimeMs; }
+  // A timestamp column's text as Unix epoch milliseconds: an integer (milliseconds), or a timestamptz / timestamp
+  // in DateStyle ISO ("2026-12-02 03:12:11.123456+00", 'T' also accepted; without an offset: UTC). nullopt for
+  // anything else, and for times before 1970 or after 9999 (Kafka takes no negative timestamps).
+  static std::optional<int64_t> parseTimestampMs(std::string_view text);
 
   enum class Outcome { Routed, DeadLettered, NotOutbox };
   // For Insert: fills `record` (views valid until the next call). DeadLettered: `record` goes to the dead-letter
@@ -67,6 +74,7 @@ class OutboxRouter {
     const OutboxTableConfig* table = nullptr;
     std::string name;  // schema.table as configured (also when the table was renamed: stable metric labels)
     int id = -1, aggregateType = -1, aggregateId = -1, type = -1, payload = -1;
+    int timestamp = -1;  // the timestamp column, when configured
     uint32_t payloadTypeOid = 0;
     TopicTemplate topic;
     std::vector<std::pair<std::string, int>> headers;  // header name -> column index (-1: column missing)
@@ -89,6 +97,7 @@ class OutboxRouter {
   TopicTemplate messageTopic_;
   MessageDocument messageDocument_;
   std::vector<std::pair<std::string, size_t>> messageHeaders_;
+  int64_t commitTimeMs_ = 0;
   // Scratch buffers the records' views point into; reused for every event.
   std::string topic_;
   std::string payload_;

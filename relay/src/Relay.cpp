@@ -518,6 +518,8 @@ void Relay::handleMessage(const pgoutput::PgOutputMessage& message) {
 
 void Relay::onBegin(const pgoutput::Begin& begin) {
   auto began = resume_.begin(begin);
+  // Unix epoch ms; a commit time before 1970 (only a broken server sends one) leaves it to librdkafka.
+  router_.beginTransaction(std::max<int64_t>(0, begin.commitTime.unixMicros() / 1000));
   if (exactlyOnce()) eosBeginUnit(begin.finalLsn);
   if (began.resumed) {
     log::info(

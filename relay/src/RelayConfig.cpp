@@ -235,6 +235,7 @@ void readOutboxes(ConfigTable root, std::vector<OutboxTableConfig>& out) {
     if (t.get("aggregateid_column", o.aggregateIdColumn)) checkColumn(t, "aggregateid_column", o.aggregateIdColumn);
     if (t.get("type_column", o.typeColumn)) checkColumn(t, "type_column", o.typeColumn);
     if (t.get("payload_column", o.payloadColumn)) checkColumn(t, "payload_column", o.payloadColumn);
+    if (t.get("timestamp_column", o.timestampColumn)) checkColumn(t, "timestamp_column", o.timestampColumn);
     bool topicSet = t.has("topic");
     bool topicOk = t.get("topic", o.topicTemplate) || !topicSet;
 
@@ -433,6 +434,7 @@ std::string RelayConfig::redactedSummary() const {
         {"payload_column", o.payloadColumn},
         {"topic", o.topicTemplate},
     };
+    if (!o.timestampColumn.empty()) t.insert("timestamp_column", o.timestampColumn);
     if (!o.headers.empty()) t.insert("headers", tomlTable(o.headers));
     outboxArray.push_back(std::move(t));
   }

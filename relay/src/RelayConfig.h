@@ -74,6 +74,10 @@ struct OutboxTableConfig {
   std::string aggregateIdColumn = "aggregateid";
   std::string typeColumn = "type";
   std::string payloadColumn = "payload";
+  // The Kafka record's timestamp (Debezium's table.field.event.timestamp): a timestamptz/timestamp column (a
+  // timestamp without time zone is taken as UTC) or an integer column of Unix epoch milliseconds. Empty (the
+  // default), or NULL in a row: the commit time of the row's transaction.
+  std::string timestampColumn;
   // {column} placeholders are replaced by that column's value.
   std::string topicTemplate = "outbox.event.{aggregatetype}";
   // Kafka header name -> column name. The header "id" (the event id) is always set.

@@ -117,6 +117,15 @@ const ServerIdentity& ReplicationStream::connect() {
   } else if (PQstatus(conn_) != CONNECTION_OK) {
     failConnection("connection lost running pg_is_in_recovery()");
   }
+  // Column values arrive as the walsender's output functions render them: DateStyle ISO whatever the role's or the
+  // server's setting, so a timestamp_column (and a timestamp in a header or topic) reads the same everywhere.
+  PgResult dateStyle(PQexec(conn_, "SET DateStyle = 'ISO, YMD'"));
+  if (PQresultStatus(dateStyle.get()) != PGRES_COMMAND_OK) {
+    if (PQstatus(conn_) != CONNECTION_OK) failConnection("connection lost running SET DateStyle");
+    log::warn("postgres: cannot set DateStyle = ISO on the replication connection ({}): timestamps arrive in the "
+              "server's DateStyle, which timestamp_column may not read",
+              pgMessage(PQerrorMessage(conn_)));
+  }
   return identity_;
 }
 

@@ -361,3 +361,64 @@ TEST(RelayDelivery, InvalidRowGoesToTheDeadLetterTopicAndLaterEventsFlow) {
   EXPECT_EQ(ok[0].value, "{\"n\": 2}");
   EXPECT_TRUE(relay->running()) << relay->logTail();
 }
+
+// A record's timestamp is its transaction's commit time (not when the relay produced it), or the value of the
+// table's timestamp_column; a NULL there falls back to the commit time. The relay reads timestamps in DateStyle ISO
+// whatever the session's own (here German, from the conninfo's options).
+TEST(RelayDelivery, RecordTimestampIsTheCommitTimeOrTheTimestampColumn) {
+  PgConnection pg(pgUrl());
+  std::string plain = createOutboxTable(pg, "tsplain");
+  std::string stamped = createOutboxTable(pg, "tsstamped");
+  pg.exec("ALTER TABLE " + stamped + " ADD COLUMN occurred_at timestamptz");
+  std::string topic = uniqueName("ts");
+  std::string deadLetters = uniqueName("dlq");
+  RelayConfigBuilder config;
+  config.conninfo(pgUrl() + (pgUrl().find('?') == std::string::npos ? "?" : "&") +
+                  "options=-c%20DateStyle%3DGerman%20-c%20TimeZone%3DAsia/Kolkata")
+      .addOutbox({plain, topic + ".plain", {}, {}})
+      .addOutbox({stamped, topic + ".stamped", {{"timestamp_column", "occurred_at"}}, {}});
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {plain, stamped});
+  auto relay = RelayProcess::start("dead_letter_topic = \"" + deadLetters + "\"\n" + config.render());
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+
+  // A transaction held open for two seconds: its commit time is well after its rows were written.
+  auto epochMs = [&](const std::string& expr) { return std::stoll(*pg.scalar("SELECT (extract(epoch FROM " + expr + ") * 1000)::bigint")); };
+  pg.exec("BEGIN");
+  pg.exec("INSERT INTO " + plain + " (aggregatetype, aggregateid, type, payload) VALUES ('a', 'k1', 'T', '{}')");
+  pg.exec("INSERT INTO " + stamped +
+          " (aggregatetype, aggregateid, type, payload, occurred_at) VALUES "
+          "('a', 'k2', 'T', '{}', '2021-06-01 12:34:56.789+02'), ('a', 'k3', 'T', '{}', NULL)");
+  int64_t written = epochMs("clock_timestamp()");
+  std::this_thread::sleep_for(2s);
+  int64_t beforeCommit = epochMs("clock_timestamp()");
+  pg.exec("COMMIT");
+  int64_t afterCommit = epochMs("clock_timestamp()");
+  // A row with a timestamp Kafka cannot take goes to the dead-letter topic, saying why.
+  pg.exec("INSERT INTO " + stamped +
+          " (aggregatetype, aggregateid, type, payload, occurred_at) VALUES ('a', 'k4', 'T', '{}', '1969-07-20 "
+          "20:17:40+00')");
+
+  TopicReader reader(kafkaBootstrap(), {topic + ".plain", topic + ".stamped", deadLetters});
+  auto& records = reader.readUntil(4, 3min);
+  ASSERT_EQ(records.size(), 4u) << relay->logTail();
+  std::map<std::string, ConsumedRecord> byKey;
+  for (auto& r : records) byKey[r.key.value_or("")] = r;
+  for (const char* key : {"k1", "k3"}) {
+    const ConsumedRecord& r = byKey[key];
+    EXPECT_TRUE(r.createTime) << key;
+    // The commit time: after the rows were written and the two seconds passed, not at the insert.
+    EXPECT_GE(r.timestampMs, beforeCommit - 1) << key;
+    EXPECT_LE(r.timestampMs, afterCommit + 1) << key;
+    EXPECT_GT(r.timestampMs, written + 1500) << key;
+  }
+  EXPECT_EQ(byKey["k1"].topic, topic + ".plain");
+  EXPECT_EQ(byKey["k3"].topic, topic + ".stamped");
+  EXPECT_EQ(byKey["k2"].topic, topic + ".stamped");
+  EXPECT_EQ(byKey["k2"].timestampMs, 1622543696789);  // 2021-06-01 10:34:56.789 UTC
+  EXPECT_TRUE(byKey["k2"].createTime);
+  ConsumedRecord& dead = byKey["k4"];
+  EXPECT_EQ(dead.topic, deadLetters);
+  EXPECT_NE(dead.headers["error"].find("\"occurred_at\" (timestamp_column) is \"1969-07-21 01:47:40+05:30\""),
+            std::string::npos)
+      << dead.headers["error"];
+}

@@ -179,6 +179,9 @@ ConsumedRecord toRecord(const rd_kafka_message_t* msg) {
   rec.topic = rd_kafka_topic_name(msg->rkt);
   rec.partition = msg->partition;
   rec.offset = msg->offset;
+  rd_kafka_timestamp_type_t type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+  rec.timestampMs = rd_kafka_message_timestamp(msg, &type);
+  rec.createTime = type == RD_KAFKA_TIMESTAMP_CREATE_TIME;
   if (msg->key) rec.key = std::string(static_cast<const char*>(msg->key), msg->key_len);
   if (msg->payload) rec.value = std::string(static_cast<const char*>(msg->payload), msg->len);
   rd_kafka_headers_t* hdrs = nullptr;

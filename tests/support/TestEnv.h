@@ -61,6 +61,8 @@ struct ConsumedRecord {
   std::optional<std::string> key;
   std::optional<std::string> value;
   std::map<std::string, std::string> headers;
+  int64_t timestampMs = -1;  // the record's timestamp (-1: none)
+  bool createTime = false;   // it is a CreateTime (set by the producer), not a LogAppendTime
 };
 
 // A consumed Kafka message as a ConsumedRecord (copies key, value and headers).

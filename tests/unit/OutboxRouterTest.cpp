@@ -423,3 +423,69 @@ TEST(OutboxRouter, NullHeaderColumnsAddNoHeaderAndATopicComesFromAColumn) {
   EXPECT_EQ(header(record, "causation_id"), "i-1");
   EXPECT_EQ(header(record, "reply_to"), "<absent>");
 }
+
+TEST(OutboxRouter, ParsesTimestampColumnTextAsEpochMilliseconds) {
+  auto ms = &OutboxRouter::parseTimestampMs;
+  EXPECT_EQ(ms("1764645131123"), 1764645131123);
+  EXPECT_EQ(ms("0"), 0);
+  EXPECT_EQ(ms("1970-01-01 00:00:00"), 0);
+  EXPECT_EQ(ms("1970-01-01 00:00:00+00"), 0);
+  EXPECT_EQ(ms("2026-12-02 03:12:11.123456+00"), 1796181131123);
+  EXPECT_EQ(ms("2026-12-02T03:12:11.1+00:00"), 1796181131100);
+  EXPECT_EQ(ms("2026-12-02 08:42:11.123+05:30"), 1796181131123);
+  EXPECT_EQ(ms("2026-12-01 22:12:11.123-05"), 1796181131123);
+  EXPECT_EQ(ms("2026-12-02 03:12:11"), 1796181131000);          // a timestamp without time zone: UTC
+  EXPECT_EQ(ms("2024-02-29 00:00:00+00"), 1709164800000);       // a leap day
+  EXPECT_EQ(ms("9999-12-31 23:59:59.999+00"), 253402300799999);
+  for (const char* bad : {"", "-1", "1969-12-31 23:59:59+00", "2025-02-29 00:00:00", "2026-13-01 00:00:00",
+                          "2026-12-02 24:00:00", "2026-12-02 03:12:60", "2026-12-02", "infinity", "-infinity",
+                          "0044-03-15 12:00:00 BC", "10000-01-01 00:00:00+00", "12/02/2026 03:12:11.123 UTC",
+                          "Wed Dec 02 03:12:11 2026 UTC", "2026-12-02 03:12:11.+00", "2026-12-02 03:12:11+0",
+                          "2026-12-02 03:12:11+00:", "2026-12-02 03:12:11 +00", "1000000000000000",
+                          "253402300800000", "2026-12-02 03:12:11.1234567890+00"}) {
+    EXPECT_EQ(ms(bad), std::nullopt) << bad;
+  }
+}
+
+TEST(OutboxRouter, RecordTimestampIsTheCommitTimeOrTheTimestampColumn) {
+  RelayConfig config = configWithOutbox();
+  OutboxRouter plain(config);
+  plain.onRelation(outboxRelation(1, kDebeziumColumns));
+  OutboxRecord record;
+  std::string error;
+  plain.beginTransaction(1796181131123);
+  ASSERT_EQ(plain.routeInsert(insertRow(1, {text("i"), text("t"), text("k"), text("T"), text("{}")}), record, error),
+            OutboxRouter::Outcome::Routed);
+  EXPECT_EQ(record.timestampMs, 1796181131123);
+
+  config.outboxes[0].timestampColumn = "occurred_at";
+  OutboxRouter router(config);
+  auto columns = kDebeziumColumns;
+  columns.push_back({"occurred_at", 1184});
+  router.onRelation(outboxRelation(2, columns));
+  router.beginTransaction(1796181131123);
+  ASSERT_EQ(router.routeInsert(insertRow(2, {text("i"), text("t"), text("k"), text("T"), text("{}"),
+                                             text("2026-12-02 03:00:00+00")}),
+                               record, error),
+            OutboxRouter::Outcome::Routed)
+      << error;
+  EXPECT_EQ(record.timestampMs, 1796180400000);
+  // NULL: the commit time.
+  ASSERT_EQ(router.routeInsert(insertRow(2, {text("i"), text("t"), text("k"), text("T"), text("{}"), null()}),
+                               record, error),
+            OutboxRouter::Outcome::Routed);
+  EXPECT_EQ(record.timestampMs, 1796181131123);
+  // Not a time Kafka takes: a dead letter saying which column and why.
+  ASSERT_EQ(router.routeInsert(insertRow(2, {text("i"), text("t"), text("k"), text("T"), text("{}"),
+                                             text("1969-07-20 20:17:40+00")}),
+                               record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_EQ(record.topic, config.deadLetterTopic);
+  EXPECT_NE(error.find("\"occurred_at\" (timestamp_column)"), std::string::npos) << error;
+  // A table without the column: every row is a dead letter naming it.
+  OutboxRouter missing(config);
+  missing.onRelation(outboxRelation(3, kDebeziumColumns));
+  ASSERT_EQ(missing.routeInsert(insertRow(3, {text("i"), text("t"), text("k"), text("T"), text("{}")}), record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_NE(error.find("no timestamp column \"occurred_at\""), std::string::npos) << error;
+}
