@@ -118,6 +118,11 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
   require(route.id, table->idColumn, "id");
   require(route.aggregateId, table->aggregateIdColumn, "aggregate id");
   require(route.payload, table->payloadColumn, "payload");
+  route.key = route.aggregateId;
+  if (table->keyColumn) {
+    route.key = table->keyColumn->empty() ? -1 : info.columnIndex(*table->keyColumn);
+    if (!table->keyColumn->empty()) require(route.key, *table->keyColumn, "key");
+  }
   if (!table->timestampColumn.empty()) {
     route.timestamp = info.columnIndex(table->timestampColumn);
     require(route.timestamp, table->timestampColumn, "timestamp");
@@ -327,7 +332,7 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
     if (auto text = columnText(tuple, index)) record.headers.emplace_back(header, *text);
   }
   record.topic = topic_;
-  record.key = key;
+  record.key = route.key == route.aggregateId ? key : columnText(tuple, route.key);
   record.value = value;
   return Outcome::Routed;
 }

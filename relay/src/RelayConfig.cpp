@@ -236,6 +236,7 @@ void readOutboxes(ConfigTable root, std::vector<OutboxTableConfig>& out) {
     if (t.get("type_column", o.typeColumn)) checkColumn(t, "type_column", o.typeColumn);
     if (t.get("payload_column", o.payloadColumn)) checkColumn(t, "payload_column", o.payloadColumn);
     if (t.get("timestamp_column", o.timestampColumn)) checkColumn(t, "timestamp_column", o.timestampColumn);
+    if (std::string key; t.get("key_column", key)) o.keyColumn = key;  // "" = records without a key
     bool topicSet = t.has("topic");
     bool topicOk = t.get("topic", o.topicTemplate) || !topicSet;
 
@@ -435,6 +436,7 @@ std::string RelayConfig::redactedSummary() const {
         {"topic", o.topicTemplate},
     };
     if (!o.timestampColumn.empty()) t.insert("timestamp_column", o.timestampColumn);
+    if (o.keyColumn) t.insert("key_column", *o.keyColumn);
     if (!o.headers.empty()) t.insert("headers", tomlTable(o.headers));
     outboxArray.push_back(std::move(t));
   }

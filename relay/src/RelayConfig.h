@@ -78,6 +78,9 @@ struct OutboxTableConfig {
   // timestamp without time zone is taken as UTC) or an integer column of Unix epoch milliseconds. Empty (the
   // default), or NULL in a row: the commit time of the row's transaction.
   std::string timestampColumn;
+  // The Kafka record's key (Debezium's table.field.event.key): nullopt (the default) = the aggregate id column;
+  // a column name = that column (NULL in a row: no key); "" = no key at all.
+  std::optional<std::string> keyColumn;
   // {column} placeholders are replaced by that column's value.
   std::string topicTemplate = "outbox.event.{aggregatetype}";
   // Kafka header name -> column name. The header "id" (the event id) is always set.

@@ -422,3 +422,32 @@ TEST(RelayDelivery, RecordTimestampIsTheCommitTimeOrTheTimestampColumn) {
             std::string::npos)
       << dead.headers["error"];
 }
+
+// key_column: another column is the key (NULL there: no key), or "" for records without a key; by default the key
+// is the aggregate id.
+TEST(RelayDelivery, KeyColumnOrNoKey) {
+  PgConnection pg(pgUrl());
+  std::string byColumn = createOutboxTable(pg, "keycol");
+  std::string keyless = createOutboxTable(pg, "keyless");
+  pg.exec("ALTER TABLE " + byColumn + " ADD COLUMN routing_key text");
+  std::string topic = uniqueName("key");
+  RelayConfigBuilder config;
+  config.addOutbox({byColumn, topic + ".column", {{"key_column", "routing_key"}}, {{"eventType", "type"}}})
+      .addOutbox({keyless, topic + ".none", {{"key_column", ""}}, {{"eventType", "type"}}});
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {byColumn, keyless});
+  auto relay = RelayProcess::start(config.render());
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  pg.exec("INSERT INTO " + byColumn +
+          " (aggregatetype, aggregateid, type, payload, routing_key) VALUES ('a', 'agg-1', 'WithKey', '{}', 'rk-1'), "
+          "('a', 'agg-2', 'NullKey', '{}', NULL)");
+  pg.exec("INSERT INTO " + keyless + " (aggregatetype, aggregateid, type, payload) VALUES ('a', 'agg-3', 'NoKey', '{}')");
+  TopicReader reader(kafkaBootstrap(), {topic + ".column", topic + ".none"});
+  auto& records = reader.readUntil(3, 3min);
+  ASSERT_EQ(records.size(), 3u) << relay->logTail();
+  std::map<std::string, ConsumedRecord> byType;
+  for (auto& r : records) byType[r.headers.at("eventType")] = r;
+  EXPECT_EQ(byType["WithKey"].key, "rk-1");
+  EXPECT_EQ(byType["NullKey"].key, std::nullopt);
+  EXPECT_EQ(byType["NoKey"].key, std::nullopt);
+  EXPECT_EQ(byType["NoKey"].topic, topic + ".none");
+}

@@ -489,3 +489,41 @@ TEST(OutboxRouter, RecordTimestampIsTheCommitTimeOrTheTimestampColumn) {
             OutboxRouter::Outcome::DeadLettered);
   EXPECT_NE(error.find("no timestamp column \"occurred_at\""), std::string::npos) << error;
 }
+
+TEST(OutboxRouter, KeyIsTheAggregateIdAnotherColumnOrNone) {
+  RelayConfig config = configWithOutbox();
+  auto columns = kDebeziumColumns;
+  columns.push_back({"partition_key", 25});
+  OutboxRecord record;
+  std::string error;
+  auto route = [&](OutboxRouter& router, ColumnValue keyColumn) {
+    router.onRelation(outboxRelation(1, columns));
+    EXPECT_EQ(router.routeInsert(insertRow(1, {text("i"), text("t"), text("agg-1"), text("T"), text("{}"), keyColumn}),
+                                 record, error),
+              OutboxRouter::Outcome::Routed)
+        << error;
+  };
+  OutboxRouter byDefault(config);
+  route(byDefault, text("pk-1"));
+  EXPECT_EQ(record.key, "agg-1");
+
+  config.outboxes[0].keyColumn = "partition_key";
+  OutboxRouter byColumn(config);
+  route(byColumn, text("pk-1"));
+  EXPECT_EQ(record.key, "pk-1");
+  route(byColumn, null());
+  EXPECT_EQ(record.key, std::nullopt);
+
+  config.outboxes[0].keyColumn = "";
+  OutboxRouter none(config);
+  route(none, text("pk-1"));
+  EXPECT_EQ(record.key, std::nullopt);
+
+  config.outboxes[0].keyColumn = "missing";
+  OutboxRouter missing(config);
+  missing.onRelation(outboxRelation(1, columns));
+  EXPECT_EQ(missing.routeInsert(insertRow(1, {text("i"), text("t"), text("agg-1"), text("T"), text("{}"), null()}),
+                                record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_NE(error.find("no key column \"missing\""), std::string::npos) << error;
+}
