@@ -97,7 +97,7 @@ rd_kafka_topic_t* KafkaPublisher::topicHandle(std::string_view topic) {
 
 KafkaPublisher::ProduceStatus KafkaPublisher::produce(const OutboxRecord& record, uint64_t opaque, std::string& error,
                                                       rd_kafka_resp_err_t& code) {
-  return produceImpl(record, RD_KAFKA_PARTITION_UA, opaque, error, code);
+  return produceImpl(record, record.partition >= 0 ? record.partition : RD_KAFKA_PARTITION_UA, opaque, error, code);
 }
 
 KafkaPublisher::ProduceStatus KafkaPublisher::produceToPartition(const OutboxRecord& record, int32_t partition,
@@ -153,6 +153,10 @@ std::optional<KafkaPublisher::Rejection> KafkaPublisher::contentRejection(rd_kaf
       return Rejection::UnknownTopic;
     case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
       return Rejection::InvalidTopic;
+    // A partition_column naming a partition the topic does not have: at produce() time when librdkafka knows the
+    // topic, else in the delivery report once it does.
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+      return Rejection::UnknownPartition;
     case RD_KAFKA_RESP_ERR_INVALID_RECORD:
     case RD_KAFKA_RESP_ERR_INVALID_MSG:
     case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
@@ -176,6 +180,8 @@ std::string_view KafkaPublisher::rejectionName(Rejection rejection) {
       return "invalid_topic";
     case Rejection::InvalidRecord:
       return "invalid_record";
+    case Rejection::UnknownPartition:
+      return "unknown_partition";
   }
   return "invalid_record";
 }

@@ -53,9 +53,9 @@ class KafkaPublisher {
 
   // Why Kafka refused a record for its own content (README "Guarantees"): such a record goes to the dead-letter
   // topic and the relay goes on. Any other error (authorization, a fatal producer error, ...) stops the relay.
-  enum class Rejection { TooLarge, UnknownTopic, InvalidTopic, InvalidRecord };
+  enum class Rejection { TooLarge, UnknownTopic, InvalidTopic, InvalidRecord, UnknownPartition };
   static constexpr Rejection kRejections[] = {Rejection::TooLarge, Rejection::UnknownTopic, Rejection::InvalidTopic,
-                                              Rejection::InvalidRecord};
+                                              Rejection::InvalidRecord, Rejection::UnknownPartition};
   static std::optional<Rejection> contentRejection(rd_kafka_resp_err_t error);
   // The metric label: too_large, unknown_topic, invalid_topic, invalid_record.
   static std::string_view rejectionName(Rejection rejection);

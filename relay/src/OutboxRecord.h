@@ -17,6 +17,8 @@ struct OutboxRecord {
   std::vector<std::pair<std::string_view, std::string_view>> headers;
   // The record's timestamp (CreateTime), Unix epoch milliseconds; 0: the time librdkafka produces it.
   int64_t timestampMs = 0;
+  // The partition; -1 (RD_KAFKA_PARTITION_UA): the partitioner's, from the key.
+  int32_t partition = -1;
 
   // What the record weighs against the in-flight byte budget (and what delivery reports give back).
   uint64_t bytes() const { return (key ? key->size() : 0) + (value ? value->size() : 0); }

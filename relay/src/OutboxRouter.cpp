@@ -119,6 +119,10 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
   require(route.aggregateId, table->aggregateIdColumn, "aggregate id");
   require(route.payload, table->payloadColumn, "payload");
   route.key = route.aggregateId;
+  if (!table->partitionColumn.empty()) {
+    route.partition = info.columnIndex(table->partitionColumn);
+    require(route.partition, table->partitionColumn, "partition");
+  }
   if (table->keyColumn) {
     route.key = table->keyColumn->empty() ? -1 : info.columnIndex(*table->keyColumn);
     if (!table->keyColumn->empty()) require(route.key, *table->keyColumn, "key");
@@ -286,6 +290,7 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
   const auto& tuple = insert.newTuple;
   record.headers.clear();
   record.timestampMs = commitTimeMs_;
+  record.partition = -1;
   auto id = columnText(tuple, route.id);
   auto key = columnText(tuple, route.aggregateId);
   auto value = payloadBytes(route, tuple);
@@ -328,6 +333,21 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
     }
     record.timestampMs = *ms;
   }
+  if (auto text = columnText(tuple, route.partition)) {
+    int64_t partition = -1;
+    if (!text->empty() && text->size() <= 10 &&
+        std::all_of(text->begin(), text->end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      partition = 0;
+      for (char c : *text) partition = partition * 10 + (c - '0');
+    }
+    if (partition < 0 || partition > INT32_MAX) {
+      return deadLetter(record, error,
+                        route.name + ": column \"" + route.table->partitionColumn + "\" (partition_column) is \"" +
+                            std::string(text->substr(0, 64)) + "\", not a partition number (0 or more)",
+                        key, value);
+    }
+    record.partition = static_cast<int32_t>(partition);
+  }
   for (const auto& [header, index] : route.headers) {
     if (auto text = columnText(tuple, index)) record.headers.emplace_back(header, *text);
   }
@@ -344,6 +364,7 @@ OutboxRouter::Outcome OutboxRouter::routeMessage(const pgoutput::Message& messag
   // A transactional message has its transaction's commit time; a non-transactional one none (it is decoded when
   // written, outside any transaction).
   record.timestampMs = message.transactional ? commitTimeMs_ : 0;
+  record.partition = -1;
   std::string where = "logical message (prefix \"" + config_.messages.prefix + "\") at " + message.lsn.toString();
   if (message.content.size() > config_.messages.maxBytes) {
     // Without its content: a dead letter that large would be refused by Kafka as well.

@@ -75,6 +75,7 @@ class OutboxRouter {
     std::string name;  // schema.table as configured (also when the table was renamed: stable metric labels)
     int id = -1, aggregateType = -1, aggregateId = -1, type = -1, payload = -1;
     int timestamp = -1;  // the timestamp column, when configured
+    int partition = -1;  // the partition column, when configured
     int key = -1;        // the key column: the aggregate id's unless key_column names another (or none)
     uint32_t payloadTypeOid = 0;
     TopicTemplate topic;

@@ -81,6 +81,9 @@ struct OutboxTableConfig {
   // The Kafka record's key (Debezium's table.field.event.key): nullopt (the default) = the aggregate id column;
   // a column name = that column (NULL in a row: no key); "" = no key at all.
   std::optional<std::string> keyColumn;
+  // The record's partition (Debezium's partition placement): an integer column; NULL in a row (or unset): the
+  // key's murmur2 partition.
+  std::string partitionColumn;
   // {column} placeholders are replaced by that column's value.
   std::string topicTemplate = "outbox.event.{aggregatetype}";
   // Kafka header name -> column name. The header "id" (the event id) is always set.

@@ -451,3 +451,47 @@ TEST(RelayDelivery, KeyColumnOrNoKey) {
   EXPECT_EQ(byType["NoKey"].key, std::nullopt);
   EXPECT_EQ(byType["NoKey"].topic, topic + ".none");
 }
+
+// partition_column: the row's partition; NULL there: the key's. A number the topic has no partition for is a dead
+// letter (Kafka refused it: unknown_partition), not a stopped relay; one that is no partition number at all is
+// dead-lettered by the router. Later events flow. In both delivery modes.
+class PartitionColumn : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PartitionColumn, PicksThePartition) {
+  const bool exactlyOnce = GetParam();
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "partcol");
+  pg.exec("ALTER TABLE " + table + " ADD COLUMN part text");
+  std::string topic = uniqueName("part");
+  createTopic(topic, 3);
+  std::string deadLetters = uniqueName("dlq");
+  RelayConfigBuilder config;
+  config.addOutbox({table, topic, {{"partition_column", "part"}}, {{"eventType", "type"}}});
+  if (exactlyOnce) config.exactlyOnce();
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start("dead_letter_topic = \"" + deadLetters + "\"\n" + config.render());
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  pg.exec("INSERT INTO " + table +
+          " (aggregatetype, aggregateid, type, payload, part) VALUES ('a', 'P2', 'T', '{}', '2'), "
+          "('a', 'P0', 'T', '{}', '0'), ('a', 'Null', 'T', '{}', NULL), ('a', 'P7', 'T', '{}', '7'), "
+          "('a', 'Minus', 'T', '{}', '-1')");
+  pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload, part) VALUES ('a', 'After', 'T', '{}', '1')");
+  TopicReader reader(kafkaBootstrap(), {topic, deadLetters});
+  auto& records = reader.readUntil(6, 3min);
+  ASSERT_EQ(records.size(), 6u) << relay->logTail();
+  std::map<std::string, ConsumedRecord> byType;
+  for (auto& r : records) byType[r.key.value_or("")] = r;  // the aggregate id, kept by a dead letter too
+  EXPECT_EQ(byType["P2"].topic, topic);
+  EXPECT_EQ(byType["P2"].partition, 2);
+  EXPECT_EQ(byType["P0"].partition, 0);
+  EXPECT_EQ(byType["After"].partition, 1);
+  EXPECT_EQ(byType["Null"].topic, topic);  // the key's partition, whichever it is
+  EXPECT_EQ(byType["P7"].topic, deadLetters);
+  EXPECT_NE(byType["P7"].headers["error"].find("_UNKNOWN_PARTITION"), std::string::npos) << byType["P7"].headers["error"];
+  EXPECT_EQ(byType["Minus"].topic, deadLetters);
+  EXPECT_NE(byType["Minus"].headers["error"].find("not a partition number"), std::string::npos);
+  EXPECT_TRUE(relay->running());
+}
+
+INSTANTIATE_TEST_SUITE_P(RelayDelivery, PartitionColumn, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "ExactlyOnce" : "AtLeastOnce"; });

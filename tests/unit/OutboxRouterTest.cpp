@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include "src/KafkaPublisher.h"
 #include "src/OutboxRouter.h"
 
 using namespace outbox;
@@ -526,4 +527,32 @@ TEST(OutboxRouter, KeyIsTheAggregateIdAnotherColumnOrNone) {
                                 record, error),
             OutboxRouter::Outcome::DeadLettered);
   EXPECT_NE(error.find("no key column \"missing\""), std::string::npos) << error;
+}
+
+TEST(OutboxRouter, PartitionColumnPicksThePartition) {
+  RelayConfig config = configWithOutbox();
+  config.outboxes[0].partitionColumn = "part";
+  auto columns = kDebeziumColumns;
+  columns.push_back({"part", 23});
+  OutboxRouter router(config);
+  router.onRelation(outboxRelation(1, columns));
+  OutboxRecord record;
+  std::string error;
+  auto route = [&](ColumnValue part) {
+    return router.routeInsert(insertRow(1, {text("i"), text("t"), text("k"), text("T"), text("{}"), part}), record,
+                              error);
+  };
+  ASSERT_EQ(route(text("2")), OutboxRouter::Outcome::Routed) << error;
+  EXPECT_EQ(record.partition, 2);
+  ASSERT_EQ(route(null()), OutboxRouter::Outcome::Routed) << error;
+  EXPECT_EQ(record.partition, -1);  // the key's
+  ASSERT_EQ(route(text("2147483647")), OutboxRouter::Outcome::Routed) << error;
+  EXPECT_EQ(record.partition, 2147483647);
+  for (const char* bad : {"-1", "x", "", "2147483648", "99999999999", "1.5"}) {
+    EXPECT_EQ(route(text(bad)), OutboxRouter::Outcome::DeadLettered) << bad;
+    EXPECT_EQ(record.partition, -1) << bad;
+    EXPECT_NE(error.find("\"part\" (partition_column)"), std::string::npos) << error;
+  }
+  EXPECT_EQ(KafkaPublisher::contentRejection(RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION),
+            KafkaPublisher::Rejection::UnknownPartition);
 }
