@@ -119,6 +119,10 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
   require(route.aggregateId, table->aggregateIdColumn, "aggregate id");
   require(route.payload, table->payloadColumn, "payload");
   route.key = route.aggregateId;
+  if (!table->tracingColumn.empty()) {
+    route.tracing = info.columnIndex(table->tracingColumn);
+    require(route.tracing, table->tracingColumn, "tracing");
+  }
   if (!table->partitionColumn.empty()) {
     route.partition = info.columnIndex(table->partitionColumn);
     require(route.partition, table->partitionColumn, "partition");
@@ -174,6 +178,125 @@ bool digits(std::string_view t, size_t& pos, size_t n, int64_t& out) {
   return true;
 }
 }  // namespace
+
+namespace {
+bool isLowerHex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+bool validTraceparent(std::string_view v) {
+  if (v.size() != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-') return false;
+  std::string_view version = v.substr(0, 2), traceId = v.substr(3, 32), parentId = v.substr(36, 16),
+                   flags = v.substr(53, 2);
+  if (!isLowerHex(version) || !isLowerHex(traceId) || !isLowerHex(parentId) || !isLowerHex(flags)) return false;
+  if (version == "ff") return false;
+  return traceId.find_first_not_of('0') != std::string_view::npos &&
+         parentId.find_first_not_of('0') != std::string_view::npos;
+}
+
+bool validTracestate(std::string_view v) {
+  return !v.empty() && v.size() <= 512 &&
+         std::all_of(v.begin(), v.end(), [](char c) { return c >= 0x20 && c <= 0x7e; });
+}
+
+std::string_view trimSpaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\f')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\f' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+// One logical line of Java Properties text with its escapes undone; false on a \u escape that is not ASCII.
+bool unescapeProperties(std::string_view in, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c != '\\' || i + 1 >= in.size()) {
+      out += c;
+      continue;
+    }
+    char e = in[++i];
+    switch (e) {
+      case 't': out += '\t'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 'f': out += '\f'; break;
+      case 'u': {
+        if (i + 4 >= in.size()) return false;
+        unsigned value = 0;
+        for (size_t k = 1; k <= 4; ++k) {
+          char h = in[i + k];
+          int d = (h >= '0' && h <= '9') ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10 : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
+          if (d < 0) return false;
+          value = value * 16 + static_cast<unsigned>(d);
+        }
+        if (value > 0x7e) return false;
+        out += static_cast<char>(value);
+        i += 4;
+        break;
+      }
+      default: out += e;  // \= \: \# \! \\ and a backslash before any other character
+    }
+  }
+  return true;
+}
+}  // namespace
+
+bool OutboxRouter::parseTraceContext(std::string_view text, std::string& traceparent, std::string& tracestate) {
+  traceparent.clear();
+  tracestate.clear();
+  if (text.size() > 8192) return false;
+  std::string_view bare = text;
+  while (!bare.empty() && (bare.front() == '\n' || bare.front() == '\r' || bare.front() == ' ')) bare.remove_prefix(1);
+  while (!bare.empty() && (bare.back() == '\n' || bare.back() == '\r' || bare.back() == ' ')) bare.remove_suffix(1);
+  bare = trimSpaces(bare);
+  if (bare.empty()) return true;
+  std::string parent, state;
+  bool sawParent = false, sawState = false;
+  if (bare.find('=') == std::string_view::npos && bare.find(':') == std::string_view::npos &&
+      bare.find('\n') == std::string_view::npos && bare.front() != '#' && bare.front() != '!') {
+    parent = std::string(bare);
+    sawParent = true;
+  } else {
+    std::string line, key, value;
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t end = text.find('\n', start);
+      std::string_view raw = trimSpaces(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+      start = end == std::string_view::npos ? text.size() + 1 : end + 1;
+      if (raw.empty() || raw.front() == '#' || raw.front() == '!') continue;
+      // The separator: the first '=' or ':' not escaped by a backslash.
+      size_t sep = std::string_view::npos;
+      for (size_t i = 0; i < raw.size(); ++i) {
+        if (raw[i] == '\\') {
+          ++i;
+        } else if (raw[i] == '=' || raw[i] == ':') {
+          sep = i;
+          break;
+        }
+      }
+      if (sep == std::string_view::npos) continue;
+      if (!unescapeProperties(trimSpaces(raw.substr(0, sep)), key) ||
+          !unescapeProperties(trimSpaces(raw.substr(sep + 1)), value)) {
+        return false;
+      }
+      if (key == "traceparent") {
+        parent = value;
+        sawParent = true;
+      } else if (key == "tracestate") {
+        state = value;
+        sawState = true;
+      }
+    }
+  }
+  if (!sawParent) return !sawState;  // a tracestate without a traceparent means nothing
+  if (!validTraceparent(parent)) return false;
+  traceparent = std::move(parent);
+  if (sawState && !state.empty()) {
+    if (!validTracestate(state)) return false;
+    tracestate = std::move(state);
+  }
+  return true;
+}
 
 std::optional<int64_t> OutboxRouter::parseTimestampMs(std::string_view t) {
   constexpr int64_t kMaxMs = 253402300799999;  // 9999-12-31 23:59:59.999 UTC
@@ -291,6 +414,7 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
   record.headers.clear();
   record.timestampMs = commitTimeMs_;
   record.partition = -1;
+  traceDropped_ = false;
   auto id = columnText(tuple, route.id);
   auto key = columnText(tuple, route.aggregateId);
   auto value = payloadBytes(route, tuple);
@@ -350,6 +474,11 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
   }
   for (const auto& [header, index] : route.headers) {
     if (auto text = columnText(tuple, index)) record.headers.emplace_back(header, *text);
+  }
+  if (auto text = columnText(tuple, route.tracing)) {
+    traceDropped_ = !parseTraceContext(*text, traceParent_, traceState_);
+    if (!traceParent_.empty()) record.headers.emplace_back("traceparent", traceParent_);
+    if (!traceState_.empty()) record.headers.emplace_back("tracestate", traceState_);
   }
   record.topic = topic_;
   record.key = route.key == route.aggregateId ? key : columnText(tuple, route.key);

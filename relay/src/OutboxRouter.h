@@ -44,6 +44,14 @@ class OutboxRouter {
   // in DateStyle ISO ("2026-12-02 03:12:11.123456+00", 'T' also accepted; without an offset: UTC). nullopt for
   // anything else, and for times before 1970 or after 9999 (Kafka takes no negative timestamps).
   static std::optional<int64_t> parseTimestampMs(std::string_view text);
+  // A tracing_column's text as W3C trace context: a bare traceparent, or Java Properties text (comment lines,
+  // key=value / key:value, backslash escapes) with traceparent and tracestate. `traceparent` is empty when there is
+  // none or it is not a valid one (version 00 form: 2-32-16-2 lowercase hex digits, ids not all zero, version not
+  // ff); `tracestate` is kept only with a valid traceparent, and only when it is at most 512 printable ASCII
+  // characters. Returns false when something was there but was dropped as invalid.
+  static bool parseTraceContext(std::string_view text, std::string& traceparent, std::string& tracestate);
+  // Whether the last routed row's trace context was dropped as invalid (then counted by the relay).
+  bool traceContextDropped() const { return traceDropped_; }
 
   enum class Outcome { Routed, DeadLettered, NotOutbox };
   // For Insert: fills `record` (views valid until the next call). DeadLettered: `record` goes to the dead-letter
@@ -76,6 +84,7 @@ class OutboxRouter {
     int id = -1, aggregateType = -1, aggregateId = -1, type = -1, payload = -1;
     int timestamp = -1;  // the timestamp column, when configured
     int partition = -1;  // the partition column, when configured
+    int tracing = -1;    // the tracing column, when configured
     int key = -1;        // the key column: the aggregate id's unless key_column names another (or none)
     uint32_t payloadTypeOid = 0;
     TopicTemplate topic;
@@ -100,6 +109,8 @@ class OutboxRouter {
   MessageDocument messageDocument_;
   std::vector<std::pair<std::string, size_t>> messageHeaders_;
   int64_t commitTimeMs_ = 0;
+  bool traceDropped_ = false;
+  std::string traceParent_, traceState_;
   // Scratch buffers the records' views point into; reused for every event.
   std::string topic_;
   std::string payload_;

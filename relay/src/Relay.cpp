@@ -545,6 +545,17 @@ void Relay::onInsert(const pgoutput::Insert& insert) {
   auto outcome = router_.routeInsert(insert, record_, error);
   if (outcome == OutboxRouter::Outcome::NotOutbox) return;
   if (exactlyOnce() ? eosSkipEvent() : resume_.skipAlreadyPublished()) return;
+  if (router_.traceContextDropped()) {
+    metrics_.traceContextsDropped.Increment();
+    auto now = Clock::now();
+    if (now - lastTraceDropLog_ >= std::chrono::seconds(10)) {
+      lastTraceDropLog_ = now;
+      log::warn("{}: a row's tracing_column holds no valid W3C trace context (traceparent 00-<32 hex>-<16 hex>-<2 "
+                "hex>, tracestate up to 512 printable characters): published without it (counted in "
+                "outbox_relay_trace_contexts_dropped_total, logged at most every 10 s)",
+                router_.outboxName(insert.relationId));
+    }
+  }
   publishRouted(txn, router_.outboxName(insert.relationId), outcome, error);
 }
 

@@ -277,6 +277,7 @@ class Relay {
   uint64_t kafkaReconnectsSeen_ = 0;
   std::chrono::steady_clock::time_point lastStatusAt_;
   std::chrono::steady_clock::time_point lastIgnoredLog_;
+  std::chrono::steady_clock::time_point lastTraceDropLog_;
   uint64_t ignoredSinceLog_ = 0;
   std::unordered_map<uint64_t, DeadLetter> deadLetters_;             // by id, until acknowledged
   std::deque<std::pair<uint64_t, OwnedRecord>> pendingDeadLetters_;  // waiting for room in librdkafka's queue

@@ -238,6 +238,7 @@ void readOutboxes(ConfigTable root, std::vector<OutboxTableConfig>& out) {
     if (t.get("timestamp_column", o.timestampColumn)) checkColumn(t, "timestamp_column", o.timestampColumn);
     if (std::string key; t.get("key_column", key)) o.keyColumn = key;  // "" = records without a key
     if (t.get("partition_column", o.partitionColumn)) checkColumn(t, "partition_column", o.partitionColumn);
+    if (t.get("tracing_column", o.tracingColumn)) checkColumn(t, "tracing_column", o.tracingColumn);
     bool topicSet = t.has("topic");
     bool topicOk = t.get("topic", o.topicTemplate) || !topicSet;
 
@@ -439,6 +440,7 @@ std::string RelayConfig::redactedSummary() const {
     if (!o.timestampColumn.empty()) t.insert("timestamp_column", o.timestampColumn);
     if (o.keyColumn) t.insert("key_column", *o.keyColumn);
     if (!o.partitionColumn.empty()) t.insert("partition_column", o.partitionColumn);
+    if (!o.tracingColumn.empty()) t.insert("tracing_column", o.tracingColumn);
     if (!o.headers.empty()) t.insert("headers", tomlTable(o.headers));
     outboxArray.push_back(std::move(t));
   }

@@ -84,6 +84,10 @@ struct OutboxTableConfig {
   // The record's partition (Debezium's partition placement): an integer column; NULL in a row (or unset): the
   // key's murmur2 partition.
   std::string partitionColumn;
+  // W3C trace context (Debezium's tracing.span.context.field, e.g. "tracingspancontext"): a column holding a
+  // traceparent, or Java Properties text with traceparent= and tracestate= lines (what Debezium's outbox extensions
+  // write). Becomes the headers traceparent and tracestate. Empty: off.
+  std::string tracingColumn;
   // {column} placeholders are replaced by that column's value.
   std::string topicTemplate = "outbox.event.{aggregatetype}";
   // Kafka header name -> column name. The header "id" (the event id) is always set.

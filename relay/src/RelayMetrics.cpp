@@ -86,6 +86,9 @@ RelayMetrics::RelayMetrics(const RelayConfig& config)
       replayedEventsSkipped(counter(*registry_, "outbox_relay_replayed_events_skipped_total",
                                     "Exactly-once mode: events the slot sent again that the committed progress "
                                     "record shows Kafka has already; skipped, not published twice.")),
+      traceContextsDropped(counter(*registry_, "outbox_relay_trace_contexts_dropped_total",
+                                   "Rows whose tracing_column held no valid W3C trace context (a malformed "
+                                   "traceparent or tracestate): published without it.")),
       slotExists(gauge(*registry_, "outbox_relay_slot_exists",
                        "1 while the replication slot (source.slot) has a row in pg_replication_slots, 0 when it is "
                        "gone; read every source.lag_poll_interval_ms, NaN until the first read.")),

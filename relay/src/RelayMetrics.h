@@ -94,6 +94,7 @@ class RelayMetrics {
   prometheus::Counter& kafkaTransactionsAborted;
   prometheus::Gauge& transactionalProducerReady;
   prometheus::Counter& replayedEventsSkipped;
+  prometheus::Counter& traceContextsDropped;
   // Slot health (see slotHealth()).
   prometheus::Gauge& slotExists;
   prometheus::Gauge& slotActive;

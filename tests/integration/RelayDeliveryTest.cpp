@@ -495,3 +495,38 @@ TEST_P(PartitionColumn, PicksThePartition) {
 
 INSTANTIATE_TEST_SUITE_P(RelayDelivery, PartitionColumn, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "ExactlyOnce" : "AtLeastOnce"; });
+
+// tracing_column: Debezium's serialized span context (Java Properties text) or a bare traceparent becomes the W3C
+// headers traceparent and tracestate; one that is not valid is left out, counted and logged, and the event is
+// published all the same.
+TEST(RelayDelivery, TracingColumnBecomesTraceContextHeaders) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "tracing");
+  pg.exec("ALTER TABLE " + table + " ADD COLUMN tracingspancontext text");
+  std::string topic = uniqueName("trace");
+  RelayConfigBuilder config;
+  config.addOutbox({table, topic, {{"tracing_column", "tracingspancontext"}}, {{"eventType", "type"}}})
+      .metricsListen("127.0.0.1:0");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start(config.render());
+  std::string metrics = adminAddressOf(*relay);
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  const std::string parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload, tracingspancontext) VALUES "
+          "('a', 'k', 'Debezium', '{}', E'#Wed Dec 02 03:12:11 UTC 2026\\ntracestate=congo\\\\=t61rcWkgMzE\\ntraceparent=" +
+          parent + "\\n'), ('a', 'k', 'Bare', '{}', '" + parent + "'), ('a', 'k', 'Invalid', '{}', 'traceparent=nope'), "
+          "('a', 'k', 'None', '{}', NULL)");
+  TopicReader reader(kafkaBootstrap(), {topic});
+  auto& records = reader.readUntil(4, 3min);
+  ASSERT_EQ(records.size(), 4u) << relay->logTail();
+  std::map<std::string, ConsumedRecord> byType;
+  for (auto& r : records) byType[r.headers.at("eventType")] = r;
+  EXPECT_EQ(byType["Debezium"].headers["traceparent"], parent);
+  EXPECT_EQ(byType["Debezium"].headers["tracestate"], "congo=t61rcWkgMzE");
+  EXPECT_EQ(byType["Bare"].headers["traceparent"], parent);
+  EXPECT_EQ(byType["Bare"].headers.count("tracestate"), 0u);
+  EXPECT_EQ(byType["Invalid"].headers.count("traceparent"), 0u);
+  EXPECT_EQ(byType["None"].headers.count("traceparent"), 0u);
+  EXPECT_EQ(scrapeValue(metrics, "outbox_relay_trace_contexts_dropped_total"), 1.0);
+  EXPECT_NE(relay->log().find("holds no valid W3C trace context"), std::string::npos);
+}

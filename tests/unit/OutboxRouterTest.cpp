@@ -556,3 +556,69 @@ TEST(OutboxRouter, PartitionColumnPicksThePartition) {
   EXPECT_EQ(KafkaPublisher::contentRejection(RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION),
             KafkaPublisher::Rejection::UnknownPartition);
 }
+
+TEST(OutboxRouter, TraceContextFromABareTraceparentOrDebeziumsPropertiesText) {
+  const std::string parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  std::string p, s;
+  EXPECT_TRUE(OutboxRouter::parseTraceContext(parent, p, s));
+  EXPECT_EQ(p, parent);
+  EXPECT_EQ(s, "");
+  EXPECT_TRUE(OutboxRouter::parseTraceContext("  " + parent + "\n", p, s));
+  EXPECT_EQ(p, parent);
+  // What Debezium's outbox extension stores (java.util.Properties.store: a date comment, escaped '=' and ':').
+  std::string properties = "#Wed Dec 02 03:12:11 UTC 2026\ntracestate=congo\\=t61rcWkgMzE,rojo\\=00f067aa0ba902b7\n"
+                           "traceparent=" + parent + "\n";
+  EXPECT_TRUE(OutboxRouter::parseTraceContext(properties, p, s));
+  EXPECT_EQ(p, parent);
+  EXPECT_EQ(s, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+  EXPECT_TRUE(OutboxRouter::parseTraceContext("traceparent : " + parent + "\r\ntracestate:a\\u003db", p, s));
+  EXPECT_EQ(p, parent);
+  EXPECT_EQ(s, "a=b");
+  // Nothing there: no headers, nothing dropped.
+  EXPECT_TRUE(OutboxRouter::parseTraceContext("", p, s));
+  EXPECT_TRUE(OutboxRouter::parseTraceContext("#only a comment\n", p, s));
+  EXPECT_EQ(p, "");
+  // Invalid: dropped (and counted by the relay).
+  for (const std::string& bad :
+       {std::string("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"),  // upper case
+        std::string("00-00000000000000000000000000000000-b7ad6b7169203331-01"),  // zero trace id
+        std::string("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"),  // zero parent id
+        std::string("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),  // version ff
+        std::string("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331"), std::string("garbage"),
+        "traceparent=" + parent + "x", std::string("tracestate=a=b"), std::string("traceparent=\\u00e9")}) {
+    EXPECT_FALSE(OutboxRouter::parseTraceContext(bad, p, s)) << bad;
+    EXPECT_EQ(p, "") << bad;
+    EXPECT_EQ(s, "") << bad;
+  }
+  // A valid traceparent with an invalid tracestate: the traceparent stays, the tracestate is dropped.
+  EXPECT_FALSE(OutboxRouter::parseTraceContext("traceparent=" + parent + "\ntracestate=" + std::string(600, 'a'), p, s));
+  EXPECT_EQ(p, parent);
+  EXPECT_EQ(s, "");
+  EXPECT_FALSE(OutboxRouter::parseTraceContext(std::string(9000, ' '), p, s));
+}
+
+TEST(OutboxRouter, TracingColumnBecomesTraceContextHeaders) {
+  RelayConfig config = configWithOutbox();
+  config.outboxes[0].tracingColumn = "tracingspancontext";
+  auto columns = kDebeziumColumns;
+  columns.push_back({"tracingspancontext", 25});
+  OutboxRouter router(config);
+  router.onRelation(outboxRelation(1, columns));
+  OutboxRecord record;
+  std::string error;
+  auto route = [&](ColumnValue trace) {
+    return router.routeInsert(insertRow(1, {text("i"), text("t"), text("k"), text("T"), text("{}"), trace}), record,
+                              error);
+  };
+  ASSERT_EQ(route(text("traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\ntracestate=k\\=v")),
+            OutboxRouter::Outcome::Routed);
+  EXPECT_EQ(header(record, "traceparent"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  EXPECT_EQ(header(record, "tracestate"), "k=v");
+  EXPECT_FALSE(router.traceContextDropped());
+  ASSERT_EQ(route(text("not a trace")), OutboxRouter::Outcome::Routed);
+  EXPECT_EQ(header(record, "traceparent"), "<absent>");
+  EXPECT_TRUE(router.traceContextDropped());
+  ASSERT_EQ(route(null()), OutboxRouter::Outcome::Routed);
+  EXPECT_EQ(header(record, "traceparent"), "<absent>");
+  EXPECT_FALSE(router.traceContextDropped());
+}
