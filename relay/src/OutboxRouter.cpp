@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 #include "common/ConfigSupport.h"
 #include "common/KafkaTopicName.h"
 #include "common/Log.h"
@@ -112,6 +114,15 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
     if (segment.columnIndex < 0) route.problem += "topic placeholder {" + segment.text + "} names no column; ";
   }
   for (const auto& [header, column] : table->headers) route.headers.emplace_back(header, info.columnIndex(column));
+  for (const auto& [field, column] : table->envelope) {
+    Route::EnvelopeField f{field, info.columnIndex(column), 0};
+    if (f.column < 0) {
+      route.problem += "no envelope column \"" + column + "\"; ";
+    } else {
+      f.typeOid = info.columns[static_cast<size_t>(f.column)].typeOid;
+    }
+    route.envelope.push_back(std::move(f));
+  }
   auto require = [&](int index, const std::string& column, const char* role) {
     if (index < 0) route.problem += "no " + std::string(role) + " column \"" + column + "\"; ";
   };
@@ -296,6 +307,105 @@ bool OutboxRouter::parseTraceContext(std::string_view text, std::string& tracepa
     tracestate = std::move(state);
   }
   return true;
+}
+
+namespace {
+// Whether `t` is a JSON number (RFC 8259), as PostgreSQL prints finite numerics and floats.
+bool isJsonNumber(std::string_view t) {
+  size_t i = 0;
+  auto digitsFrom = [&](size_t& p) {
+    size_t start = p;
+    while (p < t.size() && t[p] >= '0' && t[p] <= '9') ++p;
+    return p > start;
+  };
+  if (i < t.size() && t[i] == '-') ++i;
+  if (i >= t.size()) return false;
+  if (t[i] == '0') {
+    ++i;
+  } else if (!digitsFrom(i)) {
+    return false;
+  }
+  if (i < t.size() && t[i] == '.') {
+    ++i;
+    if (!digitsFrom(i)) return false;
+  }
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+    if (!digitsFrom(i)) return false;
+  }
+  return i == t.size();
+}
+
+void appendBase64(std::string& out, std::string_view bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    uint32_t n = (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8) |
+                 static_cast<uint8_t>(bytes[i + 2]);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += kAlphabet[n & 63];
+  }
+  if (i + 1 == bytes.size()) {
+    uint32_t n = static_cast<uint8_t>(bytes[i]) << 16;
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == bytes.size()) {
+    uint32_t n = (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += '=';
+  }
+}
+}  // namespace
+
+void OutboxRouter::appendJsonValue(std::string& out, std::optional<std::string_view> text, uint32_t typeOid,
+                                   bool bytes) {
+  constexpr uint32_t kBool = 16, kInt8 = 20, kInt2 = 21, kInt4 = 23, kJson = 114, kFloat4 = 700, kFloat8 = 701,
+                     kNumeric = 1700, kJsonb = 3802;
+  if (!text) {
+    out += "null";
+    return;
+  }
+  switch (typeOid) {
+    case kBool:
+      if (*text == "t" || *text == "f") {
+        out += *text == "t" ? "true" : "false";
+        return;
+      }
+      break;
+    case kInt2:
+    case kInt4:
+    case kInt8:
+    case kFloat4:
+    case kFloat8:
+    case kNumeric:
+      if (isJsonNumber(*text)) {
+        out += *text;
+        return;
+      }
+      break;
+    case kJson:
+    case kJsonb:
+      out += *text;  // validated by PostgreSQL on input
+      return;
+    case kByteaOid:
+      if (bytes) {
+        out += '"';
+        appendBase64(out, *text);
+        out += '"';
+        return;
+      }
+      break;
+    default:
+      break;
+  }
+  // Replace, not throw, on invalid UTF-8: a text column of a SQL_ASCII database may hold any bytes.
+  out += nlohmann::json(std::string(*text)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::optional<int64_t> OutboxRouter::parseTimestampMs(std::string_view t) {
@@ -483,6 +593,19 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
   record.topic = topic_;
   record.key = route.key == route.aggregateId ? key : columnText(tuple, route.key);
   record.value = value;
+  if (!route.envelope.empty()) {
+    envelope_.clear();
+    envelope_ += "{\"payload\":";
+    appendJsonValue(envelope_, value, route.payloadTypeOid, route.payloadTypeOid == kByteaOid);
+    for (const auto& field : route.envelope) {
+      envelope_ += ',';
+      appendJsonValue(envelope_, field.name, 25);
+      envelope_ += ':';
+      appendJsonValue(envelope_, columnText(tuple, field.column), field.typeOid);
+    }
+    envelope_ += '}';
+    record.value = envelope_;
+  }
   return Outcome::Routed;
 }
 

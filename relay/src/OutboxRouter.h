@@ -50,6 +50,11 @@ class OutboxRouter {
   // ff); `tracestate` is kept only with a valid traceparent, and only when it is at most 512 printable ASCII
   // characters. Returns false when something was there but was dropped as invalid.
   static bool parseTraceContext(std::string_view text, std::string& traceparent, std::string& tracestate);
+  // A column value as JSON for the envelope, by its type: NULL -> null, bool -> true/false, integers and finite
+  // numerics/floats -> numbers, json/jsonb -> as they are, bytea (its bytes, `bytes` = true) -> a base64 string,
+  // anything else (NaN and Infinity too) -> a string.
+  static void appendJsonValue(std::string& out, std::optional<std::string_view> text, uint32_t typeOid,
+                              bool bytes = false);
   // Whether the last routed row's trace context was dropped as invalid (then counted by the relay).
   bool traceContextDropped() const { return traceDropped_; }
 
@@ -89,6 +94,12 @@ class OutboxRouter {
     uint32_t payloadTypeOid = 0;
     TopicTemplate topic;
     std::vector<std::pair<std::string, int>> headers;  // header name -> column index (-1: column missing)
+    struct EnvelopeField {
+      std::string name;
+      int column = -1;
+      uint32_t typeOid = 0;
+    };
+    std::vector<EnvelopeField> envelope;  // [outbox.envelope]: the value's fields beside "payload"
     std::string problem;  // non-empty: a required column is missing; every row is dead-lettered
   };
 
@@ -111,6 +122,7 @@ class OutboxRouter {
   int64_t commitTimeMs_ = 0;
   bool traceDropped_ = false;
   std::string traceParent_, traceState_;
+  std::string envelope_;
   // Scratch buffers the records' views point into; reused for every event.
   std::string topic_;
   std::string payload_;

@@ -245,6 +245,17 @@ void readOutboxes(ConfigTable root, std::vector<OutboxTableConfig>& out) {
     ConfigTable headers = t.table("headers");
     o.headers = headers.entries(EntryValues::Strings);
     checkHeaderNames(headers, o.headers, "column");
+    ConfigTable envelope = t.table("envelope");
+    o.envelope = envelope.entries(EntryValues::Strings);
+    for (auto& [field, column] : o.envelope) {
+      if (field == "payload") {
+        envelope.invalid(field, "the envelope's \"payload\" field is the payload itself; choose another field name");
+      } else if (field.empty()) {
+        envelope.invalid(field, "a field name must not be empty");
+      } else if (column.empty()) {
+        envelope.invalid(field, "must name a column, got \"\"");
+      }
+    }
 
     if (topicOk) {
       std::vector<std::string> columns = {o.aggregateTypeColumn, o.aggregateIdColumn, o.typeColumn, o.idColumn,
@@ -442,6 +453,7 @@ std::string RelayConfig::redactedSummary() const {
     if (!o.partitionColumn.empty()) t.insert("partition_column", o.partitionColumn);
     if (!o.tracingColumn.empty()) t.insert("tracing_column", o.tracingColumn);
     if (!o.headers.empty()) t.insert("headers", tomlTable(o.headers));
+    if (!o.envelope.empty()) t.insert("envelope", tomlTable(o.envelope));
     outboxArray.push_back(std::move(t));
   }
   toml::table messagesTable{

@@ -88,6 +88,9 @@ struct OutboxTableConfig {
   // traceparent, or Java Properties text with traceparent= and tracestate= lines (what Debezium's outbox extensions
   // write). Becomes the headers traceparent and tracestate. Empty: off.
   std::string tracingColumn;
+  // Debezium's table.fields.additional.placement with "envelope": field name -> column. When any is set, the
+  // record's value is a JSON object {"payload": <payload>, <field>: <column value>, ...} instead of the payload.
+  std::vector<std::pair<std::string, std::string>> envelope;
   // {column} placeholders are replaced by that column's value.
   std::string topicTemplate = "outbox.event.{aggregatetype}";
   // Kafka header name -> column name. The header "id" (the event id) is always set.

@@ -530,3 +530,34 @@ TEST(RelayDelivery, TracingColumnBecomesTraceContextHeaders) {
   EXPECT_EQ(scrapeValue(metrics, "outbox_relay_trace_contexts_dropped_total"), 1.0);
   EXPECT_NE(relay->log().find("holds no valid W3C trace context"), std::string::npos);
 }
+
+// [outbox.envelope]: the value is {"payload": <the payload>, <field>: <column>, ...}, each column as JSON by its type.
+TEST(RelayDelivery, EnvelopePlacesColumnsBesideThePayload) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "envelope");
+  pg.exec("ALTER TABLE " + table + " ADD COLUMN version int, ADD COLUMN tags jsonb, ADD COLUMN amount numeric");
+  std::string topic = uniqueName("env");
+  RelayConfigBuilder config;
+  config.addOutbox({table, topic, {}, {{"eventType", "type"}}});
+  std::string rendered = config.render() +
+                         "[outbox.envelope]\neventType = \"type\"\neventVersion = \"version\"\ntags = \"tags\"\n"
+                         "amount = \"amount\"\n";
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start(rendered);
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  pg.exec("INSERT INTO " + table +
+          " (aggregatetype, aggregateid, type, payload, version, tags, amount) VALUES "
+          "('a', 'k1', 'OrderCreated', '{\"total\": 42.5}', 2, '[\"new\"]', 19.90), "
+          "('a', 'k2', 'Bare', '{}', NULL, NULL, 'NaN')");
+  TopicReader reader(kafkaBootstrap(), {topic});
+  auto& records = reader.readUntil(2, 3min);
+  ASSERT_EQ(records.size(), 2u) << relay->logTail();
+  std::map<std::string, nlohmann::json> byKey;
+  for (auto& r : records) byKey[r.key.value_or("")] = nlohmann::json::parse(r.value.value_or("null"));
+  EXPECT_EQ(byKey["k1"], nlohmann::json::parse(
+                             R"({"payload": {"total": 42.5}, "eventType": "OrderCreated", "eventVersion": 2,
+                                 "tags": ["new"], "amount": 19.90})"));
+  EXPECT_EQ(byKey["k2"], nlohmann::json::parse(
+                             R"({"payload": {}, "eventType": "Bare", "eventVersion": null, "tags": null,
+                                 "amount": "NaN"})"));
+}

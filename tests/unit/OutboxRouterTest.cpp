@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "src/KafkaPublisher.h"
 #include "src/OutboxRouter.h"
@@ -621,4 +622,46 @@ TEST(OutboxRouter, TracingColumnBecomesTraceContextHeaders) {
   ASSERT_EQ(route(null()), OutboxRouter::Outcome::Routed);
   EXPECT_EQ(header(record, "traceparent"), "<absent>");
   EXPECT_FALSE(router.traceContextDropped());
+}
+
+TEST(OutboxRouter, EnvelopePlacesColumnsBesideThePayload) {
+  RelayConfig config = configWithOutbox();
+  config.outboxes[0].envelope = {{"eventType", "type"}, {"version", "v"}, {"ok", "flag"}, {"meta", "meta"},
+                                 {"ratio", "ratio"}, {"note", "note"}};
+  auto columns = kDebeziumColumns;
+  for (auto c : std::vector<std::pair<const char*, uint32_t>>{
+           {"v", 23}, {"flag", 16}, {"meta", 3802}, {"ratio", 1700}, {"note", 25}}) {
+    columns.push_back(c);
+  }
+  OutboxRouter router(config);
+  router.onRelation(outboxRelation(1, columns));
+  OutboxRecord record;
+  std::string error;
+  ASSERT_EQ(router.routeInsert(insertRow(1, {text("i"), text("t"), text("k"), text("OrderCreated"),
+                                             text(R"({"total": 42})"), text("3"), text("t"), text(R"({"a": [1]})"),
+                                             text("NaN"), text("say \"hi\"\n")}),
+                               record, error),
+            OutboxRouter::Outcome::Routed)
+      << error;
+  EXPECT_EQ(record.value, R"({"payload":{"total": 42},"eventType":"OrderCreated","version":3,"ok":true,)"
+                          R"("meta":{"a": [1]},"ratio":"NaN","note":"say \"hi\"\n"})");
+  auto parsed = nlohmann::json::parse(*record.value);
+  EXPECT_EQ(parsed["payload"]["total"], 42);
+  // NULLs are JSON nulls, the payload too.
+  ASSERT_EQ(router.routeInsert(insertRow(1, {text("i"), text("t"), text("k"), text("T"), null(), null(), null(),
+                                             null(), text("-1.5e+30"), null()}),
+                               record, error),
+            OutboxRouter::Outcome::Routed);
+  EXPECT_EQ(record.value, R"({"payload":null,"eventType":"T","version":null,"ok":null,"meta":null,"ratio":-1.5e+30,"note":null})");
+  // A bytea payload is base64 in the envelope.
+  std::string bytes;
+  OutboxRouter::appendJsonValue(bytes, std::string_view("\x00\xff" "A", 3), 17, true);
+  EXPECT_EQ(bytes, "\"AP9B\"");
+  // A missing envelope column: every row is a dead letter naming it.
+  config.outboxes[0].envelope = {{"x", "nope"}};
+  OutboxRouter missing(config);
+  missing.onRelation(outboxRelation(2, kDebeziumColumns));
+  EXPECT_EQ(missing.routeInsert(insertRow(2, {text("i"), text("t"), text("k"), text("T"), text("{}")}), record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_NE(error.find("no envelope column \"nope\""), std::string::npos) << error;
 }

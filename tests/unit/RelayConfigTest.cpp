@@ -404,6 +404,26 @@ TEST(RelayConfigValidation, Headers) {
             "relay.toml:6:5: messages.headers.x: must be a string, got an integer (put it in double quotes)");
 }
 
+TEST(RelayConfigValidation, ParityKeys) {
+  RelayConfig config = parseOk(kMinimal +
+                               "[[outbox]]\ntable = \"t\"\nkey_column = \"\"\npartition_column = \"p\"\n"
+                               "timestamp_column = \"at\"\ntracing_column = \"tracingspancontext\"\n"
+                               "[outbox.envelope]\neventType = \"type\"\n");
+  ASSERT_EQ(config.outboxes.size(), 1u);
+  EXPECT_EQ(config.outboxes[0].keyColumn, "");
+  EXPECT_EQ(config.outboxes[0].partitionColumn, "p");
+  EXPECT_EQ(config.outboxes[0].timestampColumn, "at");
+  EXPECT_EQ(config.outboxes[0].tracingColumn, "tracingspancontext");
+  ASSERT_EQ(config.outboxes[0].envelope.size(), 1u);
+  EXPECT_EQ(config.outboxes[0].envelope[0], (std::pair<std::string, std::string>{"eventType", "type"}));
+  EXPECT_EQ(parseOk(kMinimal + kOutbox).outboxes[0].keyColumn, std::nullopt);
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\n[outbox.envelope]\npayload = \"other\"\n"),
+            "relay.toml:8:11: outbox[0].envelope.payload: the envelope's \"payload\" field is the payload itself; "
+            "choose another field name");
+  EXPECT_EQ(onlyIssue(kMinimal + "[[outbox]]\ntable = \"t\"\ntimestamp_column = \"\"\n"),
+            "relay.toml:7:20: outbox[0].timestamp_column: must not be empty; give a column name of the outbox table");
+}
+
 TEST(RelayConfigValidation, DeadLetterTopic) {
   EXPECT_EQ(onlyIssue("dead_letter_topic = \"dlq.{type}\"\n" + kMinimal + kOutbox),
             "relay.toml:1:21: dead_letter_topic: must be a plain Kafka topic name without {placeholders}, got "
