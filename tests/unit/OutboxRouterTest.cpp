@@ -50,6 +50,22 @@ std::string header(const OutboxRecord& record, std::string_view name) {
   return "<absent>";
 }
 
+// A router for the Debezium columns plus one (`column`, of type `oid`), and a row with a value for it.
+struct ExtraColumnRouter {
+  ExtraColumnRouter(const RelayConfig& config, const char* column, uint32_t oid) : router(config) {
+    auto columns = kDebeziumColumns;
+    columns.push_back({column, oid});
+    router.onRelation(outboxRelation(1, columns));
+  }
+  OutboxRouter::Outcome route(ColumnValue extra) {
+    return router.routeInsert(insertRow(1, {text("i"), text("t"), text("k"), text("T"), text("{}"), extra}), record,
+                              error);
+  }
+  OutboxRouter router;
+  OutboxRecord record;
+  std::string error;
+};
+
 }  // namespace
 
 TEST(OutboxRouter, RoutesARowWithDebeziumConventions) {
@@ -533,16 +549,10 @@ TEST(OutboxRouter, KeyIsTheAggregateIdAnotherColumnOrNone) {
 TEST(OutboxRouter, PartitionColumnPicksThePartition) {
   RelayConfig config = configWithOutbox();
   config.outboxes[0].partitionColumn = "part";
-  auto columns = kDebeziumColumns;
-  columns.push_back({"part", 23});
-  OutboxRouter router(config);
-  router.onRelation(outboxRelation(1, columns));
-  OutboxRecord record;
-  std::string error;
-  auto route = [&](ColumnValue part) {
-    return router.routeInsert(insertRow(1, {text("i"), text("t"), text("k"), text("T"), text("{}"), part}), record,
-                              error);
-  };
+  ExtraColumnRouter r(config, "part", 23);
+  auto route = [&](ColumnValue part) { return r.route(part); };
+  const OutboxRecord& record = r.record;
+  const std::string& error = r.error;
   ASSERT_EQ(route(text("2")), OutboxRouter::Outcome::Routed) << error;
   EXPECT_EQ(record.partition, 2);
   ASSERT_EQ(route(null()), OutboxRouter::Outcome::Routed) << error;
@@ -601,16 +611,10 @@ TEST(OutboxRouter, TraceContextFromABareTraceparentOrDebeziumsPropertiesText) {
 TEST(OutboxRouter, TracingColumnBecomesTraceContextHeaders) {
   RelayConfig config = configWithOutbox();
   config.outboxes[0].tracingColumn = "tracingspancontext";
-  auto columns = kDebeziumColumns;
-  columns.push_back({"tracingspancontext", 25});
-  OutboxRouter router(config);
-  router.onRelation(outboxRelation(1, columns));
-  OutboxRecord record;
-  std::string error;
-  auto route = [&](ColumnValue trace) {
-    return router.routeInsert(insertRow(1, {text("i"), text("t"), text("k"), text("T"), text("{}"), trace}), record,
-                              error);
-  };
+  ExtraColumnRouter r(config, "tracingspancontext", 25);
+  auto route = [&](ColumnValue trace) { return r.route(trace); };
+  const OutboxRecord& record = r.record;
+  OutboxRouter& router = r.router;
   ASSERT_EQ(route(text("traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\ntracestate=k\\=v")),
             OutboxRouter::Outcome::Routed);
   EXPECT_EQ(header(record, "traceparent"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
