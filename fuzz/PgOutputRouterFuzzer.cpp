@@ -29,6 +29,10 @@ RelayConfig fuzzConfig() {
   outbox.payloadColumn = "blob";
   outbox.topicTemplate = "outbox.{topic}.{id}";
   outbox.headers = {{"eventType", "note"}, {"json", "payload"}, {"missing", "nosuchcolumn"}};
+  // Options that never dead-letter a row, so every routed row goes through them: the trace context parser and the
+  // envelope (a text column and the bytea payload as JSON).
+  outbox.tracingColumn = "note";
+  outbox.envelope = {{"note", "note"}, {"json", "payload"}};
   config.outboxes.push_back(outbox);
   OutboxTableConfig full;
   full.table = "outbox_full";
@@ -57,6 +61,15 @@ void touch(const OutboxRecord& record) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The column parsers, on the raw input too: rows reach the timestamp and partition parsers only when what comes
+  // before them in a row is valid.
+  {
+    std::string_view text(reinterpret_cast<const char*>(data), size);
+    (void)OutboxRouter::parseTimestampMs(text);
+    std::string parent, state, json;
+    OutboxRouter::parseTraceContext(text, parent, state);
+    for (uint32_t oid : {16u, 20u, 700u, 1700u, 17u, 25u}) OutboxRouter::appendJsonValue(json, text, oid, oid == 17u);
+  }
   static const RelayConfig config = fuzzConfig();
   OutboxRouter router(config);
   pgoutput::PgOutputDecoder decoder;
