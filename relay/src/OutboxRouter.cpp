@@ -142,6 +142,7 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
     route.key = table->keyColumn->empty() ? -1 : info.columnIndex(*table->keyColumn);
     if (!table->keyColumn->empty()) require(route.key, *table->keyColumn, "key");
   }
+  if (table->cloudEvents != OutboxTableConfig::CloudEvents::Off) require(route.type, table->typeColumn, "type");
   if (!table->timestampColumn.empty()) {
     route.timestamp = info.columnIndex(table->timestampColumn);
     require(route.timestamp, table->timestampColumn, "timestamp");
@@ -362,6 +363,30 @@ void appendBase64(std::string& out, std::string_view bytes) {
   }
 }
 }  // namespace
+
+std::string_view OutboxRouter::contentType(uint32_t payloadTypeOid) {
+  if (payloadTypeOid == 114 || payloadTypeOid == 3802) return "application/json";
+  if (payloadTypeOid == kByteaOid) return "application/octet-stream";
+  return "text/plain; charset=utf-8";
+}
+
+std::string OutboxRouter::rfc3339(int64_t unixMs) {
+  if (unixMs <= 0) return "";
+  int64_t days = unixMs / 86400000, msOfDay = unixMs % 86400000;
+  // civil_from_days (Howard Hinnant)
+  int64_t z = days + 719468;
+  int64_t era = z / 146097;
+  int64_t doe = z - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t y = yoe + era * 400;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  int64_t mp = (5 * doy + 2) / 153;
+  int64_t d = doy - (153 * mp + 2) / 5 + 1;
+  int64_t m = mp < 10 ? mp + 3 : mp - 9;
+  if (m <= 2) ++y;
+  return fmt::format("{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z", y, m, d, msOfDay / 3600000,
+                     msOfDay / 60000 % 60, msOfDay / 1000 % 60, msOfDay % 1000);
+}
 
 void OutboxRouter::appendJsonValue(std::string& out, std::optional<std::string_view> text, uint32_t typeOid,
                                    bool bytes) {
@@ -605,6 +630,41 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
     }
     envelope_ += '}';
     record.value = envelope_;
+  }
+  if (route.table->cloudEvents != OutboxTableConfig::CloudEvents::Off) {
+    auto type = columnText(tuple, route.type);
+    if (!type || type->empty()) {
+      return deadLetter(record, error,
+                        route.name + ": column \"" + route.table->typeColumn +
+                            "\" is NULL or empty, and a CloudEvent needs a type",
+                        key, value);
+    }
+    ceTime_ = rfc3339(record.timestampMs);
+    const std::string& source = route.table->cloudEventsSource;
+    if (route.table->cloudEvents == OutboxTableConfig::CloudEvents::Binary) {
+      record.headers.emplace_back("ce_specversion", "1.0");
+      record.headers.emplace_back("ce_id", *id);
+      record.headers.emplace_back("ce_source", source);
+      record.headers.emplace_back("ce_type", *type);
+      if (!ceTime_.empty()) record.headers.emplace_back("ce_time", ceTime_);
+      record.headers.emplace_back("content-type", contentType(route.payloadTypeOid));
+    } else {
+      ceBody_.clear();
+      ceBody_ += "{\"specversion\":\"1.0\",\"id\":";
+      appendJsonValue(ceBody_, *id, 25);
+      ceBody_ += ",\"source\":";
+      appendJsonValue(ceBody_, source, 25);
+      ceBody_ += ",\"type\":";
+      appendJsonValue(ceBody_, *type, 25);
+      if (!ceTime_.empty()) ceBody_ += ",\"time\":\"" + ceTime_ + "\"";
+      ceBody_ += ",\"datacontenttype\":\"";
+      ceBody_ += contentType(route.payloadTypeOid);
+      ceBody_ += route.payloadTypeOid == kByteaOid ? "\",\"data_base64\":" : "\",\"data\":";
+      appendJsonValue(ceBody_, value, route.payloadTypeOid, route.payloadTypeOid == kByteaOid);
+      ceBody_ += '}';
+      record.value = ceBody_;
+      record.headers.emplace_back("content-type", "application/cloudevents+json");
+    }
   }
   return Outcome::Routed;
 }

@@ -55,6 +55,10 @@ class OutboxRouter {
   // anything else (NaN and Infinity too) -> a string.
   static void appendJsonValue(std::string& out, std::optional<std::string_view> text, uint32_t typeOid,
                               bool bytes = false);
+  // Unix epoch ms as RFC 3339 UTC with milliseconds ("2026-12-02T03:12:11.123Z"); "" for 0 or less.
+  static std::string rfc3339(int64_t unixMs);
+  // The CloudEvents datacontenttype of a payload column's type.
+  static std::string_view contentType(uint32_t payloadTypeOid);
   // Whether the last routed row's trace context was dropped as invalid (then counted by the relay).
   bool traceContextDropped() const { return traceDropped_; }
 
@@ -123,6 +127,7 @@ class OutboxRouter {
   bool traceDropped_ = false;
   std::string traceParent_, traceState_;
   std::string envelope_;
+  std::string ceTime_, ceBody_;
   // Scratch buffers the records' views point into; reused for every event.
   std::string topic_;
   std::string payload_;

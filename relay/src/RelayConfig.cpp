@@ -245,8 +245,25 @@ void readOutboxes(ConfigTable root, std::vector<OutboxTableConfig>& out) {
     ConfigTable headers = t.table("headers");
     o.headers = headers.entries(EntryValues::Strings);
     checkHeaderNames(headers, o.headers, "column");
+    if (std::string mode; t.get("cloudevents", mode)) {
+      if (mode == "binary") {
+        o.cloudEvents = OutboxTableConfig::CloudEvents::Binary;
+      } else if (mode == "structured") {
+        o.cloudEvents = OutboxTableConfig::CloudEvents::Structured;
+      } else if (mode != "off") {
+        t.invalid("cloudevents", fmt::format("must be \"off\", \"binary\" or \"structured\", got {}", tomlQuote(mode)));
+      }
+    }
+    if (t.get("cloudevents_source", o.cloudEventsSource) && o.cloudEventsSource.empty()) {
+      t.invalid("cloudevents_source", "must not be empty: CloudEvents requires a source (a URI-reference, e.g. "
+                                      "\"/orders-service\")");
+    }
     ConfigTable envelope = t.table("envelope");
     o.envelope = envelope.entries(EntryValues::Strings);
+    if (!o.envelope.empty() && o.cloudEvents != OutboxTableConfig::CloudEvents::Off) {
+      t.invalid("cloudevents", "cannot be combined with [outbox.envelope]: put the extra fields in [outbox.headers], "
+                               "which CloudEvents keeps");
+    }
     for (auto& [field, column] : o.envelope) {
       if (field == "payload") {
         envelope.invalid(field, "the envelope's \"payload\" field is the payload itself; choose another field name");
@@ -454,6 +471,10 @@ std::string RelayConfig::redactedSummary() const {
     if (!o.tracingColumn.empty()) t.insert("tracing_column", o.tracingColumn);
     if (!o.headers.empty()) t.insert("headers", tomlTable(o.headers));
     if (!o.envelope.empty()) t.insert("envelope", tomlTable(o.envelope));
+    if (o.cloudEvents != OutboxTableConfig::CloudEvents::Off) {
+      t.insert("cloudevents", o.cloudEvents == OutboxTableConfig::CloudEvents::Binary ? "binary" : "structured");
+      t.insert("cloudevents_source", o.cloudEventsSource);
+    }
     outboxArray.push_back(std::move(t));
   }
   toml::table messagesTable{

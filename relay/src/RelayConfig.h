@@ -91,6 +91,13 @@ struct OutboxTableConfig {
   // Debezium's table.fields.additional.placement with "envelope": field name -> column. When any is set, the
   // record's value is a JSON object {"payload": <payload>, <field>: <column value>, ...} instead of the payload.
   std::vector<std::pair<std::string, std::string>> envelope;
+  // CloudEvents 1.0 over Kafka: Binary adds the ce_* headers (ce_specversion, ce_id = the event id, ce_source,
+  // ce_type = the type column, ce_time = the record timestamp) and content-type; Structured makes the value the
+  // CloudEvent JSON itself (data = the payload), content-type application/cloudevents+json. The Debezium headers
+  // (id, [outbox.headers]) stay in both. Not with [outbox.envelope].
+  enum class CloudEvents { Off, Binary, Structured };
+  CloudEvents cloudEvents = CloudEvents::Off;
+  std::string cloudEventsSource = "outbox-relay";  // the ce source attribute (a URI-reference)
   // {column} placeholders are replaced by that column's value.
   std::string topicTemplate = "outbox.event.{aggregatetype}";
   // Kafka header name -> column name. The header "id" (the event id) is always set.

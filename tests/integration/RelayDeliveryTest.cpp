@@ -561,3 +561,59 @@ TEST(RelayDelivery, EnvelopePlacesColumnsBesideThePayload) {
                              R"({"payload": {}, "eventType": "Bare", "eventVersion": null, "tags": null,
                                  "amount": "NaN"})"));
 }
+
+// [[outbox]] cloudevents: binary mode adds the ce_* headers and content-type; structured mode makes the value the
+// CloudEvent itself. The Debezium headers stay in both.
+TEST(RelayDelivery, CloudEventsBinaryAndStructured) {
+  PgConnection pg(pgUrl());
+  std::string binary = createOutboxTable(pg, "cebinary");
+  std::string structured = createOutboxTable(pg, "cestructured");
+  std::string topic = uniqueName("ce");
+  RelayConfigBuilder config;
+  config.addOutbox({binary, topic + ".binary", {{"cloudevents", "binary"}, {"cloudevents_source", "/orders"}},
+                    {{"eventType", "type"}}})
+      .addOutbox({structured, topic + ".structured", {{"cloudevents", "structured"}, {"cloudevents_source", "/orders"}},
+                  {{"eventType", "type"}}});
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {binary, structured});
+  auto relay = RelayProcess::start(config.render());
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  auto epochMs = [&] { return std::stoll(*pg.scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")); };
+  int64_t before = epochMs();
+  pg.exec("BEGIN; INSERT INTO " + binary +
+          " (aggregatetype, aggregateid, type, payload) VALUES ('order', 'o-1', 'OrderCreated', '{\"total\": 42}'); "
+          "INSERT INTO " + structured +
+          " (aggregatetype, aggregateid, type, payload) VALUES ('order', 'o-1', 'OrderCreated', '{\"total\": 42}'); "
+          "COMMIT");
+  int64_t after = epochMs();
+  TopicReader reader(kafkaBootstrap(), {topic + ".binary", topic + ".structured"});
+  auto& records = reader.readUntil(2, 3min);
+  ASSERT_EQ(records.size(), 2u) << relay->logTail();
+  std::map<std::string, ConsumedRecord> byTopic;
+  for (auto& r : records) byTopic[r.topic] = r;
+  ConsumedRecord& b = byTopic[topic + ".binary"];
+  std::string id = b.headers["id"];
+  EXPECT_FALSE(id.empty());
+  EXPECT_EQ(b.headers["ce_specversion"], "1.0");
+  EXPECT_EQ(b.headers["ce_id"], id);
+  EXPECT_EQ(b.headers["ce_source"], "/orders");
+  EXPECT_EQ(b.headers["ce_type"], "OrderCreated");
+  EXPECT_EQ(b.headers["content-type"], "application/json");
+  EXPECT_EQ(b.headers["eventType"], "OrderCreated");
+  // ce_time is the commit time, as the record's timestamp.
+  EXPECT_EQ(b.headers["ce_time"].size(), 24u) << b.headers["ce_time"];
+  EXPECT_GE(b.timestampMs, before - 1);
+  EXPECT_LE(b.timestampMs, after + 1);
+  EXPECT_EQ(nlohmann::json::parse(b.value.value_or("null")), nlohmann::json::parse(R"({"total": 42})"));
+
+  ConsumedRecord& s = byTopic[topic + ".structured"];
+  EXPECT_EQ(s.headers["content-type"], "application/cloudevents+json");
+  EXPECT_EQ(s.headers.count("ce_id"), 0u);
+  nlohmann::json event = nlohmann::json::parse(s.value.value_or("null"));
+  EXPECT_EQ(event["specversion"], "1.0");
+  EXPECT_EQ(event["id"], s.headers["id"]);
+  EXPECT_EQ(event["source"], "/orders");
+  EXPECT_EQ(event["type"], "OrderCreated");
+  EXPECT_EQ(event["time"], b.headers["ce_time"]);  // one transaction: one commit time
+  EXPECT_EQ(event["datacontenttype"], "application/json");
+  EXPECT_EQ(event["data"], nlohmann::json::parse(R"({"total": 42})"));
+}

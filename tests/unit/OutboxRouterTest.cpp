@@ -669,3 +669,51 @@ TEST(OutboxRouter, EnvelopePlacesColumnsBesideThePayload) {
             OutboxRouter::Outcome::DeadLettered);
   EXPECT_NE(error.find("no envelope column \"nope\""), std::string::npos) << error;
 }
+
+TEST(OutboxRouter, CloudEventsBinaryAndStructured) {
+  EXPECT_EQ(OutboxRouter::rfc3339(1796181131123), "2026-12-02T03:12:11.123Z");
+  EXPECT_EQ(OutboxRouter::rfc3339(1709164800000), "2024-02-29T00:00:00.000Z");
+  EXPECT_EQ(OutboxRouter::rfc3339(0), "");
+  RelayConfig config = configWithOutbox();
+  config.outboxes[0].cloudEvents = OutboxTableConfig::CloudEvents::Binary;
+  config.outboxes[0].cloudEventsSource = "/orders";
+  OutboxRecord record;
+  std::string error;
+  {
+    OutboxRouter router(config);
+    router.onRelation(outboxRelation(1, kDebeziumColumns));
+    router.beginTransaction(1796181131123);
+    ASSERT_EQ(router.routeInsert(insertRow(1, {text("e-1"), text("order"), text("o-1"), text("OrderCreated"),
+                                               text(R"({"total": 42})")}),
+                                 record, error),
+              OutboxRouter::Outcome::Routed)
+        << error;
+    EXPECT_EQ(header(record, "ce_specversion"), "1.0");
+    EXPECT_EQ(header(record, "ce_id"), "e-1");
+    EXPECT_EQ(header(record, "ce_source"), "/orders");
+    EXPECT_EQ(header(record, "ce_type"), "OrderCreated");
+    EXPECT_EQ(header(record, "ce_time"), "2026-12-02T03:12:11.123Z");
+    EXPECT_EQ(header(record, "content-type"), "application/json");
+    EXPECT_EQ(header(record, "id"), "e-1");  // the Debezium headers stay
+    EXPECT_EQ(record.value, R"({"total": 42})");
+    // No type: no CloudEvent; a dead letter saying so.
+    EXPECT_EQ(router.routeInsert(insertRow(1, {text("e-2"), text("order"), text("o-1"), null(), text("{}")}), record,
+                                 error),
+              OutboxRouter::Outcome::DeadLettered);
+    EXPECT_NE(error.find("a CloudEvent needs a type"), std::string::npos) << error;
+  }
+  config.outboxes[0].cloudEvents = OutboxTableConfig::CloudEvents::Structured;
+  OutboxRouter router(config);
+  router.onRelation(outboxRelation(1, kDebeziumColumns));
+  router.beginTransaction(1796181131123);
+  ASSERT_EQ(router.routeInsert(insertRow(1, {text("e-1"), text("order"), text("o-1"), text("OrderCreated"),
+                                             text(R"({"total": 42})")}),
+                               record, error),
+            OutboxRouter::Outcome::Routed)
+      << error;
+  EXPECT_EQ(record.value, R"({"specversion":"1.0","id":"e-1","source":"/orders","type":"OrderCreated",)"
+                          R"("time":"2026-12-02T03:12:11.123Z","datacontenttype":"application/json",)"
+                          R"("data":{"total": 42}})");
+  EXPECT_EQ(header(record, "content-type"), "application/cloudevents+json");
+  EXPECT_EQ(header(record, "ce_id"), "<absent>");
+}
