@@ -20,14 +20,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string readExample(const std::string& name) {
-  std::string path = sourcePath("examples/debezium-migration/" + name);
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
+std::string readExample(const std::string& name) { return readSourceFile("examples/debezium-migration/" + name); }
 
 const std::string kRouter = "transforms.outbox.";
 

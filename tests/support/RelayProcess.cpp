@@ -250,6 +250,15 @@ std::string ExitStatus::toString() const {
 std::string binPath(const std::string& name) { return std::string(OUTBOX_BIN_DIR) + "/" + name; }
 std::string sourcePath(const std::string& relative) { return std::string(OUTBOX_SOURCE_DIR) + "/" + relative; }
 
+std::string readSourceFile(const std::string& relative) {
+  std::string path = sourcePath(relative);
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
 namespace {
 std::string makeTempDir() {
   std::string pattern = "/tmp/outbox-it-XXXXXX";

@@ -124,6 +124,8 @@ struct ExitStatus {
 std::string binPath(const std::string& name);
 // A path in the source tree (OUTBOX_SOURCE_DIR).
 std::string sourcePath(const std::string& relative);
+// The whole of a file of the source tree (sourcePath(relative)); throws naming it when it cannot be read.
+std::string readSourceFile(const std::string& relative);
 
 // A subprocess with stdout+stderr in a log file. The destructor SIGKILLs it if it still runs and, when the current
 // test has failed, prints the tail of its log. The child also dies with the test process (PR_SET_PDEATHSIG).

@@ -18,14 +18,7 @@ using namespace std::chrono_literals;
 // ---------------------------------------------------------------------------------------------------------------
 // Rendering configs
 
-std::string exampleFile(const std::string& name) {
-  std::string path = sourcePath("examples/saga/" + name);
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
+std::string exampleFile(const std::string& name) { return readSourceFile("examples/saga/" + name); }
 
 std::string substitute(std::string text, const std::string& from, const std::string& to, const std::string& file) {
   size_t count = 0;

@@ -66,6 +66,19 @@ struct ExtraColumnRouter {
   std::string error;
 };
 
+// Routes a row of a table with only the Debezium columns, where `config` names a column it lacks: every row is a
+// dead letter; returns its error.
+std::string errorForTableWithoutTheColumn(const RelayConfig& config) {
+  OutboxRouter router(config);
+  router.onRelation(outboxRelation(3, kDebeziumColumns));
+  OutboxRecord record;
+  std::string error;
+  EXPECT_EQ(router.routeInsert(insertRow(3, {text("i"), text("t"), text("k"), text("T"), text("{}")}), record, error),
+            OutboxRouter::Outcome::DeadLettered);
+  EXPECT_EQ(record.topic, config.deadLetterTopic);
+  return error;
+}
+
 }  // namespace
 
 TEST(OutboxRouter, RoutesARowWithDebeziumConventions) {
@@ -501,11 +514,7 @@ TEST(OutboxRouter, RecordTimestampIsTheCommitTimeOrTheTimestampColumn) {
   EXPECT_EQ(record.topic, config.deadLetterTopic);
   EXPECT_NE(error.find("\"occurred_at\" (timestamp_column)"), std::string::npos) << error;
   // A table without the column: every row is a dead letter naming it.
-  OutboxRouter missing(config);
-  missing.onRelation(outboxRelation(3, kDebeziumColumns));
-  ASSERT_EQ(missing.routeInsert(insertRow(3, {text("i"), text("t"), text("k"), text("T"), text("{}")}), record, error),
-            OutboxRouter::Outcome::DeadLettered);
-  EXPECT_NE(error.find("no timestamp column \"occurred_at\""), std::string::npos) << error;
+  EXPECT_NE(errorForTableWithoutTheColumn(config).find("no timestamp column \"occurred_at\""), std::string::npos);
 }
 
 TEST(OutboxRouter, KeyIsTheAggregateIdAnotherColumnOrNone) {
@@ -538,12 +547,7 @@ TEST(OutboxRouter, KeyIsTheAggregateIdAnotherColumnOrNone) {
   EXPECT_EQ(record.key, std::nullopt);
 
   config.outboxes[0].keyColumn = "missing";
-  OutboxRouter missing(config);
-  missing.onRelation(outboxRelation(1, columns));
-  EXPECT_EQ(missing.routeInsert(insertRow(1, {text("i"), text("t"), text("agg-1"), text("T"), text("{}"), null()}),
-                                record, error),
-            OutboxRouter::Outcome::DeadLettered);
-  EXPECT_NE(error.find("no key column \"missing\""), std::string::npos) << error;
+  EXPECT_NE(errorForTableWithoutTheColumn(config).find("no key column \"missing\""), std::string::npos);
 }
 
 TEST(OutboxRouter, PartitionColumnPicksThePartition) {
@@ -663,11 +667,7 @@ TEST(OutboxRouter, EnvelopePlacesColumnsBesideThePayload) {
   EXPECT_EQ(bytes, "\"AP9B\"");
   // A missing envelope column: every row is a dead letter naming it.
   config.outboxes[0].envelope = {{"x", "nope"}};
-  OutboxRouter missing(config);
-  missing.onRelation(outboxRelation(2, kDebeziumColumns));
-  EXPECT_EQ(missing.routeInsert(insertRow(2, {text("i"), text("t"), text("k"), text("T"), text("{}")}), record, error),
-            OutboxRouter::Outcome::DeadLettered);
-  EXPECT_NE(error.find("no envelope column \"nope\""), std::string::npos) << error;
+  EXPECT_NE(errorForTableWithoutTheColumn(config).find("no envelope column \"nope\""), std::string::npos);
 }
 
 TEST(OutboxRouter, CloudEventsBinaryAndStructured) {
@@ -679,15 +679,17 @@ TEST(OutboxRouter, CloudEventsBinaryAndStructured) {
   config.outboxes[0].cloudEventsSource = "/orders";
   OutboxRecord record;
   std::string error;
-  {
-    OutboxRouter router(config);
+  // An OrderCreated row committed at 2026-12-02T03:12:11.123Z through `router`.
+  auto routeOrderCreated = [&](OutboxRouter& router) {
     router.onRelation(outboxRelation(1, kDebeziumColumns));
     router.beginTransaction(1796181131123);
-    ASSERT_EQ(router.routeInsert(insertRow(1, {text("e-1"), text("order"), text("o-1"), text("OrderCreated"),
-                                               text(R"({"total": 42})")}),
-                                 record, error),
-              OutboxRouter::Outcome::Routed)
-        << error;
+    return router.routeInsert(
+        insertRow(1, {text("e-1"), text("order"), text("o-1"), text("OrderCreated"), text(R"({"total": 42})")}), record,
+        error);
+  };
+  {
+    OutboxRouter router(config);
+    ASSERT_EQ(routeOrderCreated(router), OutboxRouter::Outcome::Routed) << error;
     EXPECT_EQ(header(record, "ce_specversion"), "1.0");
     EXPECT_EQ(header(record, "ce_id"), "e-1");
     EXPECT_EQ(header(record, "ce_source"), "/orders");
@@ -704,13 +706,7 @@ TEST(OutboxRouter, CloudEventsBinaryAndStructured) {
   }
   config.outboxes[0].cloudEvents = OutboxTableConfig::CloudEvents::Structured;
   OutboxRouter router(config);
-  router.onRelation(outboxRelation(1, kDebeziumColumns));
-  router.beginTransaction(1796181131123);
-  ASSERT_EQ(router.routeInsert(insertRow(1, {text("e-1"), text("order"), text("o-1"), text("OrderCreated"),
-                                             text(R"({"total": 42})")}),
-                               record, error),
-            OutboxRouter::Outcome::Routed)
-      << error;
+  ASSERT_EQ(routeOrderCreated(router), OutboxRouter::Outcome::Routed) << error;
   EXPECT_EQ(record.value, R"({"specversion":"1.0","id":"e-1","source":"/orders","type":"OrderCreated",)"
                           R"("time":"2026-12-02T03:12:11.123Z","datacontenttype":"application/json",)"
                           R"("data":{"total": 42}})");
