@@ -181,13 +181,17 @@ table = {{ include "outbox-relay.tomlString" .table }}
 topic = {{ include "outbox-relay.tomlString" . }}
 {{- end }}
 {{- $o := . }}
-{{- range $key, $toml := dict "idColumn" "id_column" "aggregateTypeColumn" "aggregatetype_column" "aggregateIdColumn" "aggregateid_column" "typeColumn" "type_column" "payloadColumn" "payload_column" }}
+{{- range $key, $toml := dict "idColumn" "id_column" "aggregateTypeColumn" "aggregatetype_column" "aggregateIdColumn" "aggregateid_column" "typeColumn" "type_column" "payloadColumn" "payload_column" "keyColumn" "key_column" "partitionColumn" "partition_column" "timestampColumn" "timestamp_column" "tracingColumn" "tracing_column" "cloudevents" "cloudevents" "cloudeventsSource" "cloudevents_source" }}
 {{- if hasKey $o $key }}
 {{ $toml }} = {{ include "outbox-relay.tomlString" (index $o $key) }}
 {{- end }}
 {{- end }}
 {{- with .headers }}
 [outbox.headers]
+{{- include "outbox-relay.tomlStringMap" . }}
+{{- end }}
+{{- with .envelope }}
+[outbox.envelope]
 {{- include "outbox-relay.tomlStringMap" . }}
 {{- end }}
 {{- end }}
