@@ -12,11 +12,14 @@
 #include "src/Relay.h"
 #include "src/RelayConfig.h"
 #include "src/RelayMetrics.h"
+#include "src/Replay.h"
 
 namespace {
 
 const char* kUsage = R"(usage: outbox-relay --config FILE
        outbox-relay --check-config FILE
+       outbox-relay replay --config FILE [--dry-run] [--table T] [--aggregate-type T] [--aggregate-id ID]
+                    [--id ID]... [--since TS] [--until TS] [--time-column C]
        outbox-relay --version | --help
 
 Streams committed rows of PostgreSQL outbox tables (and outbox logical messages) to Kafka,
@@ -25,6 +28,9 @@ using logical replication with the built-in pgoutput plugin.
   --config FILE        run with the TOML configuration in FILE
   --check-config FILE  parse and validate FILE, print every problem with its line and column;
                        exit status 0 when valid, 2 when not
+  replay               publish rows still in the outbox tables again, as the live relay routes them, with
+                       the header outbox_replay; reads the tables (SELECT), never the slot; --dry-run lists
+                       what it would send. Exit status 0 all sent, 1 some left out or refused, 2 setup error
   --version            print the version
   --help               print this help
 
@@ -57,6 +63,19 @@ outbox::HealthCheck relayHealth(const outbox::RelayMetrics& metrics) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "replay") == 0) {
+    outbox::ReplayOptions options;
+    if (auto problem = outbox::parseReplayArguments(argc, argv, 2, options)) {
+      std::fprintf(stderr, "outbox-relay replay: %s\n%s", problem->c_str(), kUsage);
+      return 2;
+    }
+    auto loaded = outbox::loadRelayConfig(options.configPath);
+    outbox::CommandLine check;
+    check.configPath = options.configPath;
+    if (auto status = outbox::finishConfigCheck(loaded, check)) return *status;
+    outbox::log::configure(outbox::log::Level::Warn, loaded.config->log.format);
+    return outbox::runReplay(*loaded.config, options);
+  }
   outbox::CommandLine commandLine;
   if (auto status = outbox::parseCommandLine(argc, argv, "outbox-relay", kUsage, commandLine)) return *status;
   auto loaded = outbox::loadRelayConfig(commandLine.configPath);
