@@ -71,6 +71,14 @@ PgParameters defaultsNotSetBy(const std::string& conninfo, const PgParameters& d
   return out;
 }
 
+std::optional<std::string> escapeIdentifier(PGconn* conn, std::string_view name) {
+  char* quoted = PQescapeIdentifier(conn, name.data(), name.size());
+  if (quoted == nullptr) return std::nullopt;
+  std::string out(quoted);
+  PQfreemem(quoted);
+  return out;
+}
+
 PGconn* connectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra,
                         const PgParameters& defaults) {
   ParameterArrays params = parameterArrays(conninfo, password, extra, defaults);

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -36,6 +37,10 @@ const PgParameters& networkTimeoutDefaults();
 PgParameters defaultsNotSetBy(const std::string& conninfo, const PgParameters& defaults);
 
 // Returns the connection whatever its status (check PQstatus; the caller PQfinish-es it). Blocking.
+// PQescapeIdentifier: `name` quoted for SQL; nullopt when libpq refuses it (invalid in the connection's encoding,
+// or out of memory).
+std::optional<std::string> escapeIdentifier(PGconn* conn, std::string_view name);
+
 PGconn* connectPostgres(const std::string& conninfo, const std::string& password, const PgParameters& extra,
                         const PgParameters& defaults = {});
 // The same, started without blocking (PQconnectStartParams): drive it with PQconnectPoll. Null when out of memory.

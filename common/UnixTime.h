@@ -25,4 +25,12 @@ inline std::string utcIsoTime(int64_t unixMicros) {
   return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(seconds));
 }
 
+// RFC 3339 / ISO 8601 in UTC to the millisecond, e.g. "2026-12-01T16:32:03.123Z" (CloudEvents' time, the replay
+// header); "" for 0 or less.
+inline std::string utcIsoTimeMillis(int64_t unixMs) {
+  if (unixMs <= 0) return "";
+  std::time_t seconds = static_cast<std::time_t>(unixMs / 1000);
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z", fmt::gmtime(seconds), static_cast<int>(unixMs % 1000));
+}
+
 }  // namespace outbox

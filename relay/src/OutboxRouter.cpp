@@ -7,6 +7,7 @@
 #include "common/ConfigSupport.h"
 #include "common/KafkaTopicName.h"
 #include "common/Log.h"
+#include "common/UnixTime.h"
 
 namespace outbox {
 
@@ -115,7 +116,9 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
   }
   for (const auto& [header, column] : table->headers) route.headers.emplace_back(header, info.columnIndex(column));
   for (const auto& [field, column] : table->envelope) {
-    Route::EnvelopeField f{field, info.columnIndex(column), 0};
+    Route::EnvelopeField f{",", info.columnIndex(column), 0};
+    appendJsonValue(f.jsonName, field, 25);
+    f.jsonName += ':';
     if (f.column < 0) {
       route.problem += "no envelope column \"" + column + "\"; ";
     } else {
@@ -142,7 +145,10 @@ const OutboxTableConfig* OutboxRouter::onRelation(const pgoutput::Relation& rela
     route.key = table->keyColumn->empty() ? -1 : info.columnIndex(*table->keyColumn);
     if (!table->keyColumn->empty()) require(route.key, *table->keyColumn, "key");
   }
-  if (table->cloudEvents != OutboxTableConfig::CloudEvents::Off) require(route.type, table->typeColumn, "type");
+  if (table->cloudEvents != OutboxTableConfig::CloudEvents::Off) {
+    require(route.type, table->typeColumn, "type");
+    appendJsonValue(route.ceSourceJson, table->cloudEventsSource, 25);
+  }
   if (!table->timestampColumn.empty()) {
     route.timestamp = info.columnIndex(table->timestampColumn);
     require(route.timestamp, table->timestampColumn, "timestamp");
@@ -211,10 +217,11 @@ bool validTracestate(std::string_view v) {
          std::all_of(v.begin(), v.end(), [](char c) { return c >= 0x20 && c <= 0x7e; });
 }
 
-std::string_view trimSpaces(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\f')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\f' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
+// `s` without leading and trailing characters of `chars` (by default Properties whitespace, and a CR of a CRLF).
+std::string_view trimSpaces(std::string_view s, std::string_view chars = " \t\f\r") {
+  size_t first = s.find_first_not_of(chars);
+  if (first == std::string_view::npos) return {};
+  return s.substr(first, s.find_last_not_of(chars) - first + 1);
 }
 
 // One logical line of Java Properties text with its escapes undone; false on a \u escape that is not ASCII.
@@ -236,8 +243,7 @@ bool unescapeProperties(std::string_view in, std::string& out) {
         if (i + 4 >= in.size()) return false;
         unsigned value = 0;
         for (size_t k = 1; k <= 4; ++k) {
-          char h = in[i + k];
-          int d = (h >= '0' && h <= '9') ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10 : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
+          int d = hexValue(in[i + k]);
           if (d < 0) return false;
           value = value * 16 + static_cast<unsigned>(d);
         }
@@ -257,10 +263,7 @@ bool OutboxRouter::parseTraceContext(std::string_view text, std::string& tracepa
   traceparent.clear();
   tracestate.clear();
   if (text.size() > 8192) return false;
-  std::string_view bare = text;
-  while (!bare.empty() && (bare.front() == '\n' || bare.front() == '\r' || bare.front() == ' ')) bare.remove_prefix(1);
-  while (!bare.empty() && (bare.back() == '\n' || bare.back() == '\r' || bare.back() == ' ')) bare.remove_suffix(1);
-  bare = trimSpaces(bare);
+  std::string_view bare = trimSpaces(text, " \t\f\r\n");
   if (bare.empty()) return true;
   std::string parent, state;
   bool sawParent = false, sawState = false;
@@ -269,7 +272,7 @@ bool OutboxRouter::parseTraceContext(std::string_view text, std::string& tracepa
     parent = std::string(bare);
     sawParent = true;
   } else {
-    std::string line, key, value;
+    std::string key, value;
     size_t start = 0;
     while (start <= text.size()) {
       size_t end = text.find('\n', start);
@@ -368,24 +371,6 @@ std::string_view OutboxRouter::contentType(uint32_t payloadTypeOid) {
   if (payloadTypeOid == 114 || payloadTypeOid == 3802) return "application/json";
   if (payloadTypeOid == kByteaOid) return "application/octet-stream";
   return "text/plain; charset=utf-8";
-}
-
-std::string OutboxRouter::rfc3339(int64_t unixMs) {
-  if (unixMs <= 0) return "";
-  int64_t days = unixMs / 86400000, msOfDay = unixMs % 86400000;
-  // civil_from_days (Howard Hinnant)
-  int64_t z = days + 719468;
-  int64_t era = z / 146097;
-  int64_t doe = z - era * 146097;
-  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  int64_t y = yoe + era * 400;
-  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  int64_t mp = (5 * doy + 2) / 153;
-  int64_t d = doy - (153 * mp + 2) / 5 + 1;
-  int64_t m = mp < 10 ? mp + 3 : mp - 9;
-  if (m <= 2) ++y;
-  return fmt::format("{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z", y, m, d, msOfDay / 3600000,
-                     msOfDay / 60000 % 60, msOfDay / 1000 % 60, msOfDay % 1000);
 }
 
 void OutboxRouter::appendJsonValue(std::string& out, std::optional<std::string_view> text, uint32_t typeOid,
@@ -623,9 +608,7 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
     envelope_ += "{\"payload\":";
     appendJsonValue(envelope_, value, route.payloadTypeOid, route.payloadTypeOid == kByteaOid);
     for (const auto& field : route.envelope) {
-      envelope_ += ',';
-      appendJsonValue(envelope_, field.name, 25);
-      envelope_ += ':';
+      envelope_ += field.jsonName;  // ,"name":
       appendJsonValue(envelope_, columnText(tuple, field.column), field.typeOid);
     }
     envelope_ += '}';
@@ -639,7 +622,10 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
                             "\" is NULL or empty, and a CloudEvent needs a type",
                         key, value);
     }
-    ceTime_ = rfc3339(record.timestampMs);
+    if (record.timestampMs != ceTimeMs_) {  // the same for every row of a transaction without a timestamp column
+      ceTimeMs_ = record.timestampMs;
+      ceTime_ = utcIsoTimeMillis(record.timestampMs);
+    }
     const std::string& source = route.table->cloudEventsSource;
     if (route.table->cloudEvents == OutboxTableConfig::CloudEvents::Binary) {
       record.headers.emplace_back("ce_specversion", "1.0");
@@ -653,7 +639,7 @@ OutboxRouter::Outcome OutboxRouter::routeInsert(const pgoutput::Insert& insert, 
       ceBody_ += "{\"specversion\":\"1.0\",\"id\":";
       appendJsonValue(ceBody_, *id, 25);
       ceBody_ += ",\"source\":";
-      appendJsonValue(ceBody_, source, 25);
+      ceBody_ += route.ceSourceJson;
       ceBody_ += ",\"type\":";
       appendJsonValue(ceBody_, *type, 25);
       if (!ceTime_.empty()) ceBody_ += ",\"time\":\"" + ceTime_ + "\"";

@@ -55,8 +55,6 @@ class OutboxRouter {
   // anything else (NaN and Infinity too) -> a string.
   static void appendJsonValue(std::string& out, std::optional<std::string_view> text, uint32_t typeOid,
                               bool bytes = false);
-  // Unix epoch ms as RFC 3339 UTC with milliseconds ("2026-12-02T03:12:11.123Z"); "" for 0 or less.
-  static std::string rfc3339(int64_t unixMs);
   // The CloudEvents datacontenttype of a payload column's type.
   static std::string_view contentType(uint32_t payloadTypeOid);
   // Whether the last routed row's trace context was dropped as invalid (then counted by the relay).
@@ -99,11 +97,12 @@ class OutboxRouter {
     TopicTemplate topic;
     std::vector<std::pair<std::string, int>> headers;  // header name -> column index (-1: column missing)
     struct EnvelopeField {
-      std::string name;
+      std::string jsonName;  // ,"name": as JSON, encoded once per relation
       int column = -1;
       uint32_t typeOid = 0;
     };
     std::vector<EnvelopeField> envelope;  // [outbox.envelope]: the value's fields beside "payload"
+    std::string ceSourceJson;  // cloudevents_source as a JSON string, for structured CloudEvents
     std::string problem;  // non-empty: a required column is missing; every row is dead-lettered
   };
 
@@ -128,6 +127,7 @@ class OutboxRouter {
   std::string traceParent_, traceState_;
   std::string envelope_;
   std::string ceTime_, ceBody_;
+  int64_t ceTimeMs_ = -1;  // what ceTime_ renders
   // Scratch buffers the records' views point into; reused for every event.
   std::string topic_;
   std::string payload_;

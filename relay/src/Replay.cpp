@@ -18,11 +18,9 @@ namespace outbox {
 namespace {
 
 std::string quoteIdent(PGconn* conn, const std::string& name) {
-  char* quoted = PQescapeIdentifier(conn, name.c_str(), name.size());
-  if (quoted == nullptr) throw std::runtime_error(std::string("cannot quote identifier: ") + PQerrorMessage(conn));
-  std::string out(quoted);
-  PQfreemem(quoted);
-  return out;
+  std::optional<std::string> quoted = escapeIdentifier(conn, name);
+  if (!quoted) throw std::runtime_error("cannot quote identifier \"" + name + "\": " + PQerrorMessage(conn));
+  return *quoted;
 }
 
 bool matchesTable(const OutboxTableConfig& t, const std::string& wanted) {
@@ -35,29 +33,24 @@ bool matchesTable(const OutboxTableConfig& t, const std::string& wanted) {
 std::optional<std::string> parseReplayArguments(int argc, char** argv, int first, ReplayOptions& out) {
   for (int i = first; i < argc; ++i) {
     std::string arg = argv[i];
-    auto value = [&](const char* name) -> std::optional<std::string> {
-      if (i + 1 >= argc) return std::nullopt;
-      (void)name;
-      return std::string(argv[++i]);
-    };
-    std::optional<std::string> v;
     if (arg == "--dry-run") {
       out.dryRun = true;
       continue;
     }
-    if (arg != "--config" && arg != "--table" && arg != "--aggregate-type" && arg != "--aggregate-id" &&
-        arg != "--id" && arg != "--since" && arg != "--until" && arg != "--time-column") {
-      return "unknown argument " + arg;
-    }
-    if (!(v = value(arg.c_str()))) return arg + " needs a value";
-    if (arg == "--config") out.configPath = *v;
-    if (arg == "--table") out.table = *v;
-    if (arg == "--aggregate-type") out.aggregateType = *v;
-    if (arg == "--aggregate-id") out.aggregateId = *v;
-    if (arg == "--id") out.ids.push_back(*v);
-    if (arg == "--since") out.since = *v;
-    if (arg == "--until") out.until = *v;
-    if (arg == "--time-column") out.timeColumn = *v;
+    // Every other option takes a value: where it goes.
+    std::string* single = arg == "--config" ? &out.configPath : arg == "--table" ? &out.table : nullptr;
+    std::optional<std::string>* optional = arg == "--aggregate-type" ? &out.aggregateType
+                                           : arg == "--aggregate-id" ? &out.aggregateId
+                                           : arg == "--since"        ? &out.since
+                                           : arg == "--until"        ? &out.until
+                                           : arg == "--time-column"  ? &out.timeColumn
+                                                                     : nullptr;
+    if (!single && !optional && arg != "--id") return "unknown argument " + arg;
+    if (i + 1 >= argc) return arg + " needs a value";
+    std::string value = argv[++i];
+    if (single) *single = value;
+    if (optional) *optional = value;
+    if (arg == "--id") out.ids.push_back(value);
   }
   if (out.configPath.empty()) return "replay needs --config FILE";
   return std::nullopt;
@@ -80,9 +73,7 @@ int runReplay(const RelayConfig& config, const ReplayOptions& options) {
   }
   PgResult iso(PQexec(raw, "SET DateStyle = 'ISO, YMD'"));  // as the live relay reads timestamps
 
-  const std::string replayTime = OutboxRouter::rfc3339(unixSecondsNow() > 0
-                                                           ? static_cast<int64_t>(unixSecondsNow() * 1000)
-                                                           : 0);
+  const std::string replayTime = utcIsoTimeMillis(unixMicrosNow() / 1000);
   uint64_t delivered = 0, failed = 0;
   std::unique_ptr<KafkaPublisher> publisher;
   if (!options.dryRun) {
@@ -103,7 +94,7 @@ int runReplay(const RelayConfig& config, const ReplayOptions& options) {
   }
 
   OutboxRouter router(config);
-  uint64_t selected = 0, leftOut = 0, produced = 0;
+  uint64_t selected = 0, leftOut = 0;
   uint32_t relationId = 0;
   for (const OutboxTableConfig& table : config.outboxes) {
     if (!matchesTable(table, options.table)) continue;
@@ -119,16 +110,13 @@ int runReplay(const RelayConfig& config, const ReplayOptions& options) {
     }
     if (options.aggregateId) condition(quoteIdent(raw, table.aggregateIdColumn) + "::text = ${}", *options.aggregateId);
     if (!options.ids.empty()) {
-      std::string array = "{";
-      for (size_t i = 0; i < options.ids.size(); ++i) {
-        std::string quoted;
-        for (char c : options.ids[i]) {
-          if (c == '"' || c == '\\') quoted += '\\';
-          quoted += c;
-        }
-        array += (i ? ",\"" : "\"") + quoted + "\"";
+      // One parameter per id: id::text IN ($n, $n+1, ...).
+      std::string list;
+      for (const std::string& id : options.ids) {
+        values.push_back(id);
+        list += (list.empty() ? "$" : ", $") + std::to_string(values.size());
       }
-      condition(quoteIdent(raw, table.idColumn) + "::text = ANY(${}::text[])", array + "}");
+      where += (where.empty() ? " WHERE " : " AND ") + quoteIdent(raw, table.idColumn) + "::text IN (" + list + ")";
     }
     if ((options.since || options.until) && timeColumn.empty()) {
       std::fprintf(stderr,
@@ -191,10 +179,7 @@ int runReplay(const RelayConfig& config, const ReplayOptions& options) {
       while (true) {
         rd_kafka_resp_err_t code = RD_KAFKA_RESP_ERR_NO_ERROR;
         auto status = publisher->produce(record, 0, error, code);
-        if (status == KafkaPublisher::ProduceStatus::Queued) {
-          ++produced;
-          break;
-        }
+        if (status == KafkaPublisher::ProduceStatus::Queued) break;
         if (status == KafkaPublisher::ProduceStatus::Failed) {
           ++failed;
           std::fprintf(stderr, "replay: %s\n", error.c_str());
@@ -223,7 +208,6 @@ int runReplay(const RelayConfig& config, const ReplayOptions& options) {
               static_cast<unsigned long long>(options.dryRun ? selected - leftOut : delivered),
               options.dryRun ? "would be published" : "published", static_cast<unsigned long long>(leftOut),
               static_cast<unsigned long long>(failed));
-  (void)produced;
   return leftOut > 0 || failed > 0 ? 1 : 0;
 }
 

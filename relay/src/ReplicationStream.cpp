@@ -144,10 +144,7 @@ PGresult* ReplicationStream::exec(const std::string& sql) {
 }
 
 std::string ReplicationStream::quoteIdentifier(std::string_view identifier) const {
-  char* quoted = PQescapeIdentifier(conn_, identifier.data(), identifier.size());
-  std::string out = quoted ? quoted : "";
-  PQfreemem(quoted);
-  return out;
+  return escapeIdentifier(conn_, identifier).value_or("");
 }
 
 std::string ReplicationStream::quoteLiteral(std::string_view literal) const {

@@ -450,6 +450,25 @@ TEST(RelayDelivery, KeyColumnOrNoKey) {
   EXPECT_EQ(byType["NullKey"].key, std::nullopt);
   EXPECT_EQ(byType["NoKey"].key, std::nullopt);
   EXPECT_EQ(byType["NoKey"].topic, topic + ".none");
+
+  // Order is kept per key: rows of many aggregates under one routing key arrive in one partition, in commit order.
+  for (int i = 0; i < 30; ++i) {
+    pg.exec("INSERT INTO " + byColumn + " (aggregatetype, aggregateid, type, payload, routing_key) VALUES ('a', 'agg-" +
+            std::to_string(i) + "', 'Ordered', '{\"n\": " + std::to_string(i) + "}', 'rk-order')");
+  }
+  TopicReader ordered(kafkaBootstrap(), {topic + ".column"});
+  std::vector<ConsumedRecord> all = ordered.readUntil(32, 3min);
+  std::vector<int> sequence;
+  std::set<int32_t> partitions;
+  for (auto& r : all) {
+    if (r.key != "rk-order") continue;
+    sequence.push_back(nlohmann::json::parse(r.value.value_or("null")).at("n").get<int>());
+    partitions.insert(r.partition);
+  }
+  std::vector<int> expected(30);
+  for (int i = 0; i < 30; ++i) expected[i] = i;
+  EXPECT_EQ(sequence, expected);
+  EXPECT_EQ(partitions.size(), 1u);
 }
 
 // partition_column: the row's partition; NULL there: the key's. A number the topic has no partition for is a dead
@@ -616,4 +635,41 @@ TEST(RelayDelivery, CloudEventsBinaryAndStructured) {
   EXPECT_EQ(event["time"], b.headers["ce_time"]);  // one transaction: one commit time
   EXPECT_EQ(event["datacontenttype"], "application/json");
   EXPECT_EQ(event["data"], nlohmann::json::parse(R"({"total": 42})"));
+}
+
+// README "Record timestamps": a timestamp the topic's message.timestamp.after.max.ms refuses is a dead letter counted
+// as invalid_record, and the events after it flow.
+TEST(RelayDelivery, ATimestampTheBrokerRefusesIsADeadLetter) {
+  PgConnection pg(pgUrl());
+  std::string table = createOutboxTable(pg, "tsfuture");
+  pg.exec("ALTER TABLE " + table + " ADD COLUMN occurred_at timestamptz");
+  std::string topic = uniqueName("tsfuture");
+  createTopic(topic, 1, {{"message.timestamp.after.max.ms", "3600000"}});
+  std::string deadLetters = uniqueName("dlq");
+  RelayConfigBuilder config;
+  config.addOutbox({table, topic, {{"timestamp_column", "occurred_at"}}, {{"eventType", "type"}}})
+      .metricsListen("127.0.0.1:0");
+  ReplicationCleanup cleanup(config.slot(), config.publication(), {table});
+  auto relay = RelayProcess::start("dead_letter_topic = \"" + deadLetters + "\"\n" + config.render());
+  std::string metrics = adminAddressOf(*relay);
+  ASSERT_TRUE(waitForSlotStreaming(pg, config.slot(), 120s)) << relay->logTail();
+  pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload, occurred_at) VALUES "
+          "('a', 'future', 'T', '{}', '2100-01-01 00:00:00+00')");
+  // The next event only once the first is dead-lettered: in at-least-once mode the broker refuses the whole batch,
+  // and an event batched with it would be dead-lettered too (README "Record timestamps").
+  ASSERT_TRUE(waitFor([&] { return scrapeValue(metrics, "outbox_relay_rejected_total{reason=\"invalid_record\"}") == 1.0; },
+                      60s, 250ms))
+      << relay->logTail();
+  pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload, occurred_at) VALUES "
+          "('a', 'now', 'T', '{}', NULL)");
+  TopicReader reader(kafkaBootstrap(), {topic, deadLetters});
+  std::vector<ConsumedRecord> records = reader.readUntil(2, 3min);
+  ASSERT_EQ(records.size(), 2u) << relay->logTail();
+  std::map<std::string, ConsumedRecord> byKey;
+  for (auto& r : records) byKey[r.key.value_or("")] = r;
+  EXPECT_EQ(byKey["now"].topic, topic);
+  EXPECT_EQ(byKey["future"].topic, deadLetters);
+  EXPECT_NE(byKey["future"].headers["error"].find("INVALID_TIMESTAMP"), std::string::npos) << byKey["future"].headers["error"];
+  EXPECT_EQ(scrapeValue(metrics, "outbox_relay_rejected_total{reason=\"invalid_record\"}"), 1.0);
+  EXPECT_TRUE(relay->running());
 }

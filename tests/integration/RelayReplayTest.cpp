@@ -74,6 +74,13 @@ TEST(RelayReplay, PublishesTheSelectedRowsAgainAsTheLiveRelayRoutesThem) {
   EXPECT_FALSE(slotExists(pg, config.slot()));
   EXPECT_FALSE(publicationExists(pg, config.publication()));
 
+  // A row the live relay would dead-letter (its topic name is not one Kafka takes) is listed as left out: exit 1.
+  pg.exec("INSERT INTO " + table + " (aggregatetype, aggregateid, type, payload) VALUES ('bad topic!', 'k9', 'Bad', '{}')");
+  CommandResult bad = runCommand({binPath("outbox-relay"), "replay", "--config", file, "--aggregate-id", "k9"}, 60s);
+  EXPECT_EQ(bad.status.code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("left out (the live relay dead-letters it)"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("1 row(s) selected, 0 published, 1 left out"), std::string::npos) << bad.output;
+
   // A table not in the config: a setup error naming it.
   CommandResult noTable = runCommand({binPath("outbox-relay"), "replay", "--config", file, "--table", "nope"}, 60s);
   EXPECT_EQ(noTable.status.code, 2) << noTable.output;

@@ -3,6 +3,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "common/UnixTime.h"
 #include "src/KafkaPublisher.h"
 #include "src/OutboxRouter.h"
 
@@ -671,9 +672,9 @@ TEST(OutboxRouter, EnvelopePlacesColumnsBesideThePayload) {
 }
 
 TEST(OutboxRouter, CloudEventsBinaryAndStructured) {
-  EXPECT_EQ(OutboxRouter::rfc3339(1796181131123), "2026-12-02T03:12:11.123Z");
-  EXPECT_EQ(OutboxRouter::rfc3339(1709164800000), "2024-02-29T00:00:00.000Z");
-  EXPECT_EQ(OutboxRouter::rfc3339(0), "");
+  EXPECT_EQ(utcIsoTimeMillis(1796181131123), "2026-12-02T03:12:11.123Z");
+  EXPECT_EQ(utcIsoTimeMillis(1709164800000), "2024-02-29T00:00:00.000Z");
+  EXPECT_EQ(utcIsoTimeMillis(0), "");
   RelayConfig config = configWithOutbox();
   config.outboxes[0].cloudEvents = OutboxTableConfig::CloudEvents::Binary;
   config.outboxes[0].cloudEventsSource = "/orders";
